@@ -1,0 +1,72 @@
+# Two commands for a fresh Debian 12 machine: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY310 ?= $(shell command -v python3.10 2>/dev/null || ls /root/.pyenv/versions/3.10.*/bin/python 2>/dev/null | head -n1)
+PY311 ?= $(shell command -v python3.11 2>/dev/null || ls /root/.pyenv/versions/3.11.*/bin/python 2>/dev/null | head -n1)
+RASA_VENV := .venv-rasa
+VOICE_VENV := .venv
+RASA := $(RASA_VENV)/bin/rasa
+RASA_MODEL_DIR ?= models/rasa
+RASA_SOURCES := config.yml $(shell find domain data -name '*.yml' 2>/dev/null)
+
+.PHONY: help deps apt run test train nlu-report chat call models bench-voice bench-sip clean
+
+help:
+	@echo "make run    - install what is missing, train if needed, start Rasa + actions + gateway (Ctrl-C stops)"
+	@echo "make test   - install what is missing and run the whole test suite"
+	@echo "make train | nlu-report | chat | call WAV=file.wav | models | bench-voice | bench-sip"
+
+apt:
+	@bash scripts/install_apt.sh
+
+$(RASA_VENV)/.installed: requirements/rasa.lock
+	@test -n "$(PY310)" || { echo "Python 3.10 is required for Rasa 3.6 (e.g. 'pyenv install 3.10.13' or 'apt-get install python3.10'), then: make PY310=/path/to/python3.10"; exit 1; }
+	@test -x $(RASA_VENV)/bin/python || $(PY310) -m venv $(RASA_VENV)
+	$(RASA_VENV)/bin/pip install -q --upgrade "pip<25"
+	$(RASA_VENV)/bin/pip install -q --no-deps -r requirements/rasa.lock
+	@touch $@
+
+$(VOICE_VENV)/.installed: requirements/voice.lock
+	@test -n "$(PY311)" || { echo "Python 3.11 is required (e.g. 'pyenv install 3.11.7'), then: make PY311=/path/to/python3.11"; exit 1; }
+	@test -x $(VOICE_VENV)/bin/python || $(PY311) -m venv $(VOICE_VENV)
+	$(VOICE_VENV)/bin/pip install -q --upgrade "pip<25"
+	$(VOICE_VENV)/bin/pip install -q --no-deps -r requirements/voice.lock
+	@touch $@
+
+deps: apt $(RASA_VENV)/.installed $(VOICE_VENV)/.installed
+
+# Retrain only when the Rasa project changed.
+$(RASA_MODEL_DIR)/.trained: $(RASA_SOURCES) | $(RASA_VENV)/.installed
+	@mkdir -p $(RASA_MODEL_DIR)
+	$(RASA) train --config config.yml --domain domain --data data --out $(RASA_MODEL_DIR) --fixed-model-name ivr
+	@touch $@
+
+train: deps $(RASA_MODEL_DIR)/.trained
+
+nlu-report: train
+	@bash scripts/nlu_report.sh
+
+run: train
+	$(VOICE_VENV)/bin/python scripts/stack.py
+
+test: train
+	@bash scripts/test_all.sh
+
+chat: deps
+	$(VOICE_VENV)/bin/python -m bot.chat
+
+call: deps
+	$(VOICE_VENV)/bin/python -m bot.call_cli $(WAV)
+
+models: deps
+	$(VOICE_VENV)/bin/python -m bot.models download
+
+bench-voice: train
+	$(VOICE_VENV)/bin/python bench/voice_latency.py
+
+bench-sip: deps
+	@bash bench/sip_load.sh
+
+clean:
+	rm -rf $(RASA_MODEL_DIR) var results reports

@@ -1,0 +1,129 @@
+"""The one typed settings object for every process of the IVR.
+
+Each field reads one environment variable (named in its metadata) and falls back to a default.
+Stdlib only, so it loads in both venvs (.venv-rasa on Python 3.10, .venv on 3.11).
+
+Sections belong to layers: add a field to the section of the layer that uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+def env(name: str, default: Any) -> Any:
+    """A dataclass field read from environment variable `name`, parsed to the type of `default`."""
+    return field(default=default, metadata={"env": name})
+
+
+@dataclass(frozen=True)
+class RasaSettings:
+    url: str = env("RASA_URL", "http://127.0.0.1:5005")
+    port: int = env("RASA_PORT", 5005)
+    token: str = env("RASA_TOKEN", "ivr-local-token")
+    model_dir: str = env("RASA_MODEL_DIR", str(REPO_ROOT / "models" / "rasa"))
+    tracker_db_url: str = env("TRACKER_DB_URL", f"sqlite:///{REPO_ROOT / 'var' / 'tracker.db'}")
+    timeout_s: float = env("RASA_TIMEOUT_S", 3.0)
+
+
+@dataclass(frozen=True)
+class ActionSettings:
+    port: int = env("ACTIONS_PORT", 5055)
+    url: str = env("ACTION_SERVER_URL", "http://127.0.0.1:5055/webhook")
+    timeout_s: float = env("ACTION_TIMEOUT_S", 3.0)
+
+
+@dataclass(frozen=True)
+class BankSettings:
+    db_url: str = env("BANK_DB_URL", f"sqlite:///{REPO_ROOT / 'var' / 'bank.db'}")
+    pin_salt_rounds: int = env("BANK_PIN_HASH_ITERATIONS", 200_000)
+    max_pin_attempts: int = env("BANK_MAX_PIN_ATTEMPTS", 3)
+    daily_transfer_limit_cents: int = env("BANK_DAILY_TRANSFER_LIMIT_CENTS", 5_000_000)
+    elderly_age: int = env("BANK_ELDERLY_AGE", 65)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    host: str = env("GATEWAY_HOST", "127.0.0.1")
+    port: int = env("GATEWAY_PORT", 8080)
+    media_ws_token: str = env("MEDIA_WS_TOKEN", "change-me-media-token")
+    call_records_dir: str = env("CALL_RECORDS_DIR", str(REPO_ROOT / "var" / "calls"))
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    models_dir: str = env("MODELS_DIR", str(REPO_ROOT / "models"))
+    vosk_model_path: str = env("VOSK_MODEL_PATH", "")
+    piper_voice_path: str = env("PIPER_VOICE_PATH", "")
+    no_input_s: float = env("NO_INPUT_S", 7.0)
+    no_input_elderly_s: float = env("NO_INPUT_ELDERLY_S", 12.0)
+    third_silence_action: str = env("THIRD_SILENCE_ACTION", "handoff")  # or "hangup"
+    human_key: str = env("HUMAN_KEY", "0")
+    interdigit_timeout_s: float = env("INTERDIGIT_TIMEOUT_S", 3.0)
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    host: str = env("SIP_HOST", "127.0.0.1")
+    port: int = env("SIP_PORT", 5060)
+    allow_cidrs: str = env("SIP_ALLOW_CIDRS", "127.0.0.0/8,::1/128")
+    max_calls: int = env("SIP_MAX_CALLS", 300)
+    max_call_s: float = env("SIP_MAX_CALL_S", 3600.0)
+    max_message_bytes: int = env("SIP_MAX_MESSAGE_BYTES", 8192)
+    rate_limit_per_s: float = env("SIP_RATE_LIMIT_PER_S", 200.0)
+    rtp_port_min: int = env("RTP_PORT_MIN", 20000)
+    rtp_port_max: int = env("RTP_PORT_MAX", 30000)
+    media_timeout_s: float = env("RTP_MEDIA_TIMEOUT_S", 30.0)
+    # queue -> SIP URI the REFER points at; "queue=uri;queue=uri"
+    routing: str = env(
+        "SIP_ROUTING",
+        "general=sip:general@127.0.0.1:5070;elderly_priority=sip:elderly@127.0.0.1:5070;"
+        "complaint=sip:complaint@127.0.0.1:5070;card_services=sip:cards@127.0.0.1:5070",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    rasa: RasaSettings = field(default_factory=RasaSettings)
+    actions: ActionSettings = field(default_factory=ActionSettings)
+    bank: BankSettings = field(default_factory=BankSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        environ = dict(os.environ if environ is None else environ)
+        sections = {f.name: _load_section(f.default_factory, environ) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**sections)
+
+
+def _load_section(section_cls: Any, environ: dict[str, str]) -> Any:
+    values = {}
+    for f in dataclasses.fields(section_cls):
+        name = f.metadata.get("env")
+        if name and name in environ:
+            values[f.name] = _parse(environ[name], type(f.default), name)
+    return section_cls(**values)
+
+
+def _parse(raw: str, kind: type, name: str) -> Any:
+    try:
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings.from_env()
