@@ -55,6 +55,15 @@ class GatewaySettings:
     port: int = env("GATEWAY_PORT", 8080)
     media_ws_token: str = env("MEDIA_WS_TOKEN", "change-me-media-token")
     call_records_dir: str = env("CALL_RECORDS_DIR", str(REPO_ROOT / "var" / "calls"))
+    health_timeout_s: float = env("HEALTH_TIMEOUT_S", 2.0)  # per part checked by /healthz
+    console_max_chars: int = env("CONSOLE_MAX_CHARS", 2000)  # longest text the console forwards to Rasa
+    stack_ready_timeout_s: float = env("STACK_READY_TIMEOUT_S", 180.0)  # Rasa loads TensorFlow: be patient
+    stack_stop_grace_s: float = env("STACK_STOP_GRACE_S", 10.0)  # SIGTERM, then SIGKILL after this
+    # media doors (telephony/websocket): the /media WebSocket and Asterisk AudioSocket
+    media_ws_max_message_bytes: int = env("MEDIA_WS_MAX_MESSAGE_BYTES", 65536)  # larger frames close with 1009
+    media_idle_timeout_s: float = env("MEDIA_IDLE_TIMEOUT_S", 15.0)  # no message this long ends the call
+    audiosocket_host: str = env("AUDIOSOCKET_HOST", "127.0.0.1")
+    audiosocket_port: int = env("AUDIOSOCKET_PORT", 9092)
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,19 @@ class VoiceSettings:
     models_dir: str = env("MODELS_DIR", str(REPO_ROOT / "models"))
     vosk_model_path: str = env("VOSK_MODEL_PATH", "")
     piper_voice_path: str = env("PIPER_VOICE_PATH", "")
+    # `make models`: base URL of a local mirror holding the model files (banks run offline)
+    models_mirror: str = env("MODELS_MIRROR", "")
+    # pinned checksums "file=sha256;file=sha256", checked before models/manifest.json
+    models_sha256: str = env("MODELS_SHA256", "")
+    espeak_voice: str = env("ESPEAK_VOICE", "cmn")
     no_input_s: float = env("NO_INPUT_S", 7.0)
     no_input_elderly_s: float = env("NO_INPUT_ELDERLY_S", 12.0)
     third_silence_action: str = env("THIRD_SILENCE_ACTION", "handoff")  # or "hangup"
     human_key: str = env("HUMAN_KEY", "0")
     interdigit_timeout_s: float = env("INTERDIGIT_TIMEOUT_S", 3.0)
+    # extra silence after a speech pause before the turn ends when Smart Turn says the caller is not done
+    end_of_turn_s: float = env("END_OF_TURN_S", 0.6)
+    end_of_turn_elderly_s: float = env("END_OF_TURN_ELDERLY_S", 1.2)
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,13 @@ class SipSettings:
         "general=sip:general@127.0.0.1:5070;elderly_priority=sip:elderly@127.0.0.1:5070;"
         "complaint=sip:complaint@127.0.0.1:5070;card_services=sip:cards@127.0.0.1:5070",
     )
+    refer_timeout_s: float = env("SIP_REFER_TIMEOUT_S", 30.0)  # no final NOTIFY by then -> transfer failed
+    retry_after_s: int = env("SIP_RETRY_AFTER_S", 10)  # Retry-After on 503 when over max_calls
+    # Digest auth (RFC 8760 MD5) for peers outside allow_cidrs; empty password = CIDR allow-list only.
+    digest_realm: str = env("SIP_DIGEST_REALM", "ivr")
+    digest_user: str = env("SIP_DIGEST_USER", "")
+    digest_password: str = env("SIP_DIGEST_PASSWORD", "")
+    user_agent: str = env("SIP_USER_AGENT", "yinling-ivr")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -68,7 +69,9 @@ class RasaClient:
 
     async def tracker(self, sender: str) -> dict[str, Any]:
         """The conversation's tracker (latest_message, slots, events) from Rasa's HTTP API."""
-        return await self._request("GET", f"/conversations/{sender}/tracker", params={"token": self._token})
+        # Quoted: a sender id is caller-chosen text and must not change the path it lands in.
+        path = f"/conversations/{quote(sender, safe='')}/tracker"
+        return await self._request("GET", path, params={"token": self._token})
 
     async def healthy(self) -> bool:
         try:

@@ -1,0 +1,97 @@
+"""Balance and transaction history for a verified caller."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from typing import Any
+
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.bank.service import BankService
+from actions.bank.views import TransactionView
+from actions.cn_numbers import amount_cents_from_speech, speak_amount
+from actions.common import entity_values, latest_user_event_with_intent
+from actions.tasks import VerifiedTaskAction
+
+DEFAULT_TRANSACTIONS = 5
+MAX_TRANSACTIONS = 10
+# 「最近五笔」「最近10条」: the count the caller asked for
+COUNT_PATTERN = re.compile(r"([0-9一二两三四五六七八九十]+)\s*(?:笔|条|次)")
+
+
+class ActionCheckBalance(VerifiedTaskAction):
+    def name(self) -> str:
+        return "action_check_balance"
+
+    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
+        card = tracker.get_slot("card_last4")
+        cents = bank.balance(customer_ref, card)
+        dispatcher.utter_message(text=f"您尾号{card}的账户可用余额为{speak_amount(cents)}。")
+        dispatcher.utter_message(response="utter_anything_else")
+        return []
+
+
+def requested_count(text: str) -> int:
+    match = COUNT_PATTERN.search(text)
+    if not match:
+        return DEFAULT_TRANSACTIONS
+    raw = match.group(1)
+    count = int(raw) if raw.isdigit() else (amount_cents_from_speech(raw) or 0) // 100
+    return max(1, min(count, MAX_TRANSACTIONS)) if count else DEFAULT_TRANSACTIONS
+
+
+def period_bounds(period: str, today: date) -> tuple[date, date] | None:
+    """The date range of a spoken period (今天, 上周, 这个月, 最近三十天...), or None for 'the most recent ones'."""
+    if "今天" in period:
+        return today, today
+    if "昨天" in period:
+        return today - timedelta(days=1), today - timedelta(days=1)
+    if "上周" in period or "上个星期" in period or "上星期" in period:
+        monday = today - timedelta(days=today.weekday())
+        return monday - timedelta(days=7), monday - timedelta(days=1)
+    if "本周" in period or "这周" in period or "这个星期" in period:
+        return today - timedelta(days=today.weekday()), today
+    if "上个月" in period or "上月" in period:
+        last_month_end = today.replace(day=1) - timedelta(days=1)
+        return last_month_end.replace(day=1), last_month_end
+    if "本月" in period or "这个月" in period or "这月" in period:
+        return today.replace(day=1), today
+    if "周" in period or "星期" in period or "七天" in period or "7天" in period:
+        return today - timedelta(days=7), today
+    if "月" in period or "三十天" in period or "30天" in period:
+        return today - timedelta(days=30), today
+    return None
+
+
+def describe(transaction: TransactionView) -> str:
+    direction = "收入" if transaction.amount_cents > 0 else "支出"
+    when = f"{transaction.posted_at.month}月{transaction.posted_at.day}日"
+    return f"{when}，{transaction.description}，{direction}{speak_amount(abs(transaction.amount_cents))}"
+
+
+class ActionQueryTransactions(VerifiedTaskAction):
+    """Recent N transactions (「最近五笔」) or those of a period (「上个月」), read from the request that opened the task."""
+
+    def name(self) -> str:
+        return "action_query_transactions"
+
+    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
+        card = tracker.get_slot("card_last4")
+        request = latest_user_event_with_intent(tracker, ["query_transactions"]) or {}
+        text = str(request.get("text") or "")
+        period_words = " ".join(entity_values(request.get("parse_data") or {}, "date_period")) or text
+        bounds = period_bounds(period_words, date.today())
+        limit = requested_count(text)
+        if bounds:
+            found = bank.transactions(customer_ref, card, limit=limit, start=bounds[0], end=bounds[1])
+        else:
+            found = bank.transactions(customer_ref, card, limit=limit)
+        if not found:
+            dispatcher.utter_message(text=f"您尾号{card}的账户在这段时间没有交易记录。")
+        else:
+            items = "；".join(describe(t) for t in found)
+            dispatcher.utter_message(text=f"您尾号{card}的账户有{len(found)}笔交易：{items}。")
+        dispatcher.utter_message(response="utter_anything_else")
+        return []

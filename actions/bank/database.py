@@ -1,0 +1,50 @@
+"""Engine construction for the bank store: SQLite by default (file or memory), any SQLAlchemy URL otherwise.
+
+SQLite needs two fixes to be a safe bank store: pysqlite's own transaction handling is disabled so that every
+session transaction starts with `BEGIN IMMEDIATE` (reads and writes of one request are serialised, so a check
+followed by an update cannot race another process), and foreign keys are switched on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.pool import StaticPool
+
+SQLITE_BUSY_TIMEOUT_S = 15
+
+
+def build_engine(db_url: str) -> Engine:
+    """An engine for `db_url`; for a SQLite file its parent folder is created."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    return create_engine(url, future=True, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    in_memory = database in ("", ":memory:")
+    options: dict = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}}
+    if in_memory:
+        options["poolclass"] = StaticPool  # one shared connection, or every checkout would see an empty database
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True, **options)
+    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "begin", _on_sqlite_begin)
+    return engine
+
+
+def _on_sqlite_connect(dbapi_connection, _connection_record) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, see _on_sqlite_begin
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _on_sqlite_begin(connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,302 @@
+"""Mandarin numbers as callers say them and speech recognisers write them, and back again for the TTS.
+
+Reading (caller -> bank):
+- `digits_from_speech`: a whole utterance that is a digit string -> "1234". 一二三四, 幺二三四 (幺 = 1),
+  洞/零/〇 = 0, radio style 两 = 2, 拐 = 7, 勾 = 9, Arabic or full-width digits, mixed and spaced;
+  a number said as a cardinal (一千二百三十四) is accepted too.
+- `extract_digits`: the digit run inside a longer sentence ("尾号是幺二三四" -> "1234").
+- `amount_cents_from_speech`: an amount -> integer cents. 三千二百八十 (yuan), 两万, 一万二 (= 12000),
+  三千二百八十块五 (5 jiao), 三块零五 (5 fen), 五毛, 元/块/圆, 角/毛, 分, 点 and Arabic decimals, 1.5万, 3,280.00.
+- `find_amount_cents`: the amount inside a longer sentence ("帮我还三千二百八十块" -> 328000).
+Anything that is not clearly a number gives None, never an exception and never a guess.
+
+Speaking (bank -> caller), the form is documented on each function:
+- `speak_amount(328000)` -> "3280元"; 5234050 -> "52340元5角"; 32805 -> "328元零5分".
+  Arabic numerals with the units 元/角/分: Mandarin TTS front ends (espeak-ng cmn, Piper zh voices) read an
+  Arabic integer as a cardinal (3280 -> 三千二百八十), and the 零 keeps "328元零5分" from sounding like 328.5.
+- `speak_digits("1234")` -> "1 2 3 4": digit by digit, for card and ticket numbers.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from decimal import Decimal
+
+MAX_INPUT_CHARS = 64  # a spoken number longer than this is not a number but noise
+MAX_AMOUNT_CENTS = 10**14  # one trillion yuan: anything above is a misrecognition
+
+_DIGIT_VALUES = {
+    "零": 0, "〇": 0, "○": 0, "洞": 0,
+    "一": 1, "幺": 1, "壹": 1,
+    "二": 2, "两": 2, "贰": 2,
+    "三": 3, "叁": 3,
+    "四": 4, "肆": 4,
+    "五": 5, "伍": 5,
+    "六": 6, "陆": 6,
+    "七": 7, "柒": 7, "拐": 7,
+    "八": 8, "捌": 8,
+    "九": 9, "玖": 9, "勾": 9,
+    **{str(d): d for d in range(10)},
+}
+# Radio-style names only make sense in digit strings, never in amounts.
+_RADIO_ONLY = {"洞", "拐", "勾", "幺"}
+_SMALL_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
+_BIG_UNITS = {"万": 10**4, "萬": 10**4, "亿": 10**8, "億": 10**8}
+_FILLERS = ("那个", "就是", "嗯", "啊", "呃", "额", "哦", "噢", "喂", "是", "呀", "吧", "了")
+_SEPARATORS = re.compile(r"[\s,.;:!?'\"\-_/·、，。；：！？“”‘’（）()]+")
+_DIGIT_CLASS = "".join(_DIGIT_VALUES)
+_DIGIT_RUN = re.compile(rf"[{_DIGIT_CLASS}](?:[\s,，、\-]*[{_DIGIT_CLASS}])*")
+
+_AMOUNT_NOISE = ("人民币", "RMB", "CNY", "¥", "钱", "整")
+_AMOUNT_UNIT_SPELLINGS = {"块": "元", "圆": "元", "毛": "角", "两": "二"}
+_AMOUNT_CHARS = re.compile(
+    r"[0-9.,，零〇一二两三四五六七八九十百千万亿点元块圆角毛分壹贰叁肆伍陆柒捌玖拾佰仟萬億]+"
+)
+_D = "[0-9零一二三四五六七八九]"
+_SUB_YUAN_PATTERNS = (
+    re.compile(rf"(?P<jiao>{_D})角?(?:(?P<fen>{_D})分?)?"),  # 五 | 五角 | 五角二 | 五角二分 | 零五 | 五二
+    re.compile(rf"零?(?P<fen>{_D})分"),  # 八分 | 零八分
+)
+_DECIMAL = re.compile(rf"(?P<whole>[^点.]*)[点.](?P<fraction>{_D}+)(?P<multiplier>[十百千万亿]*)")
+
+
+# ---------------------------------------------------------------- digit strings
+
+
+def digits_from_speech(text: str) -> str | None:
+    """The digits an utterance consists of ("幺二三四" -> "1234"), or None if it is anything but a number.
+
+    Separators, spaces and fillers (嗯, 那个, 是 ...) are ignored; any other word makes it None, so
+    "后四位一二三四" is None here (use `extract_digits` for digits inside a sentence).
+    """
+    cleaned = _clean(text)
+    if not cleaned:
+        return None
+    if all(char in _DIGIT_VALUES for char in cleaned):
+        return "".join(str(_DIGIT_VALUES[char]) for char in cleaned)
+    value = _parse_integer(cleaned)  # a number said as a cardinal: 一千二百三十四
+    return str(value) if value is not None else None
+
+
+def extract_digits(text: str, length: int | None = None) -> str | None:
+    """The digit run inside a sentence: of exactly `length` digits if given (the last such), else the longest.
+
+    "我的卡尾号是幺二三四" -> "1234"; with length=4, "后四位是一二三四" -> "1234" (the 四 of 四位 is too short).
+    """
+    if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS * 4:
+        return None
+    runs = ["".join(str(_DIGIT_VALUES[c]) for c in run if c in _DIGIT_VALUES)
+            for run in _DIGIT_RUN.findall(unicodedata.normalize("NFKC", text))]
+    if length is not None:
+        runs = [run for run in runs if len(run) == length]
+        return runs[-1] if runs else None
+    return max(reversed(runs), key=len) if runs else None
+
+
+def speak_digits(digits: str) -> str:
+    """Digits for the TTS to read one by one: "1234" -> "1 2 3 4".
+
+    Numbers longer than 6 digits are grouped by four with a pause (，) between groups, the way Chinese
+    agents read out numbers: "826112700001" -> "8 2 6 1，1 2 7 0，0 0 0 1".
+    """
+    if not isinstance(digits, str) or not re.fullmatch(r"[0-9]+", digits):
+        raise ValueError(f"speak_digits needs a string of digits, got {digits!r}")
+    if len(digits) <= 6:
+        return " ".join(digits)
+    groups = [digits[i:i + 4] for i in range(0, len(digits), 4)]
+    return "，".join(" ".join(group) for group in groups)
+
+
+# ---------------------------------------------------------------- amounts
+
+
+def amount_cents_from_speech(text: str) -> int | None:
+    """An amount of money as integer cents, or None if the text is not clearly one.
+
+    Without a unit the number is yuan: "三千二百八十" -> 328000. After 元/块 a lone digit is jiao and 零 plus a
+    digit is fen: "三千二百八十块五" -> 328050, "三块零五" -> 305. Fractions of a cent give None.
+    """
+    cleaned = _clean_amount(text)
+    if not cleaned:
+        return None
+    yuan_text, _, sub_yuan = cleaned.partition("元")
+    if "元" in sub_yuan:
+        return None
+    if "元" not in cleaned and ("角" in cleaned or "分" in cleaned):
+        yuan_text, sub_yuan = "", cleaned  # 五毛, 八分: no yuan at all
+    if not yuan_text and not sub_yuan:
+        return None
+    yuan = _parse_number(yuan_text) if yuan_text else Decimal(0)
+    sub_cents = _parse_sub_yuan(sub_yuan)
+    if yuan is None or sub_cents is None or (sub_yuan and yuan != yuan.to_integral_value()):
+        return None
+    cents = yuan * 100 + sub_cents
+    if cents != cents.to_integral_value() or cents > MAX_AMOUNT_CENTS:
+        return None
+    return int(cents)
+
+
+def find_amount_cents(text: str) -> int | None:
+    """The amount inside a sentence: "我要还三千二百八十块钱" -> 328000 (the longest part that is an amount)."""
+    if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS * 4:
+        return None
+    candidates = sorted(_AMOUNT_CHARS.findall(unicodedata.normalize("NFKC", text)), key=len, reverse=True)
+    for candidate in candidates:
+        cents = amount_cents_from_speech(candidate)
+        if cents is not None:
+            return cents
+    return None
+
+
+def speak_amount(cents: int) -> str:
+    """Cents as text a Mandarin TTS reads right: Arabic yuan with 元, then 角 and 分 only when not zero.
+
+    328000 -> "3280元"; 5234050 -> "52340元5角"; 328056 -> "3280元5角6分"; 32805 -> "328元零5分";
+    50 -> "5角"; 5 -> "5分"; 0 -> "0元"; negative amounts start with 负.
+    """
+    if not isinstance(cents, int) or isinstance(cents, bool):
+        raise TypeError(f"speak_amount needs integer cents, got {cents!r}")
+    sign = "负" if cents < 0 else ""
+    yuan, rest = divmod(abs(cents), 100)
+    jiao, fen = divmod(rest, 10)
+    if rest == 0:
+        return f"{sign}{yuan}元"
+    parts = [f"{yuan}元"] if yuan else []
+    if jiao:
+        parts.append(f"{jiao}角")
+    elif yuan:
+        parts.append("零")  # 328元零5分, so the 5 is not heard as 5 jiao
+    if fen:
+        parts.append(f"{fen}分")
+    return sign + "".join(parts)
+
+
+# ---------------------------------------------------------------- parsing internals
+
+
+def _clean(text: object) -> str:
+    """NFKC (full-width digits become ASCII), without separators and fillers; "" for non-text or huge input."""
+    if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS * 4:
+        return ""
+    cleaned = _SEPARATORS.sub("", unicodedata.normalize("NFKC", text))
+    for filler in _FILLERS:
+        cleaned = cleaned.replace(filler, "")
+    return cleaned if len(cleaned) <= MAX_INPUT_CHARS else ""
+
+
+def _clean_amount(text: object) -> str:
+    if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS * 4:
+        return ""
+    cleaned = unicodedata.normalize("NFKC", text)
+    cleaned = re.sub(r"(?<=\d)[,，](?=\d{3})", "", cleaned)  # thousands separators: 3,280.00
+    cleaned = _clean(cleaned.replace(".", "点"))  # keep the decimal point through separator removal
+    for noise in _AMOUNT_NOISE:
+        cleaned = cleaned.replace(noise, "")
+    for spelling, unit in _AMOUNT_UNIT_SPELLINGS.items():
+        cleaned = cleaned.replace(spelling, unit)
+    if any(char in _RADIO_ONLY for char in cleaned):
+        return ""
+    return cleaned
+
+
+def _parse_number(text: str) -> Decimal | None:
+    """A yuan figure with an optional decimal part and multiplier: 3280 | 三千二百八十 | 1点5万 | 十二点五."""
+    match = _DECIMAL.fullmatch(text)
+    if match is None:
+        value = _parse_integer(text)
+        return Decimal(value) if value is not None else None
+    whole = _parse_integer(match["whole"]) if match["whole"] else 0
+    if whole is None:
+        return None
+    fraction = "".join(str(_DIGIT_VALUES[c]) for c in match["fraction"])
+    multiplier = 1
+    for unit in match["multiplier"]:
+        multiplier *= _SMALL_UNITS.get(unit) or _BIG_UNITS[unit]
+    return Decimal(f"{whole}.{fraction}") * multiplier
+
+
+def _parse_integer(text: str) -> int | None:
+    """A whole number: a digit string (三二八零, 3280) or a cardinal (三千二百八十, 一万二, 一千零八)."""
+    tokens = _tokens(text)
+    if not tokens:
+        return None
+    if all(kind == "digit" for kind, _ in tokens):
+        return int("".join(str(value) for _, value in tokens))  # a digit string such as 三二八零
+    return _parse_cardinal(tokens)
+
+
+def _tokens(text: str) -> list[tuple[str, int]] | None:
+    """("digit", value) for Arabic runs and Chinese digits, ("zero", 0) for 零 between units, ("small"|"big", unit)."""
+    tokens: list[tuple[str, int]] = []
+    for match in re.finditer(r"[0-9]+|.", text):
+        piece = match.group()
+        if piece.isdigit() and piece.isascii():
+            tokens.append(("digit", int(piece)))
+        elif piece in _DIGIT_VALUES:
+            tokens.append(("digit", _DIGIT_VALUES[piece]))
+        elif piece in _SMALL_UNITS:
+            tokens.append(("small", _SMALL_UNITS[piece]))
+        elif piece in _BIG_UNITS:
+            tokens.append(("big", _BIG_UNITS[piece]))
+        else:
+            return None
+    if any(kind != "digit" for kind, _ in tokens):
+        # inside a cardinal, 零 only marks a gap (一千零八); it is not a digit that needs a unit
+        tokens = [("zero", 0) if (kind, value) == ("digit", 0) else (kind, value) for kind, value in tokens]
+    return tokens
+
+
+def _parse_cardinal(tokens: list[tuple[str, int]]) -> int | None:
+    total = 0  # value of completed 万 / 亿 sections
+    section = 0  # value below the next big unit
+    pending: int | None = None  # a digit waiting for its unit
+    last_unit: int | None = None  # most recent unit, for shorthand such as 一万二 (= 12000)
+    last_small: int | None = None  # units inside a section must fall: 千 > 百 > 十
+    last_big: int | None = None
+    zero_gap = False  # 零 after the last unit: the final digit is units, 一千零八 = 1008
+    for kind, value in tokens:
+        if kind == "digit":
+            if pending is not None:
+                return None
+            pending = value
+        elif kind == "zero":
+            if pending is not None:
+                return None
+            zero_gap = True
+        elif kind == "small":
+            if pending is None:
+                if value != 10:
+                    return None
+                pending = 1  # 十五 = 15, 一百十 = 110
+            if last_small is not None and last_small <= value:
+                return None
+            section += pending * value
+            pending, last_unit, last_small, zero_gap = None, value, value, False
+        else:  # big unit
+            amount = section + (pending or 0)
+            if amount == 0 and not (total and value == 10**8):
+                return None
+            if last_big is not None and value <= last_big and value != 10**8:
+                return None
+            total = (total + amount) * value if value == 10**8 else total + amount * value
+            section, pending, last_unit, last_small, last_big, zero_gap = 0, None, value, None, value, False
+    if pending is not None:
+        if last_unit is None or zero_gap or last_unit == 10:
+            section += pending
+        else:
+            section += pending * (last_unit // 10)  # 一千五 = 1500, 三百八 = 380, 一万二 = 12000
+    return total + section
+
+
+def _parse_sub_yuan(text: str) -> Decimal | None:
+    """Cents below one yuan: 五 | 五角 | 五角二分 | 零五 | 八分 -> 50 | 50 | 52 | 5 | 8."""
+    if not text:
+        return Decimal(0)
+    for pattern in _SUB_YUAN_PATTERNS:
+        match = pattern.fullmatch(text)
+        if match:
+            jiao = _DIGIT_VALUES[match["jiao"]] if "jiao" in match.groupdict() and match["jiao"] else 0
+            fen = _DIGIT_VALUES[match["fen"]] if match["fen"] else 0
+            return Decimal(jiao * 10 + fen)
+    return None

@@ -1,0 +1,111 @@
+"""Helpers every action shares: the bank service, reading the call from the tracker, digits in the latest message.
+
+Actions stay thin: they read the tracker, call BankService and choose what to say.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from rasa_sdk import Tracker
+from rasa_sdk.events import SlotSet
+
+from actions.bank.service import BankService
+from actions.cn_numbers import digits_from_speech, extract_digits
+
+logger = logging.getLogger(__name__)
+
+# Intents a caller uses to ask for a task; the handoff context names the latest of them.
+TASK_INTENTS = (
+    "check_balance", "query_transactions", "credit_card_bill", "credit_card_repayment", "report_card_loss",
+    "activate_card", "reset_password", "transfer_money", "branch_locator", "interest_rate", "exchange_rate",
+    "complaint",
+)
+NOT_UNDERSTOOD_INTENTS = ("out_of_scope", "nlu_fallback")
+# Slots of a task in progress; cleared when a task ends so the next form does not start pre-confirmed.
+TASK_SLOTS = ("confirmed", "amount_cents", "to_card", "complaint_text", "location", "currency")
+DTMF_ALPHABET = set("0123456789*#")
+
+
+def bank_service() -> BankService:
+    """The process-wide bank service (tests replace this function to use a temporary database)."""
+    return BankService.from_settings()
+
+
+def call_id(tracker: Tracker) -> str:
+    return tracker.sender_id
+
+
+def latest_intent(tracker: Tracker) -> str | None:
+    return (tracker.latest_message.get("intent") or {}).get("name")
+
+
+def user_events(tracker: Tracker) -> list[dict[str, Any]]:
+    return [event for event in tracker.events if event.get("event") == "user"]
+
+
+def event_intent(event: dict[str, Any]) -> str | None:
+    return ((event.get("parse_data") or {}).get("intent") or {}).get("name")
+
+
+def latest_task_intent(tracker: Tracker) -> str | None:
+    """The task the caller asked for most recently (for the handoff context), or None."""
+    for event in reversed(user_events(tracker)):
+        if event_intent(event) in TASK_INTENTS:
+            return event_intent(event)
+    return None
+
+
+def latest_user_event_with_intent(tracker: Tracker, intents: Iterable[str]) -> dict[str, Any] | None:
+    wanted = set(intents)
+    for event in reversed(user_events(tracker)):
+        if event_intent(event) in wanted:
+            return event
+    return None
+
+
+def entity_values(message: dict[str, Any], entity: str) -> list[str]:
+    return [str(e.get("value")) for e in message.get("entities") or [] if e.get("entity") == entity and e.get("value") is not None]
+
+
+def keyed_digits(tracker: Tracker) -> str | None:
+    """Keypad digits of the latest message (`/dtmf{"digits": ...}`), without the closing '#'; None if none or malformed."""
+    for value in entity_values(tracker.latest_message, "digits"):
+        value = value.strip().rstrip("#")
+        if value and set(value) <= DTMF_ALPHABET:
+            return value
+    return None
+
+
+def digits_in_latest_message(tracker: Tracker, length: int | None = None) -> str | None:
+    """Digits the caller keyed or spoke in the latest message (一二三四 / 「尾号是幺二三四」 → "1234"), or None.
+
+    With `length`, a sentence yields only a run of exactly that many digits.
+    """
+    keyed = keyed_digits(tracker)
+    if keyed is not None:
+        return keyed if keyed.isdigit() else None
+    if latest_intent(tracker) == "dtmf":
+        return None
+    text = tracker.latest_message.get("text") or ""
+    if text.startswith("/"):
+        return None
+    return digits_from_speech(text) or extract_digits(text, length)
+
+
+def request_id(tracker: Tracker, task: str) -> str:
+    """Idempotency key of a money-moving request: the call plus the user turn that confirmed it."""
+    message_id = tracker.latest_message.get("message_id") or str(len(tracker.events))
+    return f"{tracker.sender_id}:{task}:{message_id}"
+
+
+def clear_task_slots() -> list[dict[str, Any]]:
+    return [SlotSet(slot, None) for slot in TASK_SLOTS]
+
+
+CARD_KIND_NAMES = {"debit": "借记卡", "credit": "信用卡"}
+
+
+def card_kind_name(kind: str) -> str:
+    return CARD_KIND_NAMES.get(kind, "卡")

@@ -1,0 +1,129 @@
+"""Information without verification: branches by district or road, interest rates, exchange rates."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.forms import FormValidationAction
+from rasa_sdk.types import DomainDict
+
+from actions.bank.views import FxRateView, RateView
+from actions.common import bank_service, entity_values, latest_intent, latest_user_event_with_intent
+from actions.handoff import HANDOFF_TEXT_UNAVAILABLE, hand_off
+from actions.verification import requested_slot
+
+MAX_LOCATION_CHARS = 20
+FILLERS = re.compile(r"[喂嗯啊呃哦那个就是在我附近的哪里有网点银行吗呢吧请问，。？！?!,.\s]")
+MAIN_CURRENCIES = ("USD", "EUR", "HKD", "JPY")
+CURRENCY_WORDS = {
+    "美元": "USD", "美金": "USD", "欧元": "EUR", "日元": "JPY", "港币": "HKD", "港元": "HKD",
+    "英镑": "GBP", "澳元": "AUD", "加元": "CAD", "新加坡元": "SGD", "瑞士法郎": "CHF", "韩元": "KRW",
+}
+
+
+def location_from_text(text: str) -> str | None:
+    """「我在朝阳区附近」→「朝阳区」: the words left once fillers are dropped."""
+    if text.startswith("/"):
+        return None
+    core = FILLERS.sub("", text)[:MAX_LOCATION_CHARS]
+    return core or None
+
+
+class ValidateBranchForm(FormValidationAction):
+    def name(self) -> str:
+        return "validate_branch_form"
+
+    async def extract_location(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        named = entity_values(tracker.latest_message, "location")
+        if named:
+            return {"location": named[-1][:MAX_LOCATION_CHARS]}
+        if requested_slot(tracker) == "location" and latest_intent(tracker) in ("inform", "branch_locator", "nlu_fallback", "out_of_scope"):
+            return {"location": location_from_text(tracker.latest_message.get("text") or "")}
+        return {}
+
+    def validate_location(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        if isinstance(value, str) and value.strip():
+            return {"location": value.strip()}
+        dispatcher.utter_message(text="没有听清地点。")
+        return {"location": None}
+
+
+class ActionBranchLocator(Action):
+    def name(self) -> str:
+        return "action_branch_locator"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        location = tracker.get_slot("location") or ""
+        try:
+            branches = bank_service().branches(location, limit=3)
+        except Exception:  # noqa: BLE001 - apology and handoff instead of silence
+            return hand_off(dispatcher, tracker, reason="action_unavailable", text=HANDOFF_TEXT_UNAVAILABLE)
+        if branches:
+            listed = "；".join(f"{b.name}，地址{b.address}，营业时间{b.hours}" for b in branches)
+            dispatcher.utter_message(text=f"为您找到{len(branches)}个网点：{listed}。")
+        else:
+            dispatcher.utter_message(text=f"没有找到{location}附近的网点，您可以换一个区名或路名再问我。")
+        dispatcher.utter_message(response="utter_anything_else")
+        return [SlotSet("location", None)]
+
+
+def speak_rate(rate: RateView) -> str:
+    return f"{rate.product}{rate.term}，年利率百分之{rate.rate_percent.normalize():f}"
+
+
+class ActionInterestRate(Action):
+    """Deposit rates, or loan rates when the caller asked about 贷款."""
+
+    def name(self) -> str:
+        return "action_interest_rate"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        text = tracker.latest_message.get("text") or ""
+        loans = "贷" in text
+        try:
+            rates = bank_service().loan_rates() if loans else bank_service().deposit_rates()
+        except Exception:  # noqa: BLE001
+            return hand_off(dispatcher, tracker, reason="action_unavailable", text=HANDOFF_TEXT_UNAVAILABLE)
+        kind = "贷款" if loans else "存款"
+        if rates:
+            dispatcher.utter_message(text=f"目前的{kind}利率：" + "；".join(speak_rate(r) for r in rates[:4]) + "。")
+        else:
+            dispatcher.utter_message(text=f"暂时查不到{kind}利率，请稍后再试。")
+        dispatcher.utter_message(response="utter_anything_else")
+        return []
+
+
+def currencies_asked(tracker: Tracker) -> list[str]:
+    request = latest_user_event_with_intent(tracker, ["exchange_rate", "inform"]) or {}
+    named = [value.upper() for value in entity_values(request.get("parse_data") or {}, "currency")]
+    text = str(request.get("text") or "")
+    named += [code for word, code in CURRENCY_WORDS.items() if word in text]
+    return list(dict.fromkeys(code for code in named if code in CURRENCY_WORDS.values() or len(code) == 3)) or list(MAIN_CURRENCIES)
+
+
+def speak_fx(rate: FxRateView) -> str:
+    return f"{rate.name_zh}，每100{rate.name_zh}现汇买入价{rate.buy.normalize():f}元，卖出价{rate.sell.normalize():f}元"
+
+
+class ActionExchangeRate(Action):
+    """The asked currencies' rates, or the main ones when none was named."""
+
+    def name(self) -> str:
+        return "action_exchange_rate"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        try:
+            rates = [rate for rate in (bank_service().fx_rate(code) for code in currencies_asked(tracker)[:4]) if rate]
+        except Exception:  # noqa: BLE001
+            return hand_off(dispatcher, tracker, reason="action_unavailable", text=HANDOFF_TEXT_UNAVAILABLE)
+        if rates:
+            as_of = rates[0].as_of
+            dispatcher.utter_message(text=f"{as_of.month}月{as_of.day}日的外汇牌价：" + "；".join(speak_fx(r) for r in rates) + "。")
+        else:
+            dispatcher.utter_message(text="暂时查不到这种货币的牌价。可以查询美元、欧元、日元、港币、英镑等。")
+        dispatcher.utter_message(response="utter_anything_else")
+        return []

@@ -1,0 +1,141 @@
+"""Service intents, available at any point of a call: human, green channel, repeat, slower, cancel, menu, not understood."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import ActiveLoop, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions import contract
+from actions.call import OFFER_HUMAN
+from actions.common import NOT_UNDERSTOOD_INTENTS, clear_task_slots, event_intent, user_events
+from actions.handoff import hand_off
+from actions.keypad import menu_text
+
+NOT_UNDERSTOOD_FIRST = "抱歉，我没有听明白。您可以说「查余额」、「信用卡账单」、「挂失」、「查网点」，或者说「人工」。"
+NOT_UNDERSTOOD_SECOND = "抱歉，还是没有听明白。需要人工服务请说「人工」或按0。您也可以用按键选择："
+NOT_UNDERSTOOD_HANDOFF = "抱歉没能帮到您，我为您转接人工客服，请稍候。"
+# custom payloads that must not be replayed by 「重复」: they act on the call, they are not part of a prompt
+NOT_REPEATABLE_EVENTS = ("handoff", "hangup", "speech_rate")
+
+
+class ActionHumanHandoff(Action):
+    def name(self) -> str:
+        return "action_human_handoff"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        return hand_off(dispatcher, tracker, reason="human_agent")
+
+
+class ActionGreenChannel(Action):
+    """绿色通道: straight to the elderly priority queue, in this very turn, no verification and no questions."""
+
+    def name(self) -> str:
+        return "action_green_channel"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        return hand_off(
+            dispatcher, tracker, reason="green_channel", green_channel=True,
+            text="好的，正在为您接通绿色通道专属客服，请稍候。",
+        )
+
+
+def last_bot_turn(tracker: Tracker) -> list[dict[str, Any]]:
+    """The bot messages of the turn before the latest user message, in order."""
+    events = list(tracker.events)
+    user_indexes = [i for i, event in enumerate(events) if event.get("event") == "user"]
+    if not user_indexes:
+        return []
+    end = user_indexes[-1]
+    start = user_indexes[-2] + 1 if len(user_indexes) > 1 else 0
+    return [event for event in events[start:end] if event.get("event") == "bot"]
+
+
+def replay(dispatcher: CollectingDispatcher, bot_events: list[dict[str, Any]]) -> bool:
+    """Sends the texts and prompt payloads (e.g. expect) of `bot_events` again, word for word; False if nothing to say."""
+    said = False
+    for event in bot_events:
+        custom = (event.get("data") or {}).get("custom")
+        if event.get("text"):
+            dispatcher.utter_message(text=event["text"])
+            said = True
+        if isinstance(custom, dict) and custom.get("event") not in NOT_REPEATABLE_EVENTS:
+            dispatcher.utter_message(json_message=custom)
+    return said
+
+
+class ActionRepeat(Action):
+    """「再说一遍」: the last bot prompt again, word for word (repeating a repeat gives the same words)."""
+
+    def name(self) -> str:
+        return "action_repeat"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        if not replay(dispatcher, last_bot_turn(tracker)):
+            dispatcher.utter_message(response="utter_greet_again")
+        return []
+
+
+class ActionSpeakSlower(Action):
+    """「说慢一点」: a slower speech_rate for the rest of the call, then the last prompt again at the new rate."""
+
+    def name(self) -> str:
+        return "action_speak_slower"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        current = float(tracker.get_slot("speech_rate") or 1.0)
+        rate = max(contract.SLOWEST_SPEECH_RATE, round(min(current, 1.0) - contract.SPEECH_RATE_STEP, 2))
+        dispatcher.utter_message(json_message=contract.speech_rate(rate))
+        dispatcher.utter_message(text="好的，我说慢一点。")
+        replay(dispatcher, last_bot_turn(tracker))
+        return [SlotSet("speech_rate", rate)]
+
+
+class ActionCancelTask(Action):
+    """「取消」: abandons the task or form in progress."""
+
+    def name(self) -> str:
+        return "action_cancel_task"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        in_task = tracker.active_loop.get("name") is not None
+        dispatcher.utter_message(text="好的，已取消。请问还有什么可以帮您？" if in_task else "好的。请问还有什么可以帮您？")
+        return [ActiveLoop(None), SlotSet("requested_slot", None), SlotSet("pending_offer", None), *clear_task_slots()]
+
+
+class ActionKeypadMenu(Action):
+    def name(self) -> str:
+        return "action_keypad_menu"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text=menu_text())
+        return []
+
+
+def consecutive_not_understood(tracker: Tracker) -> int:
+    """How many of the latest user turns in a row were not understood (any understood turn resets the count)."""
+    count = 0
+    for event in reversed(user_events(tracker)):
+        if event_intent(event) not in NOT_UNDERSTOOD_INTENTS:
+            break
+        count += 1
+    return count
+
+
+class ActionNotUnderstood(Action):
+    """1st: reprompt with examples; 2nd in a row: offer a human and the keypad menu; 3rd: hand off."""
+
+    def name(self) -> str:
+        return "action_not_understood"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        count = consecutive_not_understood(tracker)
+        if count >= 3:
+            return hand_off(dispatcher, tracker, reason="nlu_fallback", text=NOT_UNDERSTOOD_HANDOFF)
+        if count == 2:
+            dispatcher.utter_message(text=NOT_UNDERSTOOD_SECOND + menu_text())
+            return [SlotSet("pending_offer", OFFER_HUMAN)]
+        dispatcher.utter_message(text=NOT_UNDERSTOOD_FIRST)
+        return []

@@ -1,0 +1,60 @@
+"""Base of the actions that carry out a verified task once its form is complete."""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.bank.errors import NotYourCard
+from actions.bank.service import BankService
+from actions.call import OFFER_HUMAN
+from actions.common import bank_service, clear_task_slots
+from actions.handoff import HANDOFF_TEXT_UNAVAILABLE, hand_off
+
+logger = logging.getLogger(__name__)
+
+PIN_LOCKED = (
+    "为了您的账户安全，今天的电话银行密码验证已暂停，请明天再试，或携带本人身份证件到网点办理。"
+    "需要人工服务请说「人工」或按0。"
+)
+NOT_VERIFIED = "请先完成身份验证。"
+NOT_YOUR_CARD = "尾号{card}的卡不在您本人名下，无法办理。请问还有什么可以帮您？"
+
+
+class VerifiedTaskAction(Action):
+    """Runs `perform` for a verified caller; explains a locked PIN service; never leaves the caller in silence."""
+
+    @abstractmethod
+    def name(self) -> str: ...
+
+    @abstractmethod
+    def perform(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str
+    ) -> list[dict[str, Any]]:
+        """Carry out the task and say the outcome."""
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        if not tracker.get_slot("verified"):
+            return refuse_unverified(dispatcher, tracker) + clear_task_slots()
+        try:
+            events = self.perform(dispatcher, tracker, bank_service(), tracker.get_slot("customer_ref"))
+        except NotYourCard:
+            dispatcher.utter_message(text=NOT_YOUR_CARD.format(card=tracker.get_slot("card_last4") or ""))
+            events = []
+        except Exception:  # noqa: BLE001 - a failing bank store becomes an apology and a handoff, never silence
+            logger.exception("task %s failed", self.name())
+            return hand_off(dispatcher, tracker, reason="action_unavailable", text=HANDOFF_TEXT_UNAVAILABLE)
+        return events + clear_task_slots()
+
+
+def refuse_unverified(dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:
+    if tracker.get_slot("pin_locked"):
+        dispatcher.utter_message(text=PIN_LOCKED)
+        return [SlotSet("pending_offer", OFFER_HUMAN)]
+    dispatcher.utter_message(text=NOT_VERIFIED)
+    return []

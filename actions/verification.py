@@ -1,0 +1,148 @@
+"""Identity verification shared by every task that needs it: card last 4 digits, then the 6-digit PIN.
+
+Each verified task is a form whose required slots start with `card_last4` and `pin`. Once the caller is
+verified (it lasts for the call) those two are dropped from the required slots, so a later task form submits
+at once. The PIN is checked right here, inside the validation action, and the `pin` slot is only ever set
+back to None: the PIN never reaches a slot, a log line or the tracker (the tracker store masks the user
+message itself).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from typing import Any
+
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.forms import FormValidationAction
+from rasa_sdk.types import DomainDict
+
+from actions.common import bank_service, digits_in_latest_message, entity_values, keyed_digits, latest_intent
+
+logger = logging.getLogger(__name__)
+
+CARD_DIGITS = 4
+PIN_DIGITS = 6
+MAX_FAILED_VERIFICATIONS = 3
+# Intents that may carry the digits a form asked for; anything else lets the rules handle the turn.
+ANSWER_INTENTS = ("inform", "dtmf", "out_of_scope", "nlu_fallback", "affirm", "deny")
+
+PIN_WRONG = "卡号或密码不正确，请重新输入。您还可以再试{attempts}次。"
+PIN_FORMAT = "电话银行密码是6位数字，请重新输入。"
+CARD_FORMAT = "卡号后四位是4位数字，请再说一遍。"
+VERIFIED = "身份验证通过。"
+
+
+def requested_slot(tracker: Tracker) -> str | None:
+    return tracker.get_slot("requested_slot")
+
+
+def answer_for(tracker: Tracker, slot: str, length: int | None = None) -> dict[str, Any]:
+    """Digits for `slot` from the latest message, {slot: None} for an answer without usable digits, {} to pass the turn on."""
+    digits = digits_in_latest_message(tracker, length)
+    if digits:
+        return {slot: digits}
+    if keyed_digits(tracker) == "*":
+        return {}  # the keypad menu key: let the rules answer it
+    return {slot: None} if latest_intent(tracker) in ANSWER_INTENTS else {}
+
+
+class VerifiedTaskValidation(FormValidationAction):
+    """Base of every form whose task needs a verified caller."""
+
+    @abstractmethod
+    def name(self) -> str:
+        """`validate_<form>` of the subclass's form."""
+
+    async def required_slots(
+        self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[str]:
+        if tracker.get_slot("pin_locked"):
+            return []  # the form ends; the task action explains the lock and offers a human
+        if tracker.get_slot("verified"):
+            return [slot for slot in domain_slots if slot != "pin"]
+        return domain_slots
+
+    async def extract_card_last4(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        asked = requested_slot(tracker)
+        if asked == "card_last4":
+            return answer_for(tracker, "card_last4", CARD_DIGITS)
+        if asked is None:
+            # the opening request may name the card: 「尾号一二三四的卡余额」
+            named = [digits for digits in entity_values(tracker.latest_message, "card_last4") if len(digits) == CARD_DIGITS]
+            return {"card_last4": named[-1]} if named and all(d.isdigit() for d in named[-1]) else {}
+        return {}
+
+    def validate_card_last4(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        if isinstance(value, str) and len(value) == CARD_DIGITS and value.isdigit():
+            return {"card_last4": value}
+        dispatcher.utter_message(text=CARD_FORMAT)
+        return {"card_last4": None}
+
+    async def extract_pin(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        if requested_slot(tracker) != "pin":
+            return {}
+        return answer_for(tracker, "pin", PIN_DIGITS)
+
+    def validate_pin(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        if not (isinstance(value, str) and len(value) == PIN_DIGITS and value.isdigit()):
+            dispatcher.utter_message(text=PIN_FORMAT)
+            return {"pin": None}
+        card = tracker.get_slot("card_last4")
+        result = bank_service().verify_pin(card, value, caller_phone=tracker.get_slot("caller_number"))
+        if result.status == "ok":
+            dispatcher.utter_message(text=VERIFIED)
+            return {"pin": None, "verified": True, "customer_ref": result.customer_ref, "failed_verifications": 0.0}
+        return self._failed(result.status, result.attempts_left, dispatcher, tracker)
+
+    @staticmethod
+    def _failed(status: str, attempts_left: int, dispatcher: CollectingDispatcher, tracker: Tracker) -> dict:
+        failures = int(tracker.get_slot("failed_verifications") or 0) + 1
+        # An unknown card gets the same words as a wrong PIN: nothing is disclosed before verification.
+        attempts = min(attempts_left, MAX_FAILED_VERIFICATIONS - failures)
+        if status == "locked" or attempts <= 0:
+            return {"pin": None, "pin_locked": True, "failed_verifications": float(failures)}
+        dispatcher.utter_message(text=PIN_WRONG.format(attempts=attempts))
+        slots: dict[str, Any] = {"pin": None, "failed_verifications": float(failures)}
+        if status == "unknown_card":
+            slots["card_last4"] = None  # ask for the card again as well, without saying which part was wrong
+        return slots
+
+    async def extract_confirmed(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        if requested_slot(tracker) != "confirmed":
+            return {}
+        intent, keyed = latest_intent(tracker), keyed_digits(tracker)
+        if intent == "affirm" or keyed == "1":
+            return {"confirmed": True}
+        if intent == "deny" or keyed == "2":
+            return {"confirmed": False}
+        return {}
+
+    def validate_confirmed(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        return {"confirmed": value if isinstance(value, bool) else None}
+
+
+class ValidateBalanceForm(VerifiedTaskValidation):
+    def name(self) -> str:
+        return "validate_balance_form"
+
+
+class ValidateTransactionsForm(VerifiedTaskValidation):
+    def name(self) -> str:
+        return "validate_transactions_form"
+
+
+class ValidateBillForm(VerifiedTaskValidation):
+    def name(self) -> str:
+        return "validate_bill_form"
+
+
+class ValidateCardLossForm(VerifiedTaskValidation):
+    def name(self) -> str:
+        return "validate_card_loss_form"
+
+
+class ValidateActivationForm(VerifiedTaskValidation):
+    def name(self) -> str:
+        return "validate_activation_form"

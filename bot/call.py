@@ -1,0 +1,298 @@
+"""The per-call voice loop, as telephony and the consoles see it (docs/ARCHITECTURE.md, "Telephony ↔ voice loop").
+
+    runtime = VoiceRuntime.load(settings)                 # once per process: models, Rasa client
+    call = runtime.create_call(CallInfo(call_id, caller_number, sample_rate=8000))
+    call.on_audio = ...; call.on_clear = ...; call.on_handoff = ...; call.on_hangup = ...
+    await call.start(); call.feed_audio(pcm16); call.feed_dtmf("5"); call.transfer_result(ok, detail)
+    await call.stop("remote_hangup")
+
+One pipecat pipeline per call:
+    transport in → Silero VAD → Vosk STT → TurnTaker (Smart Turn, barge-in, backchannels) → DTMFGatherer
+    → NoInputLadder → RasaBridge → EngineControls → TTS → transport out
+Without an ASR model the speech half is left out and the call is keypad-only (Rasa is told `asr_available: false`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import Frame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.audio.vad_processor import VADProcessor
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.workers.runner import WorkerRunner
+
+import settings as settings_module
+from bot import metrics
+from bot.call_records import CallRecord, CallRecordWriter
+from bot.call_transport import PIPELINE_SAMPLE_RATE, CallTransport
+from bot.frames import HandoffFrame, HangupFrame, TransferResultFrame
+from bot.processors.call_observer import CallObserver, EventSink
+from bot.processors.dtmf import DTMFGatherer
+from bot.processors.engine_controls import EngineControls
+from bot.processors.no_input import NoInputLadder
+from bot.processors.rasa_bridge import CallMetadata, RasaBridge
+from bot.processors.turns import TurnTaker
+from bot.rasa_client import RasaClient
+
+SttFactory = Callable[[], FrameProcessor]
+TtsFactory = Callable[[int], FrameProcessor]  # argument: the call's output sample rate
+TurnAnalyzerFactory = Callable[[], BaseTurnAnalyzer]
+HandoffCallback = Callable[[dict[str, Any]], Awaitable[None]]
+HangupCallback = Callable[[], Awaitable[None]]
+
+SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 48000)
+# VAD pause that ends a stretch of speech; Smart Turn then decides whether the turn is over.
+VAD_STOP_S = 0.2
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """Who is calling and how their audio is framed on the wire."""
+
+    call_id: str
+    caller_number: str
+    sample_rate: int = 8000
+
+    def __post_init__(self) -> None:
+        if not self.call_id or len(self.call_id) > 128:
+            raise ValueError("call_id must be 1-128 characters")
+        if self.sample_rate not in SUPPORTED_SAMPLE_RATES:
+            raise ValueError(f"sample_rate {self.sample_rate} not supported; use one of {SUPPORTED_SAMPLE_RATES}")
+
+
+@dataclass
+class VoiceRuntime:
+    """What all calls of the process share: the Rasa client, the engines' factories, settings.
+
+    `stt_factory` is None when no ASR model is installed: calls are then keypad-only.
+    """
+
+    settings: settings_module.Settings
+    rasa: RasaClient
+    tts_factory: TtsFactory
+    stt_factory: SttFactory | None = None
+    turn_analyzer_factory: TurnAnalyzerFactory | None = None
+    record_writer: CallRecordWriter | None = None
+    calls: dict[str, "CallHandle"] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, settings: settings_module.Settings | None = None) -> "VoiceRuntime":
+        """Loads the engines once for the process (Vosk model, TTS voice, Smart Turn) from settings."""
+        from bot.engines import load_engines  # the engines are optional heavy imports; keep them out of tests
+
+        settings = settings or settings_module.get_settings()
+        engines = load_engines(settings)
+        if engines.stt_factory is None:
+            logger.warning("no ASR model installed: calls are keypad-only (run `make models` for speech)")
+        return cls(
+            settings=settings,
+            rasa=RasaClient(settings.rasa.url, settings.rasa.token, timeout_s=settings.rasa.timeout_s),
+            tts_factory=engines.tts_factory,
+            stt_factory=engines.stt_factory,
+            turn_analyzer_factory=engines.turn_analyzer_factory,
+            record_writer=CallRecordWriter(settings.gateway.call_records_dir),
+        )
+
+    @property
+    def asr_available(self) -> bool:
+        return self.stt_factory is not None
+
+    def create_call(self, info: CallInfo) -> "CallHandle":
+        if info.call_id in self.calls:
+            raise ValueError(f"call {info.call_id} already exists")
+        call = CallHandle(self, info)
+        self.calls[info.call_id] = call
+        return call
+
+    async def close(self) -> None:
+        """Stops every call still running, then releases the Rasa client."""
+        await asyncio.gather(*(call.stop("shutdown") for call in list(self.calls.values())), return_exceptions=True)
+        await self.rasa.close()
+
+
+class CallHandle:
+    """One call's voice loop. Set the callbacks, `await start()`, feed audio and keys, `await stop(cause)`.
+
+    Callbacks (telephony's side): `on_audio(pcm16)` 20 ms chunks at the call's rate, paced in real time;
+    `on_clear()` on barge-in; `await on_handoff(event)`; `await on_hangup()`. Consoles may set `on_event(dict)`.
+    """
+
+    def __init__(self, runtime: VoiceRuntime, info: CallInfo) -> None:
+        self.info = info
+        self.on_audio: Callable[[bytes], None] = lambda pcm16: None
+        self.on_clear: Callable[[], None] = lambda: None
+        self.on_handoff: HandoffCallback | None = None
+        self.on_hangup: HangupCallback | None = None
+        self.on_event: EventSink | None = None
+        self._runtime = runtime
+        self._transport = CallTransport(info.sample_rate, name=f"call-{info.call_id}")
+        self.record = CallRecord(call_id=info.call_id, caller_number=info.caller_number,
+                                 asr_available=runtime.asr_available)
+        self._worker: PipelineWorker | None = None
+        self._run_task: asyncio.Task | None = None
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self._run_task is not None and not self._stopped.is_set()
+
+    async def start(self) -> None:
+        """Builds and starts the pipeline; the greeting (`/call_start`) is requested as soon as it runs."""
+        if self._run_task is not None:
+            raise RuntimeError(f"call {self.info.call_id} already started")
+        pipeline = Pipeline(await self._build_processors())
+        self._worker = PipelineWorker(
+            pipeline,
+            params=PipelineParams(audio_in_sample_rate=PIPELINE_SAMPLE_RATE,
+                                  audio_out_sample_rate=self.info.sample_rate),
+            observers=[CallObserver(record=self.record, on_event=self._emit)],
+            idle_timeout_secs=None,
+            cancel_on_idle_timeout=False,
+            enable_rtvi=False,
+            check_dangling_tasks=False,
+        )
+        started = asyncio.Event()
+
+        @self._worker.event_handler("on_pipeline_started")
+        async def _on_started(worker, frame):
+            started.set()
+
+        output = self._transport.output()
+        output.on_audio = lambda pcm16: self.on_audio(pcm16)
+        output.on_clear = lambda: self.on_clear()
+        output.on_control = self._on_control
+        runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
+        await runner.add_workers(self._worker)
+        self._run_task = asyncio.create_task(self._run(runner), name=f"call-{self.info.call_id}")
+        metrics.ACTIVE_CALLS.inc()
+        await asyncio.wait({asyncio.ensure_future(started.wait()), self._run_task},
+                           return_when=asyncio.FIRST_COMPLETED)
+        logger.info(f"call {self.info.call_id}: voice loop started ({self.info.sample_rate} Hz, "
+                    f"{'speech+keypad' if self._runtime.asr_available else 'keypad only'})")
+
+    def feed_audio(self, pcm16: bytes) -> None:
+        """Caller audio: 16-bit mono PCM at CallInfo.sample_rate, any chunk size."""
+        if self.running:
+            self._transport.input().feed_audio(pcm16)
+
+    def feed_dtmf(self, key: str) -> None:
+        """One keypad key: 0-9 * # A-D."""
+        if self.running:
+            self._transport.input().feed_dtmf(key)
+
+    def transfer_result(self, ok: bool, detail: str = "") -> None:
+        """Telephony's outcome of the transfer started by on_handoff; a failure goes back to the dialogue."""
+        if self._worker is not None and self.running:
+            asyncio.ensure_future(self._worker.queue_frame(TransferResultFrame(ok=bool(ok), detail=str(detail)[:200])))
+
+    async def stop(self, cause: str = "remote_hangup") -> None:
+        """Tears the pipeline down and writes the call record. Idempotent."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        try:
+            if self._worker is not None:
+                await self._worker.cancel(reason=cause)
+            if self._run_task is not None and self._run_task is not asyncio.current_task():
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._run_task), timeout=5.0)
+                except (asyncio.TimeoutError, asyncio.CancelledError):
+                    self._run_task.cancel()
+        finally:
+            self._finish_record(cause)
+            self._runtime.calls.pop(self.info.call_id, None)
+            if self._run_task is not None:
+                metrics.ACTIVE_CALLS.dec()
+            self._stopped.set()
+
+    async def _build_processors(self) -> list[FrameProcessor]:
+        voice = self._runtime.settings.voice
+        stt = self._runtime.stt_factory() if self._runtime.stt_factory is not None else None
+        tts = self._runtime.tts_factory(self.info.sample_rate)
+        processors: list[FrameProcessor] = [self._transport.input()]
+        if stt is not None:
+            processors += [
+                VADProcessor(vad_analyzer=SileroVADAnalyzer(params=VADParams(stop_secs=VAD_STOP_S))),
+                stt,
+                TurnTaker(end_of_turn_s=voice.end_of_turn_s, end_of_turn_elderly_s=voice.end_of_turn_elderly_s,
+                          turn_analyzer=await self._load_turn_analyzer()),
+            ]
+        processors += [
+            DTMFGatherer(interdigit_timeout_s=voice.interdigit_timeout_s, human_key=voice.human_key),
+            NoInputLadder(timeout_s=voice.no_input_s, elderly_timeout_s=voice.no_input_elderly_s),
+            RasaBridge(
+                client=self._runtime.rasa,
+                call_id=self.info.call_id,
+                metadata=CallMetadata(caller_number=self.info.caller_number,
+                                      asr_available=self._runtime.asr_available),
+                record=self.record,
+                third_silence_action=voice.third_silence_action,
+            ),
+            EngineControls(tts=tts, stt=stt),
+            tts,
+            self._transport.output(),
+        ]
+        return processors
+
+    async def _load_turn_analyzer(self) -> BaseTurnAnalyzer | None:
+        factory = self._runtime.turn_analyzer_factory
+        if factory is None:
+            return None
+        # Loading the ONNX session takes a moment: keep it off the event loop.
+        return await asyncio.to_thread(factory)
+
+    async def _run(self, runner: WorkerRunner) -> None:
+        try:
+            await runner.run()
+        except Exception:
+            logger.exception(f"call {self.info.call_id}: voice pipeline failed")
+
+    async def _on_control(self, frame: Frame) -> None:
+        """HandoffFrame / HangupFrame reached the output transport: the audio before them has been played."""
+        if isinstance(frame, HandoffFrame):
+            logger.info(f"call {self.info.call_id}: handoff to {frame.event.get('queue')} ({frame.event.get('reason')})")
+            self._emit({"type": "handoff", "queue": frame.event.get("queue"), "reason": frame.event.get("reason")})
+            if self.on_handoff is not None:
+                await self._call_safely(self.on_handoff(frame.event))
+        elif isinstance(frame, HangupFrame):
+            logger.info(f"call {self.info.call_id}: bot hangs up ({frame.reason})")
+            self._emit({"type": "hangup", "reason": frame.reason})
+            if self.on_hangup is not None:
+                await self._call_safely(self.on_hangup())
+            # Whatever telephony did, the call is over: stop outside the pipeline's own task.
+            asyncio.get_running_loop().create_task(self.stop("bot_hangup"))
+
+    async def _call_safely(self, awaitable: Awaitable[None]) -> None:
+        try:
+            await awaitable
+        except Exception:
+            logger.exception(f"call {self.info.call_id}: telephony callback failed")
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                logger.exception(f"call {self.info.call_id}: event sink failed")
+
+    def _finish_record(self, cause: str) -> None:
+        self.record.finish(cause)
+        metrics.observe_call_outcome(self.record.outcome or "abandoned", self.record.handoff_reason)
+        self._emit({"type": "ended", "outcome": self.record.outcome, "cause": cause})
+        writer = self._runtime.record_writer
+        if writer is not None:
+            try:
+                writer.write(self.record)
+            except OSError:
+                logger.exception(f"call {self.info.call_id}: cannot write the call record")

@@ -1,0 +1,115 @@
+"""Call records: one JSON line per call under settings.gateway.call_records_dir.
+
+A record holds the masked caller number, the transcript with secure input masked, the intents Rasa recognised,
+the per-turn latencies and the outcome:
+- `served_by_bot`: the bot hung up after serving, or the caller hung up after the bot had answered them;
+- `handoff` (+ `reason`, `queue`): the bot transferred the call to an agent;
+- `abandoned`: the caller hung up before the bot had answered anything, or while waiting for an answer.
+PINs and card numbers never reach a record: secure turns are stored as `****`, and digits in any caller
+number are masked except the first three and last four.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.frames import SECURE_MASK
+
+OUTCOME_SERVED = "served_by_bot"
+OUTCOME_HANDOFF = "handoff"
+OUTCOME_ABANDONED = "abandoned"
+
+_write_lock = threading.Lock()
+
+
+def mask_caller_number(number: str) -> str:
+    """138****0001 style: keeps the first 3 and last 4 characters of numbers longer than 7."""
+    number = (number or "").strip()
+    if len(number) <= 7:
+        return "*" * len(number)
+    return number[:3] + "*" * (len(number) - 7) + number[-4:]
+
+
+@dataclass
+class CallRecord:
+    """Everything the voice loop remembers about one call; secure input is masked before it gets here."""
+
+    call_id: str
+    caller_number: str
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    asr_available: bool = True
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    intents: list[str] = field(default_factory=list)
+    turn_metrics: list[dict[str, Any]] = field(default_factory=list)
+    outcome: str | None = None
+    handoff_reason: str | None = None
+    handoff_queue: str | None = None
+    end_cause: str | None = None
+    bot_answered: bool = False
+    awaiting_bot: bool = False
+
+    def add_caller_turn(self, text: str, *, source: str, secure: bool) -> None:
+        self.transcript.append(
+            {"t": round(time.time() - self.started_at, 3), "who": "caller", "source": source,
+             "text": SECURE_MASK if secure else text}
+        )
+        self.awaiting_bot = True
+
+    def add_bot_texts(self, texts: list[str]) -> None:
+        if texts:
+            self.transcript.append({"t": round(time.time() - self.started_at, 3), "who": "bot", "text": " ".join(texts)})
+
+    def bot_replied(self, *, to_caller: bool) -> None:
+        self.awaiting_bot = False
+        if to_caller:
+            self.bot_answered = True
+
+    def mark_handoff(self, event: dict[str, Any]) -> None:
+        self.outcome = OUTCOME_HANDOFF
+        self.handoff_reason = str(event.get("reason") or "unknown")
+        self.handoff_queue = str(event.get("queue") or "general")
+
+    def mark_bot_hangup(self) -> None:
+        if self.outcome is None:
+            self.outcome = OUTCOME_SERVED
+
+    def finish(self, cause: str) -> None:
+        """Closes the record; an outcome not yet decided is worked out from how far the call got."""
+        self.ended_at = time.time()
+        self.end_cause = cause
+        if self.outcome is None:
+            served = self.bot_answered and not self.awaiting_bot
+            self.outcome = OUTCOME_SERVED if served else OUTCOME_ABANDONED
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["caller_number"] = mask_caller_number(self.caller_number)
+        data.pop("bot_answered")
+        data.pop("awaiting_bot")
+        return data
+
+
+class CallRecordWriter:
+    """Appends records as JSON lines to `<dir>/calls-YYYYMMDD.jsonl` (one file a day keeps rotation trivial)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self._directory = Path(directory)
+
+    def path_for(self, when: float) -> Path:
+        return self._directory / time.strftime("calls-%Y%m%d.jsonl", time.gmtime(when))
+
+    def write(self, record: CallRecord) -> Path:
+        path = self.path_for(record.ended_at or time.time())
+        line = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":"))
+        with _write_lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as out:
+                out.write(line + "\n")
+        return path

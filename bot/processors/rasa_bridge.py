@@ -1,0 +1,264 @@
+"""The Rasa bridge: the voice loop's link to the dialogue, speaking the REST call contract (docs/ARCHITECTURE.md).
+
+At start it sends `/call_start` with the call's metadata; then every caller turn (final transcript or keypad
+message) goes to Rasa, and every reply comes back as TTS text frames and control frames. Requests run one at a
+time, in order, in the bridge's own task, so a barge-in (which resets processors' queues) never loses a reply
+that is on its way.
+
+When Rasa is slow or down (`settings.rasa.timeout_s`), the caller hears a Mandarin apology and an offer of an
+agent; asking for one while Rasa is still down transfers the call directly to the general queue.
+Secure input (after `expect secure=true`) goes to Rasa and nowhere else: logs and records see `****`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    StartFrame,
+    TTSSpeakFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from bot.call_records import CallRecord
+from bot.frames import (
+    BotReplyTextFrame,
+    CallerTurnFrame,
+    ExpectInputFrame,
+    HandoffFrame,
+    HangupFrame,
+    NoInputFrame,
+    PromptInterruptibleFrame,
+    SpeechRateFrame,
+    TransferResultFrame,
+)
+from bot.rasa_client import BotReply, RasaClient, RasaUnavailable, dtmf_message
+
+CALL_START = "/call_start"
+HUMAN_AGENT = "/human_agent"
+TRANSFER_FAILED = "/transfer_failed"
+KEYPAD_MENU = dtmf_message("*")
+# CallerTurnFrame.source values that are the caller's own words or keys (the others are the loop's messages).
+CALLER_SOURCES = frozenset({"speech", "keypad"})
+
+APOLOGY_TEXT = "抱歉，系统暂时无法处理您的请求。如需人工服务，请按0；您也可以稍后再拨。"
+DIRECT_HANDOFF_TEXT = "抱歉，系统暂时繁忙，正在为您转接人工客服，请稍候。"
+NO_INPUT_GOODBYE_TEXT = "您好像一直没有说话。感谢您的来电，再见。"
+
+
+@dataclass(frozen=True)
+class CallMetadata:
+    """What Rasa learns about the call with every message (the contract's `metadata`)."""
+
+    caller_number: str
+    asr_available: bool = True
+    channel: str = "voice"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"caller_number": self.caller_number, "channel": self.channel, "asr_available": self.asr_available}
+
+
+class RasaBridge(FrameProcessor):
+    """Frames in: StartFrame (→ `/call_start`), CallerTurnFrame, NoInputFrame, TransferResultFrame.
+
+    Frames out, per reply item, in order: TTSSpeakFrame (texts), HandoffFrame / HangupFrame (downstream, after
+    the texts), SpeechRateFrame / ExpectInputFrame / PromptInterruptibleFrame (broadcast), BotReplyTextFrame.
+    """
+
+    def __init__(self, *, client: RasaClient, call_id: str, metadata: CallMetadata,
+                 record: CallRecord | None = None, third_silence_action: str = "handoff", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._client = client
+        self._call_id = call_id
+        self._metadata = metadata
+        self._record = record or CallRecord(call_id=call_id, caller_number=metadata.caller_number)
+        self._third_silence_action = third_silence_action
+        self._requests: asyncio.Queue[CallerTurnFrame | NoInputFrame | TransferResultFrame] = asyncio.Queue()
+        self._worker: asyncio.Task | None = None
+        self._last_prompt: list[str] = []
+        self._ending = False
+        self._rasa_down = False
+
+    @property
+    def record(self) -> CallRecord:
+        return self._record
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            self._worker = self.create_task(self._work(), name="rasa_bridge")
+            self._requests.put_nowait(CallerTurnFrame(text=CALL_START, source="call"))
+            return
+        if isinstance(frame, (EndFrame, CancelFrame)) and self._worker is not None:
+            task, self._worker = self._worker, None
+            await self.cancel_task(task)
+        if isinstance(frame, (CallerTurnFrame, NoInputFrame, TransferResultFrame)):
+            self._requests.put_nowait(frame)
+            return
+        await self.push_frame(frame, direction)
+
+    async def _work(self) -> None:
+        while True:
+            request = await self._requests.get()
+            try:
+                await self._handle(request)
+            except Exception:  # one bad reply must not end the call's dialogue
+                logger.exception(f"{self}: failed handling {request}")
+
+    async def _handle(self, request: Frame) -> None:
+        if isinstance(request, CallerTurnFrame):
+            await self._send_turn(request)
+        elif isinstance(request, NoInputFrame):
+            await self._on_no_input(request.attempt)
+        elif isinstance(request, TransferResultFrame):
+            await self._on_transfer_result(request)
+
+    # -- caller turns ------------------------------------------------------------------------------------------
+
+    async def _send_turn(self, turn: CallerTurnFrame) -> None:
+        if self._ending:
+            return
+        from_caller = turn.source in CALLER_SOURCES
+        if from_caller:
+            self._record.add_caller_turn(turn.text, source=turn.source, secure=turn.secure)
+        if turn.source != "call":
+            # The expectation is used up by this turn; the reply may set a new one.
+            await self.broadcast_frame(ExpectInputFrame, input=None)
+        logger.info(f"{self}: call {self._call_id} → Rasa: {turn.loggable_text()!r}")
+        try:
+            reply = await self._client.send(self._call_id, turn.text, self._metadata.as_dict())
+        except RasaUnavailable as exc:
+            logger.warning(f"{self}: call {self._call_id}: Rasa unavailable ({exc})")
+            await self._on_rasa_unavailable(turn)
+            return
+        self._rasa_down = False
+        self._record.bot_replied(to_caller=from_caller)
+        await self._play_reply(reply)
+        if from_caller:
+            self.create_task(self._record_intent(), name="record_intent")
+
+    async def _play_reply(self, reply: BotReply) -> None:
+        texts: list[str] = []
+        await self.broadcast_frame(PromptInterruptibleFrame, value=True)
+        for item in reply.items:
+            if item.get("text"):
+                texts.append(item["text"])
+                await self.push_frame(TTSSpeakFrame(text=item["text"], append_to_context=False))
+            elif isinstance(item.get("custom"), dict):
+                await self._on_event(item["custom"])
+        if texts:
+            self._last_prompt = texts
+            self._record.add_bot_texts(texts)
+            await self.push_frame(BotReplyTextFrame(texts=texts))
+
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "handoff":
+            await self._hand_off(event)
+        elif kind == "hangup":
+            self._ending = True
+            self._record.mark_bot_hangup()
+            await self.push_frame(HangupFrame(reason="bot"))
+        elif kind == "speech_rate":
+            rate = _as_float(event.get("rate"), default=1.0)
+            await self.broadcast_frame(SpeechRateFrame, rate=rate)
+        elif kind == "expect":
+            await self.broadcast_frame(
+                ExpectInputFrame,
+                input=str(event.get("input") or "digits"),
+                max_length=_as_int(event.get("max_length"), default=0),
+                secure=bool(event.get("secure", False)),
+            )
+        elif kind == "interruptible":
+            await self.broadcast_frame(PromptInterruptibleFrame, value=bool(event.get("value", True)))
+        else:
+            logger.warning(f"{self}: ignoring unknown custom event {kind!r}")
+
+    async def _hand_off(self, event: dict[str, Any]) -> None:
+        self._ending = True
+        self._record.mark_handoff(event)
+        await self.push_frame(HandoffFrame(event=dict(event)))
+
+    # -- failures and silences ---------------------------------------------------------------------------------
+
+    async def _on_rasa_unavailable(self, turn: CallerTurnFrame) -> None:
+        if turn.text == HUMAN_AGENT and self._rasa_down:
+            # The caller took the offer while the dialogue is still down: transfer without it.
+            await self._speak([DIRECT_HANDOFF_TEXT])
+            await self._hand_off(self._fallback_handoff_event())
+            return
+        self._rasa_down = True
+        self._record.bot_replied(to_caller=False)
+        await self.broadcast_frame(ExpectInputFrame, input=None)
+        await self._speak([APOLOGY_TEXT])
+
+    def _fallback_handoff_event(self) -> dict[str, Any]:
+        return {
+            "event": "handoff", "queue": "general", "priority": 1, "reason": "dialogue_unavailable",
+            "context": {"intent": None, "verified": False, "customer_ref": None, "green_channel": False,
+                        "call_id": self._call_id},
+        }
+
+    async def _on_no_input(self, attempt: int) -> None:
+        if self._ending:
+            return
+        logger.info(f"{self}: call {self._call_id}: no input #{attempt}")
+        if attempt == 1 and self._last_prompt:
+            await self._speak(self._last_prompt)
+        elif attempt <= 2:
+            await self._send_turn(CallerTurnFrame(text=KEYPAD_MENU, source="no_input"))
+        elif self._third_silence_action == "hangup":
+            self._ending = True
+            await self._speak([NO_INPUT_GOODBYE_TEXT])
+            self._record.mark_bot_hangup()
+            await self.push_frame(HangupFrame(reason="no_input"))
+        else:
+            await self._send_turn(CallerTurnFrame(text=HUMAN_AGENT, source="no_input"))
+
+    async def _on_transfer_result(self, result: TransferResultFrame) -> None:
+        if result.ok:
+            logger.info(f"{self}: call {self._call_id}: transfer done ({result.detail})")
+            return
+        logger.warning(f"{self}: call {self._call_id}: transfer failed ({result.detail})")
+        self._ending = False
+        self._record.outcome = None
+        await self._send_turn(CallerTurnFrame(text=TRANSFER_FAILED, source="transfer"))
+
+    async def _speak(self, texts: list[str]) -> None:
+        await self.broadcast_frame(PromptInterruptibleFrame, value=True)
+        for text in texts:
+            await self.push_frame(TTSSpeakFrame(text=text, append_to_context=False))
+        self._record.add_bot_texts(texts)
+        await self.push_frame(BotReplyTextFrame(texts=list(texts)))
+
+    async def _record_intent(self) -> None:
+        """Best effort: the intent of the turn just sent, from Rasa's tracker, for the call record."""
+        try:
+            tracker = await self._client.tracker(self._call_id)
+        except RasaUnavailable:
+            return
+        intent = ((tracker or {}).get("latest_message") or {}).get("intent") or {}
+        if intent.get("name"):
+            self._record.intents.append(str(intent["name"]))
+
+
+def _as_float(value: Any, *, default: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if 0.3 <= number <= 3.0 else default
+
+
+def _as_int(value: Any, *, default: int) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return default

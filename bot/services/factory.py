@@ -1,0 +1,112 @@
+"""Choose the voice engines once per process, from what is installed, and build them per call.
+
+    stt = load_stt(settings)    # SpeechRecognizerEngine, or None when no ASR model: the portal runs keypad-only
+    tts = load_tts(settings)    # SpeechSynthesizerEngine: Piper Mandarin voice if installed, else espeak-ng `cmn`
+    per call:  stt.create_service()  /  tts.create_service(sample_rate=8000, speech_rate=1.0)
+
+Each loader logs one line at start-up saying what was chosen and, for a fallback, why and how to get the real
+thing. A model that is configured but broken is logged and falls back; it never stops the server from starting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from loguru import logger
+from pipecat.services.tts_service import TTSService
+
+from bot.models import find_piper_voice, find_vosk_model
+from bot.services.espeak.tts import EspeakTTSService, EspeakUnavailableError, check_voice, find_espeak
+from settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class SpeechRecognizerEngine:
+    """The process-wide Vosk model; `create_service()` gives each call its own recognizer service."""
+
+    model_path: Path
+
+    @property
+    def name(self) -> str:
+        return self.model_path.name
+
+    def create_service(self, **kwargs):
+        """A VoskSTTService for one call (kwargs go to VoskSTTService, e.g. `sample_rate`)."""
+        from bot.services.vosk.stt import VoskSTTService
+
+        return VoskSTTService(model_path=self.model_path, **kwargs)
+
+
+@dataclass(frozen=True)
+class SpeechSynthesizerEngine:
+    """The process-wide TTS choice: kind "piper" (voice_path) or "espeak" (espeak_voice)."""
+
+    kind: str
+    voice_path: Path | None = None
+    espeak_voice: str = "cmn"
+
+    @property
+    def name(self) -> str:
+        return self.voice_path.stem if self.voice_path else f"espeak-ng {self.espeak_voice}"
+
+    def create_service(self, *, sample_rate: int | None = None, speech_rate: float = 1.0, **kwargs) -> TTSService:
+        """A TTS service for one call, producing audio at `sample_rate` (the transport's rate)."""
+        if self.kind == "piper":
+            from bot.services.piper.tts import PiperTTSService
+
+            return PiperTTSService(voice_path=self.voice_path, sample_rate=sample_rate, speech_rate=speech_rate, **kwargs)
+        return EspeakTTSService(voice=self.espeak_voice, sample_rate=sample_rate, speech_rate=speech_rate, **kwargs)
+
+
+def load_stt(settings: Settings | None = None) -> SpeechRecognizerEngine | None:
+    """Load the Vosk model (once per process); None, with a log line, when there is none: keypad-only mode."""
+    settings = settings or get_settings()
+    path = find_vosk_model(settings)
+    if path is None:
+        logger.warning(
+            f"ASR: no Vosk model under {Path(settings.voice.models_dir) / 'vosk'} and VOSK_MODEL_PATH unset; "
+            "running KEYPAD-ONLY (run `make models` to enable speech input)"
+        )
+        return None
+    from bot.services.vosk.stt import VoskModelError, load_vosk_model
+
+    try:
+        load_vosk_model(str(path))
+    except VoskModelError as exc:
+        logger.error(f"ASR: {exc}; running KEYPAD-ONLY")
+        return None
+    logger.info(f"ASR: Vosk model {path.name} ({path})")
+    return SpeechRecognizerEngine(path)
+
+
+def load_tts(settings: Settings | None = None) -> SpeechSynthesizerEngine:
+    """Choose Piper with a Mandarin voice if installed, else espeak-ng; raises only if neither can speak."""
+    settings = settings or get_settings()
+    voice = find_piper_voice(settings)
+    espeak = SpeechSynthesizerEngine("espeak", espeak_voice=settings.voice.espeak_voice)
+    if voice is None:
+        _require_espeak(settings)
+        logger.warning(
+            f"TTS: no Piper Mandarin voice under {Path(settings.voice.models_dir) / 'piper'} and PIPER_VOICE_PATH "
+            f"unset; FALLING BACK to espeak-ng voice '{espeak.espeak_voice}' (run `make models` for the Piper voice)"
+        )
+        return espeak
+    from bot.services.piper.tts import PiperVoiceError, load_piper_voice
+
+    try:
+        load_piper_voice(str(voice))
+    except PiperVoiceError as exc:
+        _require_espeak(settings)
+        logger.error(f"TTS: {exc}; FALLING BACK to espeak-ng voice '{espeak.espeak_voice}'")
+        return espeak
+    logger.info(f"TTS: Piper voice {voice.stem} ({voice})")
+    return SpeechSynthesizerEngine("piper", voice_path=voice)
+
+
+def _require_espeak(settings: Settings) -> None:
+    """Fail at start-up, not on the first call, when the fallback voice cannot speak either."""
+    try:
+        check_voice(settings.voice.espeak_voice, find_espeak())
+    except EspeakUnavailableError as exc:
+        raise EspeakUnavailableError(f"TTS: no Piper voice installed and {exc}") from exc

@@ -1,0 +1,1 @@
+"""Vosk (Kaldi) streaming speech recognition."""

@@ -1,0 +1,290 @@
+"""Streaming speech recognition with Vosk: one model per process, one recognizer per call.
+
+Frames in:  InputAudioRawFrame (16-bit mono PCM at the pipeline's input rate, 8 or 16 kHz),
+            VADUserStartedSpeakingFrame / VADUserStoppedSpeakingFrame (the stop finalizes the utterance),
+            STTUpdateSettingsFrame(delta=VoskSTTService.Settings(expect_digits=..., secure=...)).
+Frames out: InterimTranscriptionFrame while the caller speaks (each new partial result),
+            TranscriptionFrame(finalized=True) at the end of an utterance (VAD stop, or Vosk's own endpoint),
+            plus every input frame passed through.
+
+Why a streaming STTService and not SegmentedSTTService: Vosk decodes incrementally, so feeding it audio as it
+arrives gives partial results for the console and leaves only the last ~100 ms to decode at end of turn, where a
+segmented service would decode the whole utterance after the caller stopped.
+
+Vosk models are trained on 16 kHz audio; 8 kHz telephone audio is resampled (soxr, via pipecat's stream
+resampler) before decoding. Decoding runs in a worker thread, off the event loop. A recognizer is only ever touched
+from that sequential decode path; the event loop only flips the wanted mode, which is applied at a safe point
+(Kaldi aborts the whole process if a grammar is set on a recognizer in the middle of an utterance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import vosk
+from loguru import logger
+from pipecat.audio.utils import create_stream_resampler
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterimTranscriptionFrame,
+    TranscriptionFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.services.settings import STTSettings
+from pipecat.services.stt_service import STTService
+from pipecat.utils.time import time_now_iso8601
+from pipecat.utils.types import NOT_GIVEN, NotGiven
+
+VOSK_SAMPLE_RATE = 16000
+# Spoken Mandarin digits; 幺 is "one" when reading numbers aloud, 两 "two" in amounts. "[unk]" lets anything
+# else be rejected instead of being forced onto a digit.
+MANDARIN_DIGIT_WORDS: tuple[str, ...] = ("零", "一", "二", "三", "四", "五", "六", "七", "八", "九", "幺", "两", "[unk]")
+MASKED = "****"
+
+vosk.SetLogLevel(-1)  # Kaldi's own log lines would go to stderr unfiltered; errors still raise
+
+
+class VoskModelError(RuntimeError):
+    """The Vosk model folder is missing or unreadable."""
+
+
+@functools.lru_cache(maxsize=2)
+def load_vosk_model(model_path: str) -> vosk.Model:
+    """The Vosk model at `model_path`, loaded once per process and shared by every call's recognizer."""
+    path = Path(model_path)
+    if not (path / "am" / "final.mdl").is_file() and not (path / "final.mdl").is_file():
+        raise VoskModelError(f"{path} is not a Vosk model folder (no am/final.mdl); run `make models`")
+    try:
+        return vosk.Model(str(path))
+    except Exception as exc:
+        raise VoskModelError(f"cannot load Vosk model {path}: {exc}") from exc
+
+
+def model_supports_grammar(model_path: str | Path) -> bool:
+    """Whether the model can switch to a runtime grammar: small (lookahead) models can, big static-graph ones can't."""
+    return not (Path(model_path) / "graph" / "HCLG.fst").exists()
+
+
+def transcript_text(result_json: str, key: str = "text") -> str:
+    """The words of a Vosk JSON result, without the `[unk]` placeholder for rejected words."""
+    try:
+        text = json.loads(result_json).get(key, "")
+    except (ValueError, AttributeError):
+        return ""
+    return " ".join(word for word in str(text).split() if word != "[unk]")
+
+
+@dataclass
+class VoskSTTSettings(STTSettings):
+    """Runtime-updatable settings of the Vosk service.
+
+    Parameters:
+        expect_digits: decode the next utterances with the digits grammar (the contract's `expect` digits event).
+        secure: never log transcripts (a PIN or card number is expected).
+    """
+
+    expect_digits: bool | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    secure: bool | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+
+
+@dataclass
+class Decoded:
+    """What one decode step produced: a finished utterance's text, or the current partial text."""
+
+    final: str | None = None
+    partial: str = ""
+
+
+class VoskDecoder:
+    """One call's Kaldi recognizer with its digits-grammar switching. Not thread-safe: use it from one thread
+    at a time (the service awaits each step in order); only `want_digits` may be flipped from elsewhere.
+
+    The mode is switched by building a fresh recognizer between utterances, never with SetGrammar on a running
+    one: Kaldi aborts the whole process on that.
+    """
+
+    def __init__(self, model: vosk.Model, *, digit_words: Sequence[str], grammar_supported: bool):
+        self._model = model
+        self._digit_grammar = json.dumps(list(digit_words), ensure_ascii=False)
+        self._grammar_supported = grammar_supported
+        self._recognizer: vosk.KaldiRecognizer | None = None
+        self._recognizer_digits = False
+        self.want_digits = False
+
+    @property
+    def digits_mode(self) -> bool:
+        """Whether the current recognizer decodes with the digits grammar."""
+        return self._recognizer_digits
+
+    def accept(self, pcm16k: bytes, *, caller_speaking: bool = False) -> Decoded:
+        """Feed 16 kHz PCM; a final when Vosk's own endpointing closed the utterance, else the partial text.
+
+        `caller_speaking` (the VAD's view) holds back a pending mode switch: Vosk's partials lag the audio by
+        ~0.5 s, so "no partial yet" alone does not mean nobody is talking.
+        """
+        recognizer = self._recognizer_for_next_audio(caller_speaking)
+        if recognizer.AcceptWaveform(pcm16k):
+            text = transcript_text(recognizer.Result())
+            self._apply_wanted_mode()
+            return Decoded(final=text)
+        return Decoded(partial=transcript_text(recognizer.PartialResult(), "partial"))
+
+    def finalize(self) -> str:
+        """End the current utterance now (the caller stopped speaking) and return its text, "" for none."""
+        if self._recognizer is None:
+            return ""
+        text = transcript_text(self._recognizer.FinalResult())
+        self._apply_wanted_mode()
+        return text
+
+    def close(self) -> None:
+        self._recognizer = None
+
+    def _recognizer_for_next_audio(self, caller_speaking: bool) -> vosk.KaldiRecognizer:
+        """The recognizer to feed; switches mode now if the caller is not in the middle of an utterance."""
+        if self._recognizer is None:
+            self._recognizer = self._new_recognizer(self._wanted())
+        elif self._wanted() != self._recognizer_digits and not caller_speaking and not self._has_partial():
+            self._apply_wanted_mode()
+        return self._recognizer
+
+    def _has_partial(self) -> bool:
+        assert self._recognizer is not None
+        return bool(transcript_text(self._recognizer.PartialResult(), "partial"))
+
+    def _apply_wanted_mode(self) -> None:
+        """Replace the recognizer if the wanted mode changed. Only called between utterances."""
+        if self._recognizer is None or self._wanted() != self._recognizer_digits:
+            self._recognizer = self._new_recognizer(self._wanted())
+
+    def _wanted(self) -> bool:
+        return self.want_digits and self._grammar_supported
+
+    def _new_recognizer(self, digits: bool) -> vosk.KaldiRecognizer:
+        self._recognizer_digits = digits
+        if digits:
+            return vosk.KaldiRecognizer(self._model, VOSK_SAMPLE_RATE, self._digit_grammar)
+        return vosk.KaldiRecognizer(self._model, VOSK_SAMPLE_RATE)
+
+
+class VoskSTTService(STTService):
+    """Vosk streaming STT for one call; build one per call, the model is shared (see `load_vosk_model`)."""
+
+    Settings = VoskSTTSettings
+    _settings: VoskSTTSettings
+
+    def __init__(
+        self,
+        *,
+        model_path: str | Path,
+        digit_words: Sequence[str] = MANDARIN_DIGIT_WORDS,
+        settings: VoskSTTSettings | None = None,
+        **kwargs,
+    ):
+        """Args:
+        model_path: the Vosk model folder (e.g. models/vosk/vosk-model-small-cn-0.22).
+        digit_words: the vocabulary of the digits grammar; the default is spoken Mandarin digits.
+        settings: a settings delta applied over the defaults (expect_digits=False, secure=False).
+        **kwargs: passed to pipecat's STTService (`sample_rate` defaults to the pipeline's input rate).
+
+        Raises:
+            VoskModelError: the model cannot be loaded.
+        """
+        store = self.Settings(model=Path(model_path).name, language=None, expect_digits=False, secure=False)
+        if settings is not None:
+            store.apply_update(settings)
+        kwargs.setdefault("ttfs_p99_latency", 0.3)  # local decoding: finalizing costs one last decode step
+        super().__init__(settings=store, **kwargs)
+        self._grammar_supported = model_supports_grammar(model_path)
+        self._decoder = VoskDecoder(
+            load_vosk_model(str(model_path)), digit_words=digit_words, grammar_supported=self._grammar_supported
+        )
+        self._decoder.want_digits = bool(store.expect_digits)
+        self._resampler = create_stream_resampler(quality="HQ", clear_after_secs=None)
+        self._last_partial = ""
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    @property
+    def digits_mode(self) -> bool:
+        """Whether the current recognizer decodes with the digits grammar (switches at the next safe point)."""
+        return self._decoder.digits_mode
+
+    def expect_digits(self, enabled: bool, *, secure: bool = False) -> None:
+        """Apply the contract's `expect` event: digits grammar on/off, and whether transcripts must not be logged.
+
+        Takes effect at the next utterance boundary (immediately if the caller is not mid-utterance).
+        """
+        self._settings.expect_digits = bool(enabled)
+        self._settings.secure = bool(secure) if enabled else False
+        self._decoder.want_digits = bool(enabled)
+        if enabled and not self._grammar_supported:
+            logger.warning(f"{self}: model has no runtime grammar support; digits use the full vocabulary")
+
+    async def _update_settings(self, delta: STTSettings) -> dict[str, Any]:
+        """Apply an STTUpdateSettingsFrame delta; mode flags are picked up by the decode path, nothing to reload."""
+        changed = await super()._update_settings(delta)
+        self._decoder.want_digits = bool(self._settings.expect_digits)
+        self._warn_unhandled_updated_settings(set(changed) - {"expect_digits", "secure"})
+        return changed
+
+    async def stop(self, frame: EndFrame):
+        await super().stop(frame)
+        self._decoder.close()
+
+    async def cancel(self, frame: CancelFrame):
+        await super().cancel(frame)
+        self._decoder.close()
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
+        """Decode one chunk of caller audio; yields an interim or a final transcription when there is one."""
+        if len(audio) % 2:
+            audio = audio[:-1]  # half a sample is transport garbage; dropping it keeps the stream aligned
+        pcm = await self._resampler.resample(audio, self.sample_rate, VOSK_SAMPLE_RATE)
+        if not pcm:
+            return
+        try:
+            decoded = await asyncio.to_thread(self._decoder.accept, pcm, caller_speaking=self._user_speaking)
+        except Exception as exc:  # a decoder error must not end the call: the caller can still use the keypad
+            await self.push_error(f"{self}: decoding failed: {exc}", exception=exc)
+            return
+        if decoded.final is not None:
+            if frame := self._final_frame(decoded.final):
+                yield frame
+        elif decoded.partial and decoded.partial != self._last_partial:
+            self._last_partial = decoded.partial
+            yield InterimTranscriptionFrame(
+                decoded.partial, self._user_id, time_now_iso8601(), result=None if self._secure else decoded.partial
+            )
+
+    async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame):
+        """End of the caller's speech: ask Vosk for the final result of the utterance now, not at its own endpoint."""
+        await super()._handle_vad_user_stopped_speaking(frame)
+        try:
+            text = await asyncio.to_thread(self._decoder.finalize)
+        except Exception as exc:
+            await self.push_error(f"{self}: finalizing failed: {exc}", exception=exc)
+            return
+        if transcription := self._final_frame(text):
+            await self.push_frame(transcription)
+
+    @property
+    def _secure(self) -> bool:
+        return bool(self._settings.secure)
+
+    def _final_frame(self, text: str) -> TranscriptionFrame | None:
+        """The TranscriptionFrame of a finished utterance; None for silence or noise (no words)."""
+        self._last_partial = ""
+        if not text:
+            return None
+        logger.debug(f"{self}: final transcript [{MASKED if self._secure else text}]")
+        return TranscriptionFrame(text, self._user_id, time_now_iso8601(), finalized=True)

@@ -1,0 +1,1 @@
+"""The gateway's aiohttp web app: health, metrics, the text console and (from teammates) voice and media routes."""

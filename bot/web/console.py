@@ -1,0 +1,190 @@
+"""The text console: the `/console` page and its JSON API, which talks the call contract to Rasa server-side.
+
+API (all JSON; errors are `{"error": "..."}` with 400 for bad input and 502 when Rasa cannot be reached):
+    POST /console/api/calls                       {"caller_number"}                      -> turn of /call_start
+    POST /console/api/calls/{call_id}/messages    {"caller_number", "text", "secure"}    -> turn
+    POST /console/api/calls/{call_id}/dtmf        {"caller_number", "digits", "secure", "expecting_digits"} -> turn
+A turn is {"call_id", "items", "texts", "events", "expect", "ended", "debug"}; see `turn_payload`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import Counter
+
+from bot.rasa_client import BotReply, RasaClient, RasaUnavailable, dtmf_message
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+RASA_CLIENT_KEY: web.AppKey[RasaClient] = web.AppKey("console_rasa_client", RasaClient)
+SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("console_settings", Settings)
+
+CALL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CALLER_RE = re.compile(r"^\+?[0-9]{0,20}$")
+DIGITS_RE = re.compile(r"^[0-9*#]{1,32}$")
+MASK = "******"
+
+CONSOLE_TURNS = Counter("ivr_console_turns_total", "Console turns sent to Rasa", ["kind", "outcome"])
+
+
+class BadRequest(ValueError):
+    """The browser sent something the console cannot forward; the message is shown to the user."""
+
+
+def add_console_routes(app: web.Application, settings: Settings) -> None:
+    """Registers the page, its static assets and the JSON API, plus the Rasa client's lifecycle."""
+    app[SETTINGS_KEY] = settings
+    app.cleanup_ctx.append(_rasa_client_ctx)
+    app.router.add_get("/console", console_page)
+    app.router.add_static("/console/static", STATIC_DIR, name="console_static")
+    app.router.add_post("/console/api/calls", start_call)
+    app.router.add_post("/console/api/calls/{call_id}/messages", send_text)
+    app.router.add_post("/console/api/calls/{call_id}/dtmf", send_dtmf)
+
+
+async def _rasa_client_ctx(app: web.Application):
+    settings = app[SETTINGS_KEY]
+    client = RasaClient(settings.rasa.url, settings.rasa.token, settings.rasa.timeout_s)
+    app[RASA_CLIENT_KEY] = client
+    yield
+    await client.close()
+
+
+async def console_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "console.html", headers={"Cache-Control": "no-cache"})
+
+
+async def start_call(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    caller = _caller_number(body)
+    call_id = "console-" + secrets.token_hex(6)
+    return await _turn(request, "call_start", call_id, caller, "/call_start", secure=False)
+
+
+async def send_text(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    call_id = _call_id(request)
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise BadRequest("text must be a string")
+    max_chars = request.app[SETTINGS_KEY].gateway.console_max_chars
+    if len(text) > max_chars:
+        raise BadRequest(f"message too long: {len(text)} characters, the console forwards at most {max_chars}")
+    # An empty line is still a turn: a caller can say nothing, and the bot must cope.
+    return await _turn(request, "text", call_id, _caller_number(body), text.strip(), secure=bool(body.get("secure")))
+
+
+async def send_dtmf(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    call_id = _call_id(request)
+    digits = body.get("digits")
+    if not isinstance(digits, str) or not DIGITS_RE.match(digits):
+        raise BadRequest("digits must be 1 to 32 keypad keys (0-9 * #)")
+    human_key = request.app[SETTINGS_KEY].voice.human_key
+    # Same rule as the voice loop: the human key alone, when no digits are expected, asks for an agent.
+    if digits == human_key and not body.get("expecting_digits"):
+        message = "/human_agent"
+    else:
+        message = dtmf_message(digits)
+    return await _turn(request, "dtmf", call_id, _caller_number(body), message, secure=bool(body.get("secure")))
+
+
+async def _turn(request: web.Request, kind: str, call_id: str, caller: str, message: str,
+                *, secure: bool) -> web.Response:
+    rasa = request.app[RASA_CLIENT_KEY]
+    metadata = {"caller_number": caller, "channel": "text"}
+    try:
+        reply = await rasa.send(call_id, message, metadata)
+    except RasaUnavailable as exc:
+        CONSOLE_TURNS.labels(kind, "rasa_unavailable").inc()
+        log.warning("console call %s: Rasa unavailable: %s", call_id, exc)
+        return web.json_response(
+            {"error": "The dialogue server (Rasa) is not reachable right now. Is `make run` up? Try again shortly."},
+            status=502)
+    CONSOLE_TURNS.labels(kind, "ok").inc()
+    debug = await _debug_info(rasa, call_id, secure=secure)
+    return web.json_response(turn_payload(call_id, reply, debug))
+
+
+def turn_payload(call_id: str, reply: BotReply, debug: dict[str, Any]) -> dict[str, Any]:
+    events = reply.events
+    expect = next((e for e in reversed(events) if e.get("event") == "expect"), None)
+    return {
+        "call_id": call_id,
+        "items": reply.items,
+        "texts": reply.texts,
+        "events": events,
+        "expect": expect,
+        "ended": any(e.get("event") in ("hangup", "handoff") for e in events),
+        "debug": debug,
+    }
+
+
+async def _debug_info(rasa: RasaClient, call_id: str, *, secure: bool) -> dict[str, Any]:
+    """Intent, confidence, entities, slots and actions of the last turn, from Rasa's tracker API."""
+    try:
+        tracker = await rasa.tracker(call_id)
+    except RasaUnavailable as exc:
+        return {"error": f"tracker unavailable: {exc}"}
+    return debug_from_tracker(tracker, secure=secure)
+
+
+def debug_from_tracker(tracker: dict[str, Any], *, secure: bool) -> dict[str, Any]:
+    latest = tracker.get("latest_message") or {}
+    intent = latest.get("intent") or {}
+    entities = [
+        {"entity": e.get("entity"), "value": MASK if secure else e.get("value"),
+         "extractor": e.get("extractor")}
+        for e in latest.get("entities") or [] if isinstance(e, dict)
+    ]
+    slots = {name: value for name, value in (tracker.get("slots") or {}).items() if value not in (None, [], "")}
+    return {
+        "intent": intent.get("name"),
+        "confidence": intent.get("confidence"),
+        "entities": entities,
+        "slots": slots,
+        "actions": _actions_since_last_user_event(tracker.get("events") or []),
+        "active_loop": (tracker.get("active_loop") or {}).get("name"),
+    }
+
+
+def _actions_since_last_user_event(events: list[dict[str, Any]]) -> list[str]:
+    actions: list[str] = []
+    for event in reversed(events):
+        if event.get("event") == "user":
+            break
+        if event.get("event") == "action" and event.get("name") not in ("action_listen", None):
+            actions.append(event["name"])
+    return list(reversed(actions))
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("the request body must be JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+def _call_id(request: web.Request) -> str:
+    call_id = request.match_info["call_id"]
+    if not CALL_ID_RE.match(call_id):
+        raise BadRequest("unknown call id: start a new call")
+    return call_id
+
+
+def _caller_number(body: dict[str, Any]) -> str:
+    caller = body.get("caller_number", "")
+    if not isinstance(caller, str) or not CALLER_RE.match(caller.strip()):
+        raise BadRequest("caller number must be up to 20 digits, optionally starting with +")
+    return caller.strip()

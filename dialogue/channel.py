@@ -1,0 +1,205 @@
+"""CallChannel: the REST channel of the call contract (docs/ARCHITECTURE.md), hardened for callers.
+
+It is Rasa's REST channel (name "rest", so the URL stays /webhooks/rest/webhook) with three additions:
+- the request's `metadata` (caller_number, channel, asr_available) reaches the tracker, checked and trimmed;
+- bad input never reaches the dialogue as is: empty or huge text, control characters, malformed
+  `/dtmf{...}` payloads and unknown `/intent` strings are normalised (unknown → out_of_scope);
+- the caller is never left in silence: if the action server is down or slower than
+  `settings.actions.timeout_s`, or a turn produced no reply at all, the reply is an apology and a handoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import unicodedata
+from typing import Any, Awaitable, Callable
+
+import rasa.core.actions.action as rasa_action
+from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
+from rasa.core.channels.rest import RestInput
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+import settings as app_settings
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 500
+MAX_SENDER_CHARS = 128
+MAX_DIGITS = 32
+FALLBACK_INTENT = "out_of_scope"
+DTMF_INTENT = "dtmf"
+INTENT_MESSAGE = re.compile(r"^/(?P<intent>[A-Za-z_][A-Za-z0-9_]{0,63})(?P<entities>\{.*\})?$", re.DOTALL)
+DTMF_DIGITS = re.compile(r"^[0-9*#]{1,%d}$" % MAX_DIGITS)
+METADATA_LIMITS = {"caller_number": 32, "channel": 16}
+
+APOLOGY = "非常抱歉，系统暂时无法办理您的业务，正在为您转接人工客服，请稍候。"
+
+
+def clean_text(text: Any) -> str:
+    """The message as text: control characters dropped, trimmed, at most MAX_TEXT_CHARS characters."""
+    if not isinstance(text, str):
+        return ""
+    visible = "".join(char for char in text if unicodedata.category(char)[0] != "C" or char == " ")
+    return visible.strip()[:MAX_TEXT_CHARS]
+
+
+def normalise_message(text: Any, known_intents: set[str] | None) -> str:
+    """Text Rasa can always handle: empty becomes out_of_scope, `/intent{json}` is checked strictly."""
+    cleaned = clean_text(text)
+    if not cleaned:
+        return f"/{FALLBACK_INTENT}"
+    if not cleaned.startswith("/"):
+        return cleaned
+    match = INTENT_MESSAGE.match(cleaned)
+    if not match or (known_intents is not None and match.group("intent") not in known_intents):
+        return f"/{FALLBACK_INTENT}"
+    intent, raw_entities = match.group("intent"), match.group("entities")
+    entities = parse_entities(raw_entities) if raw_entities else {}
+    if entities is None or (intent == DTMF_INTENT and not valid_dtmf(entities)):
+        return f"/{FALLBACK_INTENT}"
+    return f"/{intent}{json.dumps(entities, ensure_ascii=False)}" if entities else f"/{intent}"
+
+
+def parse_entities(raw: str) -> dict[str, str] | None:
+    """`{"name": "value"}` with short string values only; None for anything else."""
+    try:
+        entities = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(entities, dict) or len(entities) > 8:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) and len(v) <= MAX_TEXT_CHARS for k, v in entities.items()):
+        return None
+    return entities
+
+
+def valid_dtmf(entities: dict[str, str]) -> bool:
+    return set(entities) == {"digits"} and bool(DTMF_DIGITS.match(entities["digits"]))
+
+
+def clean_metadata(metadata: Any) -> dict[str, Any]:
+    """Only the contract's metadata keys, as short strings / a bool."""
+    if not isinstance(metadata, dict):
+        return {}
+    cleaned: dict[str, Any] = {}
+    for key, limit in METADATA_LIMITS.items():
+        value = metadata.get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            cleaned[key] = clean_text(str(value))[:limit]
+    if isinstance(metadata.get("asr_available"), bool):
+        cleaned["asr_available"] = metadata["asr_available"]
+    return cleaned
+
+
+def apology_reply(sender_id: str, slots: dict[str, Any]) -> list[dict[str, Any]]:
+    """The reply when the dialogue could not answer: say sorry and hand the call to a person."""
+    elderly = bool(slots.get("elderly"))
+    queue = "elderly_priority" if elderly else "general"
+    context = {
+        "intent": None,
+        "verified": bool(slots.get("verified")),
+        "customer_ref": slots.get("customer_ref") or slots.get("caller_ref"),
+        "green_channel": False,
+        "call_id": sender_id,
+    }
+    handoff = {"event": "handoff", "queue": queue, "priority": 9 if elderly else 1, "reason": "action_unavailable", "context": context}
+    return [{"recipient_id": sender_id, "text": APOLOGY}, {"recipient_id": sender_id, "custom": handoff}]
+
+
+class CallChannel(RestInput):
+    """Rasa's REST channel plus metadata, input hardening and the never-silent guarantee."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "rest"
+
+    def __init__(self, timeout_s: float | None = None) -> None:
+        self.timeout_s = float(timeout_s or app_settings.get_settings().actions.timeout_s)
+        # Rasa 3.6 has no setting for the action-server request timeout (it waits 5 minutes); a caller cannot.
+        rasa_action.DEFAULT_REQUEST_TIMEOUT = self.timeout_s
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> "CallChannel":
+        return cls(timeout_s=(credentials or {}).get("timeout_s"))
+
+    def get_metadata(self, request: Request) -> dict[str, Any]:
+        body = request.json if isinstance(request.json, dict) else {}
+        return clean_metadata(body.get("metadata"))
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        webhook = Blueprint(f"custom_webhook_{type(self).__name__}", __name__)
+
+        @webhook.route("/", methods=["GET"])
+        async def health(request: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @webhook.route("/webhook", methods=["POST"])
+        async def receive(request: Request) -> HTTPResponse:
+            body = _json_body(request)
+            sender = body.get("sender") if body else None
+            if not isinstance(sender, (str, int)) or isinstance(sender, bool) or not str(sender).strip():
+                return response.json({"error": "a JSON body with a non-empty 'sender' is required"}, status=400)
+            sender_id = clean_text(str(sender))[:MAX_SENDER_CHARS]
+            text = normalise_message(body.get("message"), _known_intents(request))
+            messages = await self._handle(on_new_message, request, sender_id, text, self.get_metadata(request))
+            return response.json(messages)
+
+        return webhook
+
+    async def _handle(
+        self,
+        on_new_message: Callable[[UserMessage], Awaitable[Any]],
+        request: Request,
+        sender_id: str,
+        text: str,
+        metadata: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        collector = CollectingOutputChannel()
+        message = UserMessage(text, collector, sender_id, input_channel=self.name(), metadata=metadata)
+        try:
+            # the budget covers the whole turn; each action call also times out after timeout_s (set above)
+            await asyncio.wait_for(on_new_message(message), timeout=self.timeout_s * 2)
+        except asyncio.TimeoutError:
+            logger.warning("turn of %s exceeded %.1f s; apologising and handing off", sender_id, self.timeout_s * 2)
+            return apology_reply(sender_id, await _slots(request, sender_id))
+        except Exception:  # noqa: BLE001 - any failure becomes an apology, never a 500
+            logger.exception("turn of %s failed; apologising and handing off", sender_id)
+            return apology_reply(sender_id, await _slots(request, sender_id))
+        if not collector.messages:
+            # every dialogue turn says something; silence means an action failed (e.g. the action server is down)
+            logger.warning("turn of %s produced no reply; apologising and handing off", sender_id)
+            return apology_reply(sender_id, await _slots(request, sender_id))
+        return collector.messages
+
+
+def _json_body(request: Request) -> dict[str, Any] | None:
+    try:
+        body = request.json
+    except Exception:  # noqa: BLE001 - sanic raises on a body that is not JSON
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _agent(request: Request) -> Any:
+    return getattr(getattr(request.app, "ctx", None), "agent", None)
+
+
+def _known_intents(request: Request) -> set[str] | None:
+    agent = _agent(request)
+    domain = getattr(agent, "domain", None)
+    return set(domain.intents) if domain is not None else None
+
+
+async def _slots(request: Request, sender_id: str) -> dict[str, Any]:
+    """The caller's slots, for the handoff context; empty if the tracker store cannot be read."""
+    agent = _agent(request)
+    try:
+        tracker = await agent.tracker_store.retrieve(sender_id)
+    except Exception:  # noqa: BLE001
+        return {}
+    return tracker.current_slot_values() if tracker is not None else {}

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Read Rasa's intent_report.json: print accuracy and macro F1 on one line, optionally a per-intent table.
+
+    python scripts/nlu_metrics.py results/nlu_heldout/intent_report.json --label heldout --min-accuracy 0.92
+    python scripts/nlu_metrics.py reports/nlu/intent_report.json --table
+
+Exit status 1 when --min-accuracy is given and not reached, 2 when the report is missing or malformed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+_SUMMARY_KEYS = {"accuracy", "macro avg", "weighted avg", "micro avg"}
+
+
+def load_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot read NLU report {path}: {exc}") from None
+    if "accuracy" not in report or "macro avg" not in report:
+        raise SystemExit(f"error: {path} is not a Rasa intent report (no accuracy / macro avg)")
+    return report
+
+
+def per_intent(report: dict) -> dict[str, dict]:
+    return {name: row for name, row in report.items() if name not in _SUMMARY_KEYS and isinstance(row, dict)}
+
+
+def summary_line(report: dict, label: str) -> str:
+    macro = report["macro avg"]
+    return (
+        f"nlu {label}: accuracy={report['accuracy']:.3f} macro_f1={macro['f1-score']:.3f} "
+        f"examples={int(macro['support'])} intents={len(per_intent(report))}"
+    )
+
+
+def table(report: dict) -> str:
+    """Per-intent precision/recall/F1, worst F1 first, with the intents each one was confused with."""
+    rows = sorted(per_intent(report).items(), key=lambda item: item[1]["f1-score"])
+    lines = [f"{'intent':<24}{'prec':>6}{'recall':>8}{'f1':>6}{'n':>5}  confused with"]
+    for name, row in rows:
+        confused = ", ".join(f"{other}×{n}" for other, n in row.get("confused_with", {}).items())
+        lines.append(
+            f"{name:<24}{row['precision']:>6.2f}{row['recall']:>8.2f}{row['f1-score']:>6.2f}{int(row['support']):>5}  {confused}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Summarise a Rasa intent_report.json")
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--label", default="eval", help="name printed in the summary line")
+    parser.add_argument("--min-accuracy", type=float, default=None, help="fail below this accuracy")
+    parser.add_argument("--table", action="store_true", help="also print the per-intent table")
+    args = parser.parse_args(argv)
+
+    try:
+        report = load_report(args.report)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.table:
+        print(table(report))
+    print(summary_line(report, args.label))
+    if args.min_accuracy is not None and report["accuracy"] < args.min_accuracy:
+        print(f"FAIL: {args.label} accuracy {report['accuracy']:.3f} is below {args.min_accuracy:.2f}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,677 @@
+"""The SIP user agent core, sans I/O: `feed(datagram, source, now)` and `tick(now)` return outputs.
+
+Outputs are `Datagram`s to send (always to the packet's source, RFC 3581 — never to a host taken from Via)
+and events for the application: IncomingCall, CallAnswered (ACK received), CallEnded, DtmfInfo, ReInvite,
+TransferResult. The application acts through `ringing`, `answer`, `reject`, `hangup` and `refer`.
+
+Request handling follows RFC 3261 §8.2 in order: syntax (400/505), method (405/501), Request-URI scheme
+(416), Require (420), Content-Type (415), then the method itself. This module knows SIP, not banking.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Union
+
+from settings import SipSettings
+from telephony.sip.dialog import Dialog, new_tag
+from telephony.sip.message import (
+    SIP_VERSION,
+    SipMessage,
+    SipSyntaxError,
+    build_response,
+    check_request,
+    media_type,
+    parse_message,
+    parse_uri,
+)
+from telephony.sip.refer import RoutingTable, TransferNotAllowed, context_headers, sipfrag_status
+from telephony.sip.sdp import LocalMedia, MediaPlan, NoCommonCodec, SdpError, build_answer, build_offer, negotiate, parse_sdp
+from telephony.sip.security import Gate, is_scanner
+from telephony.sip.transaction import (
+    Address,
+    Datagram,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    ServerTransaction,
+    State,
+    response_client_key,
+    server_key,
+)
+
+log = logging.getLogger(__name__)
+
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY")
+# Methods we recognise but do not serve (405 with Allow); anything else is 501 (§8.2.1).
+KNOWN_METHODS = ALLOWED_METHODS + ("REGISTER", "MESSAGE", "SUBSCRIBE", "PUBLISH", "UPDATE", "PRACK", "REFER")
+SUPPORTED_URI_SCHEMES = ("sip", "sips", "tel")
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()  # option tags we honour in Require (§8.2.2.3)
+ACCEPTED_BODIES = {
+    "INVITE": ("application/sdp",),
+    "ACK": ("application/sdp",),
+    "INFO": ("application/dtmf-relay", "application/dtmf"),
+    "NOTIFY": ("message/sipfrag",),
+}
+RING_TIMEOUT_S = 120.0  # an INVITE the application never answers is declined after this
+DTMF_SIGNAL_RE = re.compile(r"(?im)^\s*signal\s*=\s*([0-9A-Da-d*#]|1[0-6])\s*$")
+DTMF_DURATION_RE = re.compile(r"(?im)^\s*duration\s*=\s*(\d+)\s*$")
+EVENT_TO_DIGIT = {10: "*", 11: "#", 12: "A", 13: "B", 14: "C", 15: "D"}
+ALLOWED_REFER_HEADER_PREFIXES = ("x-ivr-", "user-to-user")
+
+
+class CallState(enum.Enum):
+    RINGING = "ringing"  # INVITE received, no final response yet
+    ANSWERED = "answered"  # 200 OK sent, waiting for the ACK
+    CONFIRMED = "confirmed"  # ACK received: media flows
+    ENDED = "ended"
+
+
+_call_numbers = itertools.count(1)
+
+
+@dataclass
+class Transfer:
+    target: str
+    deadline: float
+    refer_key: tuple
+    accepted: bool = False
+
+
+@dataclass(eq=False)
+class Call:
+    """One inbound call. `id` is short and log-friendly; `sip_call_id` is the Call-ID header."""
+
+    sip_call_id: str
+    caller: str
+    callee: str
+    peer: Address
+    transport: str
+    dialog: Dialog
+    invite_tx: InviteServerTransaction
+    media: MediaPlan | None
+    created_at: float
+    id: str = field(default_factory=lambda: f"sip-{next(_call_numbers)}")
+    state: CallState = CallState.RINGING
+    local_media: LocalMedia | None = None
+    answered_at: float | None = None
+    transfer: Transfer | None = None
+    ack_tx: InviteServerTransaction | None = None  # the transaction whose 2xx waits for an ACK
+    headers: dict[str, str] = field(default_factory=dict)  # X- headers of the INVITE (trunk context)
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallAnswered:
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    call: Call
+    cause: str
+
+
+@dataclass(frozen=True)
+class DtmfInfo:
+    call: Call
+    digit: str
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class ReInvite:
+    call: Call
+    media: MediaPlan
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    call: Call
+    ok: bool
+    detail: str
+
+
+Event = Union[IncomingCall, CallAnswered, CallEnded, DtmfInfo, ReInvite, TransferResult]
+Output = Union[Datagram, Event]
+
+
+class CallError(RuntimeError):
+    """The application asked for something the call's state does not allow."""
+
+
+class UserAgent:
+    """The UAS core for one listening address."""
+
+    def __init__(self, settings: SipSettings, local_address: Address):
+        self.settings = settings
+        self.local_host, self.local_port = local_address
+        self.gate = Gate(settings)
+        self.routing = RoutingTable.parse(settings.routing)
+        self.server_transactions: dict[tuple, ServerTransaction] = {}
+        self.client_transactions: dict[tuple, NonInviteClientTransaction] = {}
+        self.calls: dict[tuple[str, str], Call] = {}  # (Call-ID, our tag) -> call
+        self._tx_calls: dict[int, Call] = {}  # id(transaction) -> call, for timer outcomes
+
+    # ------------------------------------------------------------------------------------- public API
+
+    @property
+    def active_calls(self) -> list[Call]:
+        return list(self.calls.values())
+
+    def feed(self, data: bytes, source: Address, now: float, transport: str = "udp") -> list[Output]:
+        """Everything that follows from one received datagram (or framed stream message)."""
+        try:
+            return self._receive(data, source, now, transport)
+        except Exception:  # a bug must cost one message, never the server
+            log.exception("SIP message from %s:%s dropped after an internal error", *source)
+            return []
+
+    def tick(self, now: float) -> list[Output]:
+        """Fire due timers: retransmissions, transaction timeouts, call and transfer limits."""
+        out: list[Output] = []
+        out += self._tick_server_transactions(now)
+        out += self._tick_client_transactions(now)
+        for call in list(self.calls.values()):
+            out += self._check_call_limits(call, now)
+        return out
+
+    def ringing(self, call: Call, now: float) -> list[Output]:
+        if call.state is not CallState.RINGING:
+            return []
+        return self._respond(call.invite_tx, 180, call.peer, to_tag=call.dialog.local_tag, now=now, contact=True)
+
+    def answer(self, call: Call, local_media: LocalMedia, now: float) -> list[Output]:
+        """200 OK with our SDP (an answer to the caller's offer, or an offer when the INVITE had none)."""
+        if call.state is not CallState.RINGING:
+            raise CallError(f"call {call.id} cannot be answered in state {call.state.value}")
+        call.local_media = local_media
+        sdp = build_answer(call.media, local_media) if call.media else build_offer(local_media)
+        call.state = CallState.ANSWERED
+        call.answered_at = now
+        call.ack_tx = call.invite_tx
+        self._tx_calls[id(call.invite_tx)] = call
+        log.info("call %s: answered (%s)", call.id, call.media.codec if call.media else "offer in 200")
+        return self._respond(
+            call.invite_tx, 200, call.peer, to_tag=call.dialog.local_tag, now=now, contact=True,
+            headers=[("content-type", "application/sdp")], body=sdp.serialise(),
+        )
+
+    def reject(self, call: Call, status: int, now: float, cause: str = "rejected") -> list[Output]:
+        if call.state is not CallState.RINGING:
+            raise CallError(f"call {call.id} was already answered")
+        out = self._respond(call.invite_tx, status, call.peer, to_tag=call.dialog.local_tag, now=now)
+        return out + self._end(call, f"{cause} {status}")
+
+    def hangup(self, call: Call, now: float, cause: str = "local_hangup") -> list[Output]:
+        """End the call from our side: decline if unanswered, BYE otherwise."""
+        if call.state is CallState.ENDED:
+            return []
+        if call.state is CallState.RINGING:
+            return self.reject(call, 480, now, cause)
+        _, out = self._send_in_dialog(call, "BYE", now)
+        return out + self._end(call, cause)
+
+    def refer(self, call: Call, target_uri: str, headers: list[tuple[str, str]], now: float) -> list[Output]:
+        """REFER the caller to `target_uri` (RFC 3515), which must be in the routing table."""
+        self.routing.check_target(target_uri)
+        if call.state is not CallState.CONFIRMED:
+            raise CallError(f"call {call.id} is not established")
+        if call.transfer is not None:
+            raise CallError(f"call {call.id} already has a transfer in progress")
+        for name, value in headers:
+            if not name.lower().startswith(ALLOWED_REFER_HEADER_PREFIXES) or any(c in value for c in "\r\n"):
+                raise TransferNotAllowed(f"header {name!r} may not travel with a REFER")
+        refer_headers = [
+            ("refer-to", f"<{target_uri}>"),
+            ("referred-by", f"<{call.dialog.local_uri.strip('<>')}>" if "<" not in call.dialog.local_uri else call.dialog.local_uri),
+            *[(name.lower(), value) for name, value in headers],
+        ]
+        refer_tx, out = self._send_in_dialog(call, "REFER", now, refer_headers)
+        call.transfer = Transfer(target_uri, now + self.settings.refer_timeout_s, refer_tx.key)
+        log.info("call %s: REFER to %s", call.id, target_uri)
+        return out
+
+    def refer_to_queue(self, call: Call, queue: str, context: dict, now: float) -> list[Output]:
+        """The handoff event's queue and context, as a REFER (unknown queue: TransferNotAllowed)."""
+        return self.refer(call, self.routing.uri_for(queue), context_headers(context), now)
+
+    # ------------------------------------------------------------------------------------- receiving
+
+    def _receive(self, data: bytes, source: Address, now: float, transport: str) -> list[Output]:
+        allowed_source = self.gate.source_allowed(source[0])
+        if not allowed_source and not self.gate.may_authenticate():
+            return []  # silently: outside the allow-list we do not exist
+        if not self.gate.rate_limiter.allow(source[0], now):
+            return []
+        if len(data) > self.gate.max_message_bytes:
+            return self._answer_oversized(data, source, transport)
+        try:
+            message = parse_message(data, stream=transport != "udp")
+        except SipSyntaxError as error:
+            return self._answer_malformed(error, source, transport)
+        if not message.is_request:
+            return self._receive_response(message, now)
+        if is_scanner(message):
+            return []
+        if message.version != SIP_VERSION:
+            return self._stateless(message, 505, source, transport)
+        try:
+            check_request(message)
+        except SipSyntaxError as error:
+            return self._answer_malformed(error, source, transport)
+        if not allowed_source and not self._authorised(message, source):
+            return self._challenge(message, source, transport)
+        return self._receive_request(message, source, now, transport)
+
+    def _receive_request(self, request: SipMessage, source: Address, now: float, transport: str) -> list[Output]:
+        if request.method == "ACK":
+            return self._receive_ack(request, now)
+        key = server_key(request)
+        existing = self.server_transactions.get(key)
+        if existing is not None:
+            return list(existing.retransmission())  # §17.2.3: absorbed by its transaction
+        tx: ServerTransaction
+        if request.method == "INVITE":
+            tx = InviteServerTransaction(request, source, transport)
+        else:
+            tx = NonInviteServerTransaction(request, source, transport)
+        self.server_transactions[key] = tx
+        return self._dispatch(tx, request, source, now)
+
+    def _dispatch(self, tx: ServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
+        method = request.method
+        if method not in KNOWN_METHODS:
+            return self._respond(tx, 501, source, now=now, headers=[("allow", ", ".join(ALLOWED_METHODS))])
+        if method not in ALLOWED_METHODS:
+            return self._respond(tx, 405, source, now=now, headers=[("allow", ", ".join(ALLOWED_METHODS))])
+        if parse_uri(request.uri).scheme not in SUPPORTED_URI_SCHEMES:
+            return self._respond(tx, 416, source, now=now)
+        unsupported = self._unsupported_extensions(request)
+        if unsupported and method != "CANCEL":
+            return self._respond(tx, 420, source, now=now, headers=[("unsupported", ", ".join(unsupported))])
+        if not self._body_acceptable(request):
+            accept = ", ".join(ACCEPTED_BODIES.get(method, ("application/sdp",)))
+            return self._respond(tx, 415, source, now=now, headers=[("accept", accept)])
+        handler = {
+            "OPTIONS": self._on_options, "INVITE": self._on_invite, "CANCEL": self._on_cancel,
+            "BYE": self._on_bye, "INFO": self._on_info, "NOTIFY": self._on_notify,
+        }[method]
+        return handler(tx, request, source, now)
+
+    @staticmethod
+    def _unsupported_extensions(request: SipMessage) -> list[str]:
+        return [tag for tag in request.get_all("require") if tag.lower() not in SUPPORTED_EXTENSIONS]
+
+    @staticmethod
+    def _body_acceptable(request: SipMessage) -> bool:
+        if not request.body.strip():
+            return True
+        accepted = ACCEPTED_BODIES.get(request.method)
+        return accepted is None or media_type(request.get("content-type")) in accepted
+
+    def _on_options(self, tx: ServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
+        headers = [
+            ("allow", ", ".join(ALLOWED_METHODS)),
+            ("accept", "application/sdp"),
+            ("accept-encoding", "identity"),
+            ("accept-language", "en"),
+            ("supported", ", ".join(sorted(SUPPORTED_EXTENSIONS))),
+        ]
+        return self._respond(tx, 200, source, now=now, headers=headers)
+
+    def _on_invite(self, tx: ServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
+        assert isinstance(tx, InviteServerTransaction)
+        if request.to_tag():
+            return self._on_reinvite(tx, request, source, now)
+        if not self._sdp_acceptable_to_caller(request):
+            return self._respond(tx, 406, source, now=now, headers=[("accept", "application/sdp")])
+        if len(self.calls) >= self.settings.max_calls:
+            retry = [("retry-after", str(self.settings.retry_after_s))]
+            return self._respond(tx, 503, source, now=now, headers=retry)
+        media: MediaPlan | None = None
+        if request.body.strip():
+            try:
+                media = negotiate(parse_sdp(request.body))
+            except NoCommonCodec:
+                return self._respond(tx, 488, source, now=now, headers=[("warning", '304 - "PCMU/PCMA only"')])
+            except SdpError as error:
+                return self._respond(tx, 400, source, now=now, reason=f"Bad SDP: {error}"[:80])
+        call = self._new_call(tx, request, source, media, now)
+        out = self._respond(tx, 100, source, now=now)
+        log.info("call %s: INVITE from %s (Call-ID %s)", call.id, call.caller or "anonymous", call.sip_call_id)
+        return out + [IncomingCall(call)]
+
+    @staticmethod
+    def _sdp_acceptable_to_caller(request: SipMessage) -> bool:
+        """§8.2.3 / RFC 4475 sdp01: we answer with SDP, so an Accept that excludes it gets 406."""
+        accepts = [media_type(value) for value in request.get_all("accept")]
+        if not request.get_lines("accept") or not any(accepts):
+            return True
+        return any(value in ("application/sdp", "application/*", "*/*") for value in accepts)
+
+    def _new_call(self, tx: InviteServerTransaction, request: SipMessage, source: Address, media: MediaPlan | None, now: float) -> Call:
+        dialog = Dialog.from_invite(request, source, tx.transport, self._contact(tx.transport))
+        caller_uri = dialog.remote_uri
+        callee_uri = request.uri
+        call = Call(
+            sip_call_id=request.call_id,
+            caller=_uri_user(caller_uri),
+            callee=_uri_user(callee_uri),
+            peer=source,
+            transport=tx.transport,
+            dialog=dialog,
+            invite_tx=tx,
+            media=media,
+            created_at=now,
+            headers={name: value for name, value in request.headers if name.startswith("x-")},
+        )
+        self.calls[(call.sip_call_id, dialog.local_tag)] = call
+        self._tx_calls[id(tx)] = call
+        return call
+
+    def _on_reinvite(self, tx: InviteServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
+        call = self._find_call(request)
+        if call is None or call.state is CallState.RINGING:
+            return self._respond(tx, 481, source, now=now)
+        if not call.dialog.accepts_remote_cseq(request.cseq.number):
+            return self._respond(tx, 500, source, now=now, reason="CSeq out of order")
+        if call.ack_tx is not None and call.ack_tx.state is State.ACCEPTED:
+            return self._respond(tx, 491, source, now=now)  # §14.2: a previous 2xx still waits for its ACK
+        try:
+            media = negotiate(parse_sdp(request.body)) if request.body.strip() else call.media
+        except NoCommonCodec:
+            return self._respond(tx, 488, source, now=now)
+        except SdpError:
+            return self._respond(tx, 400, source, now=now, reason="Bad SDP")
+        if media is None or call.local_media is None:
+            return self._respond(tx, 488, source, now=now)
+        call.media = media
+        call.ack_tx = tx
+        self._tx_calls[id(tx)] = call
+        sdp = build_answer(media, call.local_media)
+        out = self._respond(
+            tx, 200, source, to_tag=call.dialog.local_tag, now=now, contact=True,
+            headers=[("content-type", "application/sdp")], body=sdp.serialise(),
+        )
+        log.info("call %s: re-INVITE, direction %s", call.id, media.direction)
+        return out + [ReInvite(call, media)]
+
+    def _on_cancel(self, tx: ServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
+        invite_tx = self.server_transactions.get(server_key(request, method="INVITE"))
+        if not isinstance(invite_tx, InviteServerTransaction):
+            return self._respond(tx, 481, source, now=now)
+        out = self._respond(tx, 200, source, now=now)
+        call = self._tx_calls.get(id(invite_tx))
+        if invite_tx.state is State.PROCEEDING:
+            # §9.2: the CANCEL succeeded, the INVITE ends with 487.
+            to_tag = call.dialog.local_tag if call else new_tag()
+            out += self._respond(invite_tx, 487, invite_tx.peer, to_tag=to_tag, now=now)
+            if call is not None and call.state is CallState.RINGING:
+                out += self._end(call, "cancelled")
+        return out
+
+    def _on_bye(self, tx: ServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
+        call = self._find_call(request)
+        if call is None:
+            return self._respond(tx, 481, source, now=now)
+        out = self._respond(tx, 200, source, now=now)
+        return out + self._end(call, "remote_bye")
+
+    def _on_info(self, tx: ServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
+        call = self._find_call(request)
+        if call is None:
+            return self._respond(tx, 481, source, now=now)
+        if not request.body.strip():
+            return self._respond(tx, 200, source, now=now)  # an empty INFO is a keep-alive
+        digit, duration = parse_dtmf_info(request.body, media_type(request.get("content-type")))
+        if digit is None:
+            return self._respond(tx, 400, source, now=now, reason="Bad DTMF body")
+        return self._respond(tx, 200, source, now=now) + [DtmfInfo(call, digit, duration)]
+
+    def _on_notify(self, tx: ServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
+        call = self._find_call(request)
+        event = (request.get("event") or "").split(";")[0].strip().lower()
+        if call is None:
+            return self._respond(tx, 481, source, now=now)
+        if event != "refer":
+            return self._respond(tx, 489, source, now=now, reason="Bad Event")
+        status = sipfrag_status(request.body)
+        if status is None:
+            return self._respond(tx, 400, source, now=now, reason="Bad sipfrag")
+        out = self._respond(tx, 200, source, now=now)
+        return out + self._transfer_progress(call, status[0], status[1], now)
+
+    def _transfer_progress(self, call: Call, status: int, reason: str, now: float) -> list[Output]:
+        if call.transfer is None or status < 200:
+            return []
+        target = call.transfer.target
+        call.transfer = None
+        if status >= 300:
+            log.info("call %s: transfer to %s failed: %s %s", call.id, target, status, reason)
+            return [TransferResult(call, False, f"transfer target answered {status} {reason}".strip())]
+        log.info("call %s: transferred to %s", call.id, target)
+        # RFC 5589 §6.1: the transfer succeeded, so our leg is no longer needed.
+        out: list[Output] = [TransferResult(call, True, f"{status} {reason}".strip())]
+        return out + self.hangup(call, now, cause="transferred")
+
+    def _receive_ack(self, request: SipMessage, now: float) -> list[Output]:
+        tx = self.server_transactions.get(server_key(request))
+        if isinstance(tx, InviteServerTransaction) and tx.state in (State.COMPLETED, State.CONFIRMED):
+            tx.ack(now)  # the ACK of an error response (§17.2.1)
+            return []
+        call = self._find_call(request)
+        if call is None or call.ack_tx is None:
+            return []
+        if request.cseq.number != call.ack_tx.request.cseq.number:
+            return []
+        call.ack_tx.ack(now)
+        call.ack_tx = None
+        if call.state is not CallState.ANSWERED:
+            return []  # the ACK of a re-INVITE
+        if call.media is None:
+            return self._late_answer(call, request, now)
+        call.state = CallState.CONFIRMED
+        call.dialog.confirmed = True
+        return [CallAnswered(call)]
+
+    def _late_answer(self, call: Call, ack: SipMessage, now: float) -> list[Output]:
+        """The INVITE had no offer, so the ACK carries the answer to ours (§13.2.1)."""
+        try:
+            call.media = negotiate(parse_sdp(ack.body))
+        except (NoCommonCodec, SdpError):
+            call.state = CallState.CONFIRMED
+            return self.hangup(call, now, cause="no_common_codec")
+        call.state = CallState.CONFIRMED
+        call.dialog.confirmed = True
+        return [CallAnswered(call)]
+
+    def _receive_response(self, response: SipMessage, now: float) -> list[Output]:
+        try:
+            key = response_client_key(response)
+        except SipSyntaxError:
+            return []  # RFC 4475 scalarlg, bigcode: malformed responses are dropped
+        tx = self.client_transactions.get(key)
+        if tx is None or not tx.receive(response, now):
+            return []  # no transaction of ours (RFC 4475 bcast, unreason): dropped
+        call = self._tx_calls.get(id(tx))
+        if tx.method == "REFER" and call is not None and response.status >= 200:
+            return self._refer_answered(call, tx, response)
+        return []
+
+    def _refer_answered(self, call: Call, tx: NonInviteClientTransaction, response: SipMessage) -> list[Output]:
+        if call.transfer is None or call.transfer.refer_key != tx.key:
+            return []
+        if response.status < 300:
+            call.transfer.accepted = True  # now the NOTIFYs tell how the transfer goes
+            return []
+        call.transfer = None
+        return [TransferResult(call, False, f"REFER rejected: {response.status} {response.reason}".strip())]
+
+    # ------------------------------------------------------------------------------------- timers
+
+    def _tick_server_transactions(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        for key, tx in list(self.server_transactions.items()):
+            deadline = tx.next_deadline()
+            if deadline is not None and deadline <= now:
+                out += tx.tick(now)
+            if tx.terminated:
+                del self.server_transactions[key]
+                call = self._tx_calls.pop(id(tx), None)
+                if tx.timed_out and call is not None and call.ack_tx is tx:
+                    out += self._ack_timeout(call, now)
+        return out
+
+    def _ack_timeout(self, call: Call, now: float) -> list[Output]:
+        """Timer H: the 2xx was never acknowledged, so the dialog is ended with BYE (§13.3.1.4)."""
+        log.warning("call %s: no ACK for the 200 OK", call.id)
+        call.ack_tx = None
+        if call.state is CallState.ANSWERED:
+            return self.hangup(call, now, cause="ack_timeout")
+        return []
+
+    def _tick_client_transactions(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        for key, tx in list(self.client_transactions.items()):
+            deadline = tx.next_deadline()
+            if deadline is not None and deadline <= now:
+                out += tx.tick(now)
+            if tx.terminated:
+                del self.client_transactions[key]
+                call = self._tx_calls.pop(id(tx), None)
+                if tx.timed_out and tx.method == "REFER" and call is not None and call.transfer is not None:
+                    call.transfer = None
+                    out.append(TransferResult(call, False, "REFER timed out"))
+        return out
+
+    def _check_call_limits(self, call: Call, now: float) -> list[Output]:
+        if call.state is CallState.RINGING and now - call.created_at > RING_TIMEOUT_S:
+            return self.reject(call, 480, now, cause="ring_timeout")
+        if call.answered_at is not None and now - call.answered_at > self.settings.max_call_s:
+            return self.hangup(call, now, cause="max_call_length")
+        if call.transfer is not None and now > call.transfer.deadline:
+            call.transfer = None
+            return [TransferResult(call, False, "no final NOTIFY before the transfer timeout")]
+        return []
+
+    # ------------------------------------------------------------------------------------- helpers
+
+    def _find_call(self, request: SipMessage) -> Call | None:
+        call = self.calls.get((request.call_id, request.to_tag()))
+        if call is None or call.dialog.remote_tag != request.from_tag():
+            return None
+        return call
+
+    def _end(self, call: Call, cause: str) -> list[Output]:
+        if call.state is CallState.ENDED:
+            return []
+        call.state = CallState.ENDED
+        self.calls.pop((call.sip_call_id, call.dialog.local_tag), None)
+        log.info("call %s: ended (%s)", call.id, cause)
+        return [CallEnded(call, cause)]
+
+    def _send_in_dialog(
+        self, call: Call, method: str, now: float, headers: list[tuple[str, str]] | None = None
+    ) -> tuple[NonInviteClientTransaction, list[Output]]:
+        request = call.dialog.create_request(method, self._sent_by(), headers)
+        request.add("user-agent", self.settings.user_agent)
+        tx = NonInviteClientTransaction(request, call.dialog.peer, call.dialog.transport, now)
+        self.client_transactions[tx.key] = tx
+        self._tx_calls[id(tx)] = call
+        return tx, list(tx.start())
+
+    def _sent_by(self) -> str:
+        host = f"[{self.local_host}]" if ":" in self.local_host else self.local_host
+        return f"{host}:{self.local_port}"
+
+    def _contact(self, transport: str) -> str:
+        suffix = ";transport=tcp" if transport == "tcp" else ""
+        return f"<sip:ivr@{self._sent_by()}{suffix}>"
+
+    def _respond(
+        self,
+        tx: ServerTransaction,
+        status: int,
+        source: Address,
+        *,
+        now: float,
+        to_tag: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        reason: str | None = None,
+        contact: bool = False,
+    ) -> list[Output]:
+        extra = [("server", self.settings.user_agent)] + list(headers or [])
+        if contact:
+            extra.append(("contact", self._contact(tx.transport)))
+        response = build_response(tx.request, status, source, to_tag or new_tag(), extra, body, reason)
+        return list(tx.respond(response, now))  # type: ignore[attr-defined]
+
+    def _stateless(self, request: SipMessage, status: int, source: Address, transport: str, reason: str | None = None,
+                   headers: list[tuple[str, str]] | None = None) -> list[Output]:
+        if request.method == "ACK" or not request.get_lines("via"):
+            return []  # never answer an ACK; without Via a response cannot be matched
+        extra = [("server", self.settings.user_agent)] + list(headers or [])
+        response = build_response(request, status, source, new_tag(), extra, reason=reason)
+        return [Datagram(response.serialise(), source, transport)]
+
+    def _answer_malformed(self, error: SipSyntaxError, source: Address, transport: str) -> list[Output]:
+        message = error.message
+        if message is None or not message.is_request or not message.method:
+            return []  # nothing to address a response to, or a response: dropped
+        log.info("400 to %s:%s: %s", source[0], source[1], error.reason)
+        return self._stateless(message, error.status, source, transport, reason=f"Bad Request ({error.reason})"[:100])
+
+    def _answer_oversized(self, data: bytes, source: Address, transport: str) -> list[Output]:
+        try:
+            message = parse_message(data, stream=False)
+        except SipSyntaxError as error:
+            message = error.message
+        if message is None or not message.is_request:
+            return []
+        return self._stateless(message, 513, source, transport)
+
+    def _authorised(self, request: SipMessage, source: Address) -> bool:
+        """Outside the allow-list: digest credentials, or a request inside a call that authenticated."""
+        if request.method in ("ACK", "CANCEL") or request.to_tag():
+            return any(call.peer == source for call in self.calls.values())
+        return self.gate.digest is not None and self.gate.digest.verify(request)
+
+    def _challenge(self, request: SipMessage, source: Address, transport: str) -> list[Output]:
+        if self.gate.digest is None or request.method in ("ACK", "CANCEL") or request.to_tag():
+            return []
+        return self._stateless(request, 401, source, transport, headers=[("www-authenticate", self.gate.digest.challenge())])
+
+
+def parse_dtmf_info(body: bytes, content_type: str) -> tuple[str | None, int]:
+    """`Signal=5\\r\\nDuration=160` (application/dtmf-relay) or a bare `5` (application/dtmf)."""
+    text = body.decode("utf-8", "replace")
+    if content_type == "application/dtmf":
+        digit = text.strip()
+        return (digit.upper() if re.fullmatch(r"[0-9*#A-Da-d]", digit) else None), 0
+    match = DTMF_SIGNAL_RE.search(text)
+    if not match:
+        return None, 0
+    signal = match.group(1).upper()
+    if signal.isdigit() and int(signal) >= 10:
+        signal = EVENT_TO_DIGIT.get(int(signal), "")
+        if not signal:
+            return None, 0
+    duration = DTMF_DURATION_RE.search(text)
+    return signal, int(duration.group(1)) if duration else 0
+
+
+def _uri_user(uri: str) -> str:
+    try:
+        return parse_uri(uri).user.split(":")[0].split(";")[0]
+    except SipSyntaxError:
+        return ""

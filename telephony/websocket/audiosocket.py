@@ -1,0 +1,199 @@
+"""Asterisk AudioSocket over TCP: an on-prem Asterisk hands a call over with `AudioSocket(uuid,host:port)`.
+
+Each message is a 3-byte header (kind, 16-bit big-endian payload length) and the payload. Kinds:
+0x00 hangup, 0x01 the call's UUID (16 bytes, always first), 0x03 one DTMF key (ASCII),
+0x10 audio (signed linear 16-bit little-endian, 8 kHz mono), 0xff error (optional code).
+We send 0x10 with bot audio (paced in real time by the voice loop) and 0x00 when the bot hangs up.
+Asterisk plays audio as it arrives, so a barge-in has nothing queued here to clear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import uuid
+from dataclasses import dataclass
+
+from bot.call import CallInfo
+from settings import GatewaySettings
+from telephony.websocket.calls import MEDIA_SAMPLE_RATE, CallBinding, CallFactory, first_result
+
+log = logging.getLogger(__name__)
+
+KIND_HANGUP = 0x00
+KIND_UUID = 0x01
+KIND_DTMF = 0x03
+KIND_AUDIO = 0x10
+KIND_ERROR = 0xFF
+_HEADER = struct.Struct("!BH")
+# Asterisk sends 20 ms (320 bytes); anything far larger is not a telephone audio frame.
+MAX_PAYLOAD_BYTES = 8192
+# Bot audio the peer has not read yet beyond this means it is stuck: drop rather than buffer without bound.
+MAX_UNSENT_BYTES = 64 * 1024
+
+
+class AudioSocketProtocolError(Exception):
+    """The peer broke the AudioSocket framing; the connection is closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: int
+    payload: bytes = b""
+
+
+def encode_message(kind: int, payload: bytes = b"") -> bytes:
+    if len(payload) > 0xFFFF:
+        raise ValueError(f"AudioSocket payload of {len(payload)} bytes does not fit a 16-bit length")
+    return _HEADER.pack(kind, len(payload)) + payload
+
+
+async def read_message(reader: asyncio.StreamReader, timeout_s: float) -> Message | None:
+    """The next message, or None when the peer closed the connection (EOF)."""
+    try:
+        header = await asyncio.wait_for(reader.readexactly(_HEADER.size), timeout_s)
+        kind, length = _HEADER.unpack(header)
+        if length > MAX_PAYLOAD_BYTES:
+            raise AudioSocketProtocolError(f"payload of {length} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        payload = await asyncio.wait_for(reader.readexactly(length), timeout_s) if length else b""
+    except asyncio.IncompleteReadError:
+        return None
+    return Message(kind, payload)
+
+
+class AudioSocketServer:
+    """TCP server; each connection is one call handed to `call_factory`."""
+
+    def __init__(self, call_factory: CallFactory, settings: GatewaySettings) -> None:
+        self._call_factory = call_factory
+        self._settings = settings
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when configured as 0 in tests)."""
+        assert self._server is not None and self._server.sockets, "server not started"
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        host = self._settings.audiosocket_host if host is None else host
+        port = self._settings.audiosocket_port if port is None else port
+        self._server = await asyncio.start_server(self._on_connection, host, port)
+        log.info("AudioSocket listening on %s:%d", host, self.port)
+
+    async def close(self) -> None:
+        """Stop accepting, end every call in progress, wait for their teardown."""
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await AudioSocketCall(reader, writer, self._call_factory, self._settings.media_idle_timeout_s).run()
+        finally:
+            self._connections.discard(task)
+
+
+class AudioSocketCall:
+    """One AudioSocket connection: UUID first, then audio/DTMF to the call and bot audio back."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, call_factory: CallFactory,
+                 idle_timeout_s: float) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._call_factory = call_factory
+        self._idle_timeout_s = idle_timeout_s
+        self._binding: CallBinding | None = None
+        self.peer = writer.get_extra_info("peername")
+
+    async def run(self) -> None:
+        cause = "remote_hangup"
+        try:
+            self._binding = await self._start_call()
+            if self._binding is None:
+                return
+            if not await self._binding.start():
+                cause = "start_failed"
+                return
+            cause = await first_result(self._receive_loop(), self._until_bot_hangup())
+        except asyncio.CancelledError:
+            cause = "shutdown"
+            raise
+        finally:
+            await self._teardown(cause)
+
+    async def _start_call(self) -> CallBinding | None:
+        try:
+            first = await read_message(self._reader, self._idle_timeout_s)
+        except (AudioSocketProtocolError, asyncio.TimeoutError) as exc:
+            log.warning("AudioSocket from %s: no valid UUID message (%s)", self.peer, exc or "timeout")
+            return None
+        if first is None or first.kind != KIND_UUID or len(first.payload) != 16:
+            log.warning("AudioSocket from %s: the first message must be a 16-byte UUID", self.peer)
+            return None
+        info = CallInfo(call_id=str(uuid.UUID(bytes=first.payload)), caller_number="",
+                        sample_rate=MEDIA_SAMPLE_RATE)
+        try:
+            call = self._call_factory(info)
+        except Exception:
+            log.exception("call %s: the voice loop refused the call", info.call_id)
+            return None
+        call.on_audio = self._send_audio
+        call.on_clear = lambda: None  # nothing is queued on our side: Asterisk plays frames as they come
+        log.info("call %s: AudioSocket call from %s", info.call_id, self.peer)
+        return CallBinding(call, door="AudioSocket")
+
+    async def _receive_loop(self) -> str:
+        assert self._binding is not None
+        call = self._binding.call
+        while True:
+            try:
+                message = await read_message(self._reader, self._idle_timeout_s)
+            except asyncio.TimeoutError:
+                log.info("call %s: no AudioSocket message for %.0f s", self._binding.call_id, self._idle_timeout_s)
+                return "idle_timeout"
+            except AudioSocketProtocolError as exc:
+                log.warning("call %s: AudioSocket protocol error: %s", self._binding.call_id, exc)
+                return "media_error"
+            if message is None or message.kind == KIND_HANGUP:
+                return "remote_hangup"
+            if message.kind == KIND_AUDIO:
+                call.feed_audio(message.payload[: len(message.payload) & ~1])
+            elif message.kind == KIND_DTMF and message.payload:
+                call.feed_dtmf(chr(message.payload[0]))
+            elif message.kind == KIND_ERROR:
+                log.warning("call %s: Asterisk reported error %s", self._binding.call_id, message.payload.hex())
+                return "remote_error"
+
+    def _send_audio(self, pcm16: bytes) -> None:
+        if self._writer.is_closing():
+            return
+        if self._writer.transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            return  # the peer is not reading; dropping keeps memory bounded and the audio real-time
+        self._writer.write(encode_message(KIND_AUDIO, pcm16))
+
+    async def _until_bot_hangup(self) -> str:
+        assert self._binding is not None
+        await self._binding.bot_hung_up.wait()
+        return "bot_hangup"
+
+    async def _teardown(self, cause: str) -> None:
+        if self._binding is not None:
+            await self._binding.stop(cause)
+        try:
+            if cause in ("bot_hangup", "idle_timeout", "shutdown") and not self._writer.is_closing():
+                self._writer.write(encode_message(KIND_HANGUP))
+            self._writer.close()
+            await asyncio.wait_for(self._writer.wait_closed(), 2.0)
+        except (ConnectionError, asyncio.TimeoutError, OSError):
+            pass  # the peer is already gone

@@ -1,0 +1,313 @@
+"""`/media`: a WebSocket endpoint speaking the Twilio Media Streams protocol, one voice-loop call per socket.
+
+Peer → us: `connected`, `start` (streamSid, callSid, customParameters such as the caller's number),
+`media` (base64 μ-law 8 kHz), `dtmf`, `mark` (a mark we sent has been played), `stop`.
+Us → peer: `media` (bot audio), `mark` after each stretch of bot speech, `clear` on barge-in.
+The μ-law/base64 (de)serialisation is pipecat's `TwilioFrameSerializer`; the socket itself is aiohttp.
+
+Refusals: a missing or wrong token (query `?token=`, `Authorization: Bearer`, or `X-Media-Token`, compared in
+constant time) gets HTTP 401 before the upgrade; a frame above `media_ws_max_message_bytes` closes with 1009;
+no message for `media_idle_timeout_s` closes with 1001. Malformed messages are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from pipecat.frames.frames import InputAudioRawFrame, InputDTMFFrame, InterruptionFrame, OutputAudioRawFrame
+from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.serializers.twilio import TwilioFrameSerializer
+
+from bot.call import CallInfo
+from settings import GatewaySettings
+from telephony.websocket.calls import (MEDIA_SAMPLE_RATE, CallBinding, CallFactory, first_result, safe_call_id,
+                                       safe_caller_number)
+
+log = logging.getLogger(__name__)
+
+# Bot audio waiting to be sent beyond this (in 20 ms chunks) means the peer is not reading: drop, don't grow.
+MAX_QUEUED_CHUNKS = 250
+# Bot audio stopping for this long ends a stretch of speech, which we follow with a mark.
+MARK_AFTER_SILENCE_S = 0.2
+_CALLER_PARAMETER_NAMES = ("caller_number", "callerNumber", "caller", "from", "From")
+
+
+def token_is_valid(request: web.Request, expected: str) -> bool:
+    """Constant-time check of the token from the query, a Bearer Authorization header or X-Media-Token."""
+    authorization = request.headers.get("Authorization", "")
+    bearer = authorization[7:] if authorization.lower().startswith("bearer ") else ""
+    offered = request.query.get("token") or bearer or request.headers.get("X-Media-Token", "")
+    return bool(expected) and hmac.compare_digest(offered.encode(), expected.encode())
+
+
+@dataclass(frozen=True)
+class _PipelineRates:
+    """The only part of a pipeline's setup the serializer reads: it runs here without a pipeline."""
+
+    audio_in_sample_rate: int = MEDIA_SAMPLE_RATE
+    audio_out_sample_rate: int = MEDIA_SAMPLE_RATE
+
+
+class TwilioCodec:
+    """Pipecat's TwilioFrameSerializer used on its own: messages ↔ 8 kHz PCM, keys and `clear`."""
+
+    def __init__(self, stream_sid: str) -> None:
+        params = TwilioFrameSerializer.InputParams(sample_rate=MEDIA_SAMPLE_RATE, auto_hang_up=False)
+        self._serializer = TwilioFrameSerializer(stream_sid, params=params)
+        self.stream_sid = stream_sid
+
+    async def setup(self) -> None:
+        await self._serializer.setup(cast(FrameProcessorSetup, _PipelineRates()))
+
+    async def decode(self, text: str) -> bytes | str | None:
+        """PCM16 for a `media` message, the key for a `dtmf` message, None for anything else."""
+        frame = await self._serializer.deserialize(text)
+        if isinstance(frame, InputAudioRawFrame):
+            return frame.audio
+        if isinstance(frame, InputDTMFFrame):
+            return frame.button.value
+        return None
+
+    async def encode_audio(self, pcm16: bytes) -> str | None:
+        return cast(str | None, await self._serializer.serialize(
+            OutputAudioRawFrame(audio=pcm16, sample_rate=MEDIA_SAMPLE_RATE, num_channels=1)))
+
+    async def encode_clear(self) -> str:
+        return cast(str, await self._serializer.serialize(InterruptionFrame()))
+
+    def encode_mark(self, name: str) -> str:
+        return json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+
+
+class MediaStreamEndpoint:
+    """The aiohttp handler for `/media`; each accepted socket becomes one `TwilioMediaStream`."""
+
+    def __init__(self, call_factory: CallFactory, settings: GatewaySettings) -> None:
+        self._call_factory = call_factory
+        self._settings = settings
+        self.active: dict[TwilioMediaStream, asyncio.Task] = {}
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not token_is_valid(request, self._settings.media_ws_token):
+            log.warning("media WebSocket from %s refused: bad or missing token", request.remote)
+            raise web.HTTPUnauthorized(text="media stream token missing or wrong")
+        # timeout: how long a close waits for the peer's close frame; a dead peer must not hold teardown.
+        ws = web.WebSocketResponse(max_msg_size=self._settings.media_ws_max_message_bytes, timeout=2.0)
+        await ws.prepare(request)
+        stream = TwilioMediaStream(ws, self._call_factory, self._settings.media_idle_timeout_s)
+        # aiohttp cancels this handler when the peer's connection drops; the stream runs in its own task,
+        # shielded, so the call is still torn down completely and with the right cause.
+        task = asyncio.create_task(stream.run(), name="media-stream")
+        self.active[stream] = task
+        task.add_done_callback(lambda _: self.active.pop(stream, None))
+        await asyncio.shield(task)
+        return ws
+
+    async def close_all(self) -> None:
+        """Gateway shutdown: end every open stream and wait for its teardown."""
+        for stream in list(self.active):
+            stream.shutdown()
+        await asyncio.gather(*self.active.values(), return_exceptions=True)
+
+
+class TwilioMediaStream:
+    """One media stream: waits for `start`, runs a call, relays audio/keys both ways, tears down."""
+
+    def __init__(self, ws: web.WebSocketResponse, call_factory: CallFactory, idle_timeout_s: float) -> None:
+        self._ws = ws
+        self._call_factory = call_factory
+        self._idle_timeout_s = idle_timeout_s
+        self._binding: CallBinding | None = None
+        self._codec: TwilioCodec | None = None
+        self._outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._mark_timer: asyncio.TimerHandle | None = None
+        self._marks_sent = 0
+        self.marks_played = 0
+        self.bad_messages = 0
+        self._shutdown = asyncio.Event()
+        self._end_cause = "remote_hangup"
+        self._last_text = ""
+
+    @property
+    def call_id(self) -> str:
+        return self._binding.call_id if self._binding else "-"
+
+    async def run(self) -> None:
+        sender: asyncio.Task | None = None
+        cause = "remote_hangup"
+        try:
+            start = await self._wait_for_start()
+            if start is None:
+                return
+            self._binding = self._start_call(start)
+            if self._binding is None:
+                await self._ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"call could not be created")
+                return
+            await self._codec.setup()
+            sender = asyncio.create_task(self._send_loop(), name=f"media-send-{self.call_id}")
+            if not await self._binding.start():
+                cause = "start_failed"
+                await self._ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"call could not be started")
+                return
+            cause = await first_result(self._receive_loop(), self._until_bot_hangup(), self._shutdown.wait())
+            cause = cause if isinstance(cause, str) else "shutdown"
+        finally:
+            await self._teardown(sender, cause)
+
+    def shutdown(self) -> None:
+        self._shutdown.set()
+
+    # ---- call set-up ------------------------------------------------------------------------
+
+    async def _wait_for_start(self) -> dict[str, Any] | None:
+        """Messages before `start` (`connected`) are skipped; None if the socket ends or idles first."""
+        while True:
+            message = await self._next_message()
+            if message is None or message.get("event") == "stop":
+                return None
+            if message.get("event") == "start" and isinstance(message.get("start"), dict):
+                return message
+
+    def _start_call(self, message: dict[str, Any]) -> CallBinding | None:
+        start = message["start"]
+        stream_sid = safe_call_id(message.get("streamSid") or start.get("streamSid"))
+        parameters = start.get("customParameters") if isinstance(start.get("customParameters"), dict) else {}
+        caller = next((parameters[name] for name in _CALLER_PARAMETER_NAMES if name in parameters), "")
+        info = CallInfo(call_id=safe_call_id(start.get("callSid") or stream_sid),
+                        caller_number=safe_caller_number(caller), sample_rate=MEDIA_SAMPLE_RATE)
+        try:
+            call = self._call_factory(info)
+        except Exception:
+            log.exception("call %s: the voice loop refused the call", info.call_id)
+            return None
+        self._codec = TwilioCodec(stream_sid)
+        call.on_audio = self._queue_audio
+        call.on_clear = self._queue_clear
+        log.info("call %s: media stream %s started", info.call_id, stream_sid)
+        return CallBinding(call, door="media stream")
+
+    # ---- peer → call ------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> str:
+        while True:
+            message = await self._next_message()
+            if message is None:
+                return self._end_cause
+            event = message.get("event")
+            if event == "stop":
+                return "remote_hangup"
+            if event in ("media", "dtmf"):
+                await self._relay(self._last_text)
+            elif event == "mark":
+                self.marks_played += 1
+
+    async def _relay(self, text: str) -> None:
+        assert self._codec is not None and self._binding is not None
+        try:
+            decoded = await self._codec.decode(text)
+        except (ValueError, TypeError, AttributeError):  # bad base64, or "media" that is not an object
+            decoded = None
+        if decoded is None:
+            self.bad_messages += 1
+        elif isinstance(decoded, str):
+            self._binding.call.feed_dtmf(decoded)
+        else:
+            self._binding.call.feed_audio(decoded)
+
+    async def _next_message(self) -> dict[str, Any] | None:
+        """The next JSON object from the peer; None when the socket closed, errored or idled out."""
+        self._end_cause = "remote_hangup"
+        while True:
+            try:
+                msg = await self._ws.receive(timeout=self._idle_timeout_s)
+            except asyncio.TimeoutError:
+                self._end_cause = "idle_timeout"
+                log.info("call %s: no message for %.0f s, closing the media stream", self.call_id,
+                         self._idle_timeout_s)
+                await self._ws.close(code=WSCloseCode.GOING_AWAY, message=b"idle timeout")
+                return None
+            if msg.type != WSMsgType.TEXT:
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    self._end_cause = "media_error" if msg.type == WSMsgType.ERROR else "remote_hangup"
+                    if msg.type == WSMsgType.ERROR:  # aiohttp already closed, e.g. with 1009 for a large frame
+                        log.warning("call %s: media stream error: %s", self.call_id, msg.data)
+                    return None
+                self.bad_messages += 1
+                continue
+            message = _parse_json_object(msg.data)
+            if message is None:
+                self.bad_messages += 1
+                continue
+            self._last_text = msg.data
+            return message
+
+    # ---- call → peer ------------------------------------------------------------------------
+
+    def _queue_audio(self, pcm16: bytes) -> None:
+        if self._outbox.qsize() >= MAX_QUEUED_CHUNKS:
+            log.warning("call %s: peer not reading bot audio, dropping a chunk", self.call_id)
+            return
+        self._outbox.put_nowait(("audio", pcm16))
+        if self._mark_timer is not None:
+            self._mark_timer.cancel()
+        self._mark_timer = asyncio.get_running_loop().call_later(MARK_AFTER_SILENCE_S, self._queue_mark)
+
+    def _queue_mark(self) -> None:
+        self._mark_timer = None
+        self._marks_sent += 1
+        self._outbox.put_nowait(("mark", f"bot-speech-{self._marks_sent}"))
+
+    def _queue_clear(self) -> None:
+        """Barge-in: drop bot audio we still hold, and tell the peer to drop what it buffered."""
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+        self._outbox.put_nowait(("clear", None))
+
+    async def _send_loop(self) -> None:
+        assert self._codec is not None
+        while True:
+            kind, value = await self._outbox.get()
+            if kind == "audio":
+                text = await self._codec.encode_audio(value[: len(value) & ~1])  # whole 16-bit samples only
+            elif kind == "clear":
+                text = await self._codec.encode_clear()
+            else:
+                text = self._codec.encode_mark(value)
+            if text is None:
+                continue
+            try:
+                await self._ws.send_str(text)
+            except (ConnectionError, RuntimeError):  # the socket is closing; teardown follows
+                return
+
+    # ---- teardown ---------------------------------------------------------------------------
+
+    async def _until_bot_hangup(self) -> str:
+        assert self._binding is not None
+        await self._binding.bot_hung_up.wait()
+        return "bot_hangup"
+
+    async def _teardown(self, sender: asyncio.Task | None, cause: str) -> None:
+        if self._mark_timer is not None:
+            self._mark_timer.cancel()
+        if self._binding is not None:
+            await self._binding.stop(cause)
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        if not self._ws.closed:
+            await self._ws.close(code=WSCloseCode.OK, message=cause.encode())
+
+
+def _parse_json_object(data: str) -> dict[str, Any] | None:
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None

@@ -1,0 +1,134 @@
+"""The store itself: deterministic seed, idempotent setup, health check, and a dead database."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+import settings
+from actions.bank import BankService, BankUnavailable
+from actions.bank.database import build_engine
+
+
+def test_seed_matches_the_issue(bank_service: BankService) -> None:
+    wang = bank_service.customer_by_phone("13800000001", today=date(2026, 11, 26))
+    li = bank_service.customer_by_phone("13800000002", today=date(2026, 11, 26))
+    chen = bank_service.customer_by_phone("13900000003", today=date(2026, 11, 26))
+    assert (wang.surname, li.surname, chen.surname) == ("王", "李", "陈")
+    assert [(c.last4, c.kind, c.status) for c in bank_service.cards(wang.ref)] == [
+        ("1234", "debit", "active"), ("8888", "credit", "active")
+    ]
+    assert bank_service.balance(wang.ref, "1234") == 5_234_050
+    statement = bank_service.credit_card_statement(wang.ref, "8888")
+    assert (statement.amount_due_cents, statement.minimum_due_cents, statement.due_date) == (
+        328_000, 32_800, date(2026, 12, 5)
+    )
+    assert [(c.last4, c.kind) for c in bank_service.cards(li.ref)] == [("5678", "debit")]
+    assert bank_service.balance(li.ref, "5678") == 800_000
+    assert [(c.last4, c.kind, c.status) for c in bank_service.cards(chen.ref)] == [
+        ("4321", "debit", "active"), ("9999", "credit", "active"), ("7777", "credit", "inactive")
+    ]
+    assert bank_service.balance(chen.ref, "4321") == 120_000
+    assert bank_service.credit_card_statement(chen.ref, "9999").amount_due_cents == 0
+    for card, pin in (("1234", "135790"), ("5678", "246802"), ("4321", "112233")):
+        assert bank_service.verify_pin(card, pin).status == "ok"
+
+
+def test_more_customers_include_another_elderly_one(bank_service: BankService) -> None:
+    elderly = [bank_service.customer_by_phone(p) for p in ("13800000001", "13800000004")]
+    assert all(c.is_elderly for c in elderly) and elderly[1].title == "女士"
+
+
+def test_setup_is_idempotent(bank_db_url: str, bank_settings) -> None:
+    for _ in range(2):
+        service = BankService(bank_db_url, bank_settings)
+        assert service.balance("C1001", "1234") == 5_234_050
+        service.close()
+    with sqlite3.connect(Path(bank_db_url.removeprefix("sqlite:///"))) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM customers").fetchone() == (6,)
+        assert connection.execute("SELECT COUNT(*) FROM cards WHERE last4 = '1234'").fetchone() == (1,)
+
+
+def test_two_services_share_one_database(bank_db_url: str, bank_settings) -> None:
+    first, second = BankService(bank_db_url, bank_settings), BankService(bank_db_url, bank_settings)
+    try:
+        first.transfer("C1003", "4321", "9999", 10_000, "t-1")
+        assert second.transfer("C1003", "4321", "9999", 10_000, "t-1").status == "ok"
+        assert second.balance("C1003", "4321") == 110_000
+    finally:
+        first.close()
+        second.close()
+
+
+def test_sqlite_parent_folders_are_created(tmp_path: Path, bank_settings) -> None:
+    database = tmp_path / "deep" / "er" / "bank.db"
+    service = BankService(f"sqlite:///{database}", bank_settings)
+    try:
+        assert service.ping() and service.find_card("1234") is not None
+        assert database.exists()
+    finally:
+        service.close()
+
+
+def test_in_memory_sqlite_works(bank_settings) -> None:
+    service = BankService("sqlite://", bank_settings)
+    try:
+        assert service.repay_credit_card("C1001", "8888", "1234", 100, "r-1").status == "ok"
+        assert service.balance("C1001", "1234") == 5_234_050 - 100
+    finally:
+        service.close()
+
+
+def test_ping(bank_service: BankService) -> None:
+    assert bank_service.ping() is True
+
+
+def test_dead_database_is_reported_not_crashed(bank_settings) -> None:
+    dead = BankService("postgresql+psycopg2://bank:secret@127.0.0.1:9/bank?connect_timeout=2", bank_settings)
+    try:
+        assert dead.ping() is False
+        with pytest.raises(BankUnavailable):
+            dead.customer_by_phone("13800000001")
+        with pytest.raises(BankUnavailable):
+            dead.verify_pin("1234", "135790")
+    finally:
+        dead.close()
+
+
+def test_unreadable_sqlite_file_is_unavailable(tmp_path: Path, bank_settings) -> None:
+    garbage = tmp_path / "bank.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    service = BankService(f"sqlite:///{garbage}", bank_settings)
+    try:
+        assert service.ping() is False
+        with pytest.raises(BankUnavailable):
+            service.find_card("1234")
+    finally:
+        service.close()
+
+
+def test_postgres_urls_get_a_plain_engine() -> None:
+    engine = build_engine("postgresql+psycopg2://bank:secret@db.example:5432/bank")
+    assert engine.dialect.name == "postgresql" and engine.url.database == "bank"
+    engine.dispose()
+
+
+def test_from_settings_is_one_service_per_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from actions.bank import service as service_module
+
+    monkeypatch.setenv("BANK_DB_URL", f"sqlite:///{tmp_path / 'settings.db'}")
+    monkeypatch.setenv("BANK_PIN_HASH_ITERATIONS", "1000")
+    settings.get_settings.cache_clear()
+    service_module._service_from_settings.cache_clear()
+    try:
+        service = BankService.from_settings()
+        assert service is BankService.from_settings()
+        assert service.find_card("1234").customer_ref == "C1001"
+        assert (tmp_path / "settings.db").exists()
+        service.close()
+    finally:
+        settings.get_settings.cache_clear()
+        service_module._service_from_settings.cache_clear()

@@ -1,0 +1,227 @@
+"""Mandarin number normalisation: digit strings, amounts, and the spoken forms for the TTS."""
+
+from __future__ import annotations
+
+import pytest
+
+from actions.cn_numbers import (
+    amount_cents_from_speech,
+    digits_from_speech,
+    extract_digits,
+    find_amount_cents,
+    speak_amount,
+    speak_digits,
+)
+
+GARBAGE = [
+    "", "   ", "abc", "喂", "你好", "我要查余额", "😀😀😀", "一二三四五六七八九十百千万", "%", "' OR 1=1 --",
+    "/dtmf{\"digits\":\"1234\"}", None, 1234, 12.5, ["1"], "一" * 10_000,
+]
+
+
+@pytest.mark.parametrize(
+    "spoken, digits",
+    [
+        ("一二三四", "1234"),
+        ("幺二三四", "1234"),
+        ("幺三五七九洞", "135790"),
+        ("一三五七九零", "135790"),
+        ("一三五七九〇", "135790"),
+        ("1二3四", "1234"),
+        ("1234", "1234"),
+        ("１２３４", "1234"),  # full-width, as some recognisers write them
+        ("1 2 3 4", "1234"),
+        ("一 二 三 四", "1234"),
+        ("一、二、三、四。", "1234"),
+        ("12-34", "1234"),
+        ("嗯 一二三四", "1234"),
+        ("是幺二三四", "1234"),
+        ("那个 一二三四啊", "1234"),
+        ("洞洞七", "007"),
+        ("零零一二", "0012"),
+        ("幺两三四", "1234"),  # radio style 两
+        ("拐拐勾", "779"),  # radio style 7 and 9
+        ("壹贰叁肆", "1234"),
+        ("一千二百三十四", "1234"),  # said as a number
+        ("十三万五千七百九十", "135790"),
+        ("八", "8"),
+    ],
+)
+def test_digits_from_speech(spoken: str, digits: str) -> None:
+    assert digits_from_speech(spoken) == digits
+
+
+@pytest.mark.parametrize("spoken", GARBAGE + ["后四位一二三四", "一二三四号", "卡号1234", "12.34.x", "三千二百八十块"])
+def test_digits_from_speech_rejects_anything_else(spoken) -> None:
+    assert digits_from_speech(spoken) is None
+
+
+@pytest.mark.parametrize(
+    "sentence, length, digits",
+    [
+        ("我的卡尾号是幺二三四", None, "1234"),
+        ("后四位是一二三四", 4, "1234"),
+        ("后四位是一二三四", None, "1234"),
+        ("卡号尾数 1 2 3 4 密码不说", 4, "1234"),
+        ("尾号5678的卡", 4, "5678"),
+        ("我有两张卡 一张尾号一二三四 一张八八八八", 4, "8888"),  # the last one said
+        ("查询尾号一二三四的余额", 4, "1234"),
+        ("没有数字", None, None),
+        ("尾号一二三", 4, None),
+        ("", None, None),
+        (None, 4, None),
+    ],
+)
+def test_extract_digits(sentence, length, digits) -> None:
+    assert extract_digits(sentence, length) == digits
+
+
+@pytest.mark.parametrize(
+    "spoken, cents",
+    [
+        # whole yuan
+        ("三千二百八十", 328_000),
+        ("两万", 2_000_000),
+        ("三百二十八块", 32_800),
+        ("三千二百八十元", 328_000),
+        ("三千二百八十块钱", 328_000),
+        ("人民币三千元整", 300_000),
+        ("一百块钱", 10_000),
+        ("十五块", 1_500),
+        ("二十", 2_000),
+        ("一百一十", 11_000),
+        ("一千零八", 100_800),
+        ("一万零五百", 1_050_000),
+        ("两千两百", 220_000),
+        ("十二万", 12_000_000),
+        ("一百二十万", 120_000_000),
+        ("壹仟贰佰", 120_000),
+        # colloquial shorthand: the digit after the last unit is the next lower unit
+        ("一万二", 1_200_000),
+        ("一千五", 150_000),
+        ("三百八", 38_000),
+        ("两万五", 2_500_000),
+        ("一亿二", 12_000_000_000),
+        # jiao and fen
+        ("三千二百八十块五", 328_050),
+        ("三千二百八十元五角", 328_050),
+        ("三千二百八十块五毛", 328_050),
+        ("三千二百八十元五角六分", 328_056),
+        ("三块五毛二", 352),
+        ("两块五毛二", 252),
+        ("三块零五", 305),
+        ("三千二百八十元零五分", 328_005),
+        ("三元八分", 308),
+        ("五毛", 50),
+        ("五毛钱", 50),
+        ("两毛五", 25),
+        ("八分", 8),
+        ("零元", 0),
+        # Arabic and mixed
+        ("3280", 328_000),
+        ("3280元", 328_000),
+        ("3280.5", 328_050),
+        ("3280.50元", 328_050),
+        ("3,280.00", 328_000),
+        ("¥3,280.00", 328_000),
+        ("３２８０元", 328_000),
+        ("1.5万", 1_500_000),
+        ("1.5万元", 1_500_000),
+        ("一点五万", 1_500_000),
+        ("三千二百八十点五", 328_050),
+        ("2万5千", 2_500_000),
+        ("3千", 300_000),
+        ("3280块5", 328_050),
+        ("三二八零", 328_000),  # said digit by digit
+        ("嗯 三千二百八十", 328_000),
+        (" 三千 二百 八十 元 ", 328_000),
+    ],
+)
+def test_amount_cents_from_speech(spoken: str, cents: int) -> None:
+    assert amount_cents_from_speech(spoken) == cents
+
+
+@pytest.mark.parametrize(
+    "spoken",
+    GARBAGE
+    + [
+        "万", "块", "元", "千百", "二十三百", "三千二百八十八十", "三二百", "一万二万",
+        "1.555元",  # fractions of a cent
+        "3.5元5角",  # decimal yuan and jiao at once
+        "三块五块", "五角五角", "三千二百八十分", "幺二三四块", "全部", "最低还款额", "还三千",
+        "九" * 40 + "万亿",  # beyond any real amount
+    ],
+)
+def test_amount_rejects_anything_else(spoken) -> None:
+    assert amount_cents_from_speech(spoken) is None
+
+
+@pytest.mark.parametrize(
+    "sentence, cents",
+    [
+        ("我要还三千二百八十块钱", 328_000),
+        ("帮我转两万到信用卡", 2_000_000),
+        ("还最低的三百二十八元吧", 32_800),
+        ("转1.5万", 1_500_000),
+        ("我不知道", None),
+        (None, None),
+    ],
+)
+def test_find_amount_cents(sentence, cents) -> None:
+    assert find_amount_cents(sentence) == cents
+
+
+@pytest.mark.parametrize(
+    "cents, spoken",
+    [
+        (328_000, "3280元"),
+        (5_234_050, "52340元5角"),
+        (32_805, "328元零5分"),
+        (328_056, "3280元5角6分"),
+        (100, "1元"),
+        (50, "5角"),
+        (55, "5角5分"),
+        (5, "5分"),
+        (0, "0元"),
+        (-1_050, "负10元5角"),
+        (10**12, "10000000000元"),
+    ],
+)
+def test_speak_amount(cents: int, spoken: str) -> None:
+    assert speak_amount(cents) == spoken
+
+
+@pytest.mark.parametrize("cents", [0, 1, 9, 10, 99, 100, 305, 32_805, 328_050, 5_234_050, 123_456_789])
+def test_spoken_amounts_read_back_to_the_same_cents(cents: int) -> None:
+    assert amount_cents_from_speech(speak_amount(cents)) == cents
+
+
+@pytest.mark.parametrize("bad", [1.5, "100", None, True])
+def test_speak_amount_needs_integer_cents(bad) -> None:
+    with pytest.raises(TypeError):
+        speak_amount(bad)
+
+
+@pytest.mark.parametrize(
+    "digits, spoken",
+    [
+        ("1234", "1 2 3 4"),
+        ("0012", "0 0 1 2"),
+        ("7", "7"),
+        ("135790", "1 3 5 7 9 0"),
+        ("826112700001", "8 2 6 1，1 2 7 0，0 0 0 1"),
+        ("1234567", "1 2 3 4，5 6 7"),
+    ],
+)
+def test_speak_digits(digits: str, spoken: str) -> None:
+    assert speak_digits(digits) == spoken
+
+
+def test_spoken_digits_read_back() -> None:
+    assert digits_from_speech(speak_digits("826112700001")) == "826112700001"
+
+
+@pytest.mark.parametrize("bad", ["", "12a4", "1 2", "１２", None, 1234])
+def test_speak_digits_rejects_non_digits(bad) -> None:
+    with pytest.raises(ValueError):
+        speak_digits(bad)

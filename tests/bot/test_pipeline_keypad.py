@@ -1,0 +1,150 @@
+"""Keypad gathering and secure input through the full per-call pipeline (real TTS, scripted recognizer, fake Rasa)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from tests.bot.test_pipeline_turns import caller_audio
+from tests.bot.voice_doubles import CallHarness, ScriptedRasa
+
+GREETING = [{"text": "您好。"}]
+ASK_CARD = [{"text": "请输入卡号后四位。"},
+            {"custom": {"event": "expect", "input": "digits", "max_length": 4, "secure": False}}]
+ASK_PIN = [{"text": "请输入密码。"},
+           {"custom": {"event": "expect", "input": "digits", "max_length": 6, "secure": True}}]
+PIN = "135790"
+SPOKEN_PIN = "一 三 五 七 九 零"
+
+
+@pytest.fixture
+async def rasa():
+    server = ScriptedRasa(replies={"/call_start": GREETING})
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def make_call(tmp_path):
+    harnesses: list[CallHarness] = []
+
+    def _make(rasa: ScriptedRasa, **kwargs) -> CallHarness:
+        harness = CallHarness.create(rasa, tmp_path=tmp_path, **kwargs)
+        harnesses.append(harness)
+        return harness
+
+    yield _make
+    for harness in harnesses:
+        await harness.close()
+
+
+@pytest.fixture
+def captured_logs():
+    lines: list[str] = []
+    # DEBUG: the most the gateway ever logs (pipecat's TRACE frame dumps are never enabled in production).
+    sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG")
+    yield lines
+    logger.remove(sink)
+
+
+async def press(call: CallHarness, keys: str) -> None:
+    for key in keys:
+        call.call.feed_dtmf(key)
+
+
+async def test_digits_end_on_pound(rasa, make_call):
+    call = make_call(rasa, script=[], interdigit_timeout_s=5.0)
+    await call.call.start()
+    await call.wait_until_quiet()
+    rasa.replies['/dtmf{"digits":"*"}'] = ASK_CARD
+    call.call.feed_dtmf("*")  # no digits expected: the keypad menu at once
+    await call.wait_for(lambda: len(rasa.messages) == 2, timeout=2)
+
+    await press(call, "98#")
+    await call.wait_for(lambda: len(rasa.messages) == 3, timeout=2)
+    assert rasa.messages[1:] == ['/dtmf{"digits":"*"}', '/dtmf{"digits":"98"}']
+
+
+async def test_digits_end_on_max_length_and_interdigit_timeout(rasa, make_call):
+    rasa.replies["/call_start"] = GREETING + ASK_CARD[1:]
+    rasa.replies['/dtmf{"digits":"1234"}'] = ASK_CARD
+    call = make_call(rasa, script=[], interdigit_timeout_s=0.4)
+    await call.call.start()
+    await call.wait_until_quiet()
+
+    await press(call, "1234")  # max_length 4: sent without '#'
+    await call.wait_for(lambda: len(rasa.messages) == 2, timeout=1)
+    await press(call, "56")  # then the inter-digit timeout ends it
+    await call.wait_for(lambda: len(rasa.messages) == 3, timeout=2)
+    assert rasa.messages[1:] == ['/dtmf{"digits":"1234"}', '/dtmf{"digits":"56"}']
+
+
+async def test_human_key_asks_for_an_agent_and_handoff_follows_the_spoken_text(rasa, make_call):
+    rasa.replies["/human_agent"] = [
+        {"text": "正在为您转接人工。"},
+        {"custom": {"event": "handoff", "queue": "general", "priority": 1, "reason": "human_agent",
+                    "context": {"intent": "human_agent", "verified": False, "customer_ref": None,
+                                "green_channel": False, "call_id": "x"}}},
+    ]
+    call = make_call(rasa, script=[])
+    await call.call.start()
+    await call.wait_until_quiet()
+    call.call.feed_dtmf("0")
+    await call.wait_for(lambda: call.handoffs, timeout=5)
+
+    assert rasa.messages[-1] == "/human_agent"
+    assert call.handoffs[0]["queue"] == "general"
+    # The transfer only starts once the announcement has been played to its last 20 ms chunk.
+    assert call.handoff_times[0] >= call.audio_times[-1] + 0.015
+    assert call.call.record.outcome == "handoff"
+
+
+async def test_failed_transfer_goes_back_to_the_dialogue(rasa, make_call):
+    rasa.replies["/human_agent"] = [{"custom": {"event": "handoff", "queue": "general", "reason": "human_agent"}}]
+    rasa.replies["/transfer_failed"] = [{"text": "抱歉，坐席繁忙。"}]
+    call = make_call(rasa, script=[])
+    await call.call.start()
+    await call.wait_until_quiet()
+    call.call.feed_dtmf("0")
+    await call.wait_for(lambda: call.handoffs, timeout=3)
+    call.call.transfer_result(False, "486 Busy Here")
+    await call.wait_for(lambda: "/transfer_failed" in rasa.messages, timeout=3)
+    assert call.call.record.outcome is None  # not handed off after all
+
+
+async def test_secure_keypad_input_reaches_rasa_only(rasa, make_call, captured_logs, tmp_path):
+    rasa.replies["/call_start"] = ASK_PIN
+    call = make_call(rasa, script=[])
+    await call.call.start()
+    await call.wait_until_quiet()
+    await press(call, PIN)
+    await call.wait_for(lambda: len(rasa.messages) == 2, timeout=2)
+    await call.call.stop("remote_hangup")
+
+    assert rasa.messages[1] == '/dtmf{"digits":"%s"}' % PIN
+    record_text = next((tmp_path / "calls").glob("*.jsonl")).read_text()
+    assert PIN not in record_text and "****" in record_text
+    assert not [line for line in captured_logs if PIN in line]
+    assert not [e for e in call.events if PIN in json.dumps(e, ensure_ascii=False)]
+
+
+async def test_secure_spoken_digits_are_masked(rasa, make_call, captured_logs, tmp_path, tmp_path_factory):
+    rasa.replies["/call_start"] = ASK_PIN
+    call = make_call(rasa, script=[SPOKEN_PIN], end_of_turn_s=0.3)
+    await call.call.start()
+    await call.wait_until_quiet()
+    await call.feed_realtime(caller_audio(tmp_path_factory.getbasetemp() / "caller_audio", "一三五七九零"))
+    await call.feed_silence(1.2)
+    await call.wait_for(lambda: len(rasa.messages) == 2, timeout=3)
+    await call.call.stop("remote_hangup")
+
+    assert rasa.messages[1] == SPOKEN_PIN
+    record_text = next((tmp_path / "calls").glob("*.jsonl")).read_text()
+    assert SPOKEN_PIN not in record_text
+    assert not [line for line in captured_logs if SPOKEN_PIN in line]
+    partials = [e["text"] for e in call.events if e["type"] in ("partial", "caller")]
+    assert partials and all(text == "****" for text in partials)

@@ -1,0 +1,178 @@
+"""The real stack for integration tests: action server, Rasa and gateway on free ports with temporary SQLite DBs.
+
+Started once per session with the same command lines `make run` uses (scripts/stack.py `build_specs`), each
+process in its own process group with its output in a log file; every group is killed on teardown.
+Nothing is trained here: the model comes from settings.rasa.model_dir (models/rasa, or RASA_MODEL_DIR).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from scripts.stack import ChildSpec, build_specs, child_env, find_model
+from settings import Settings, get_settings
+
+READY_TIMEOUT_S = 150.0
+PINS = ("135790", "246802", "112233")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """The running processes, their specs and log files, and helpers to talk the call contract."""
+
+    settings: Settings
+    specs: dict[str, ChildSpec]
+    workdir: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    http: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def rasa_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.rasa.port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.gateway.port}"
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / "logs" / f"{name}.log"
+
+    def start(self, name: str) -> None:
+        spec = self.specs[name]
+        log = self.log_path(name).open("ab")
+        self.procs[name] = subprocess.Popen(spec.argv, cwd=spec.cwd, env=dict(spec.env), stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        log.close()
+
+    def wait_ready(self, name: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.procs[name].returncode}; log tail:\n{self.log_tail(name)}")
+            try:
+                self.http.get(self.specs[name].ready_url, timeout=2)
+                return
+            except requests.RequestException:
+                time.sleep(0.5)
+        raise RuntimeError(f"{name} not answering after {timeout_s:g} s; log tail:\n{self.log_tail(name)}")
+
+    def stop(self, name: str, sig: signal.Signals = signal.SIGTERM, grace_s: float = 10.0) -> None:
+        """Signals the process group; SIGKILL after the grace period."""
+        proc = self.procs.get(name)
+        if proc is None:
+            return
+        _signal_group(proc, sig)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def restart(self, name: str) -> None:
+        self.stop(name)
+        self.start(name)
+        self.wait_ready(name)
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        path = self.log_path(name)
+        return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+    def send(self, sender: str, message: str, caller: str = "13800000001", channel: str = "text") -> list[dict]:
+        """One message over the REST contract; asserts it is not an HTTP error."""
+        payload = {"sender": sender, "message": message, "metadata": {"caller_number": caller, "channel": channel}}
+        resp = self.http.post(f"{self.rasa_url}/webhooks/rest/webhook", json=payload, timeout=30)
+        assert resp.status_code == 200, f"{message[:40]!r}: HTTP {resp.status_code} {resp.text[:300]}"
+        items = resp.json()
+        assert isinstance(items, list)
+        return items
+
+    def tracker(self, sender: str) -> dict[str, Any]:
+        resp = self.http.get(f"{self.rasa_url}/conversations/{sender}/tracker",
+                             params={"token": self.settings.rasa.token}, timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def healthz(self) -> requests.Response:
+        return self.http.get(f"{self.gateway_url}/healthz", timeout=10)
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> requests.Response:
+        """/healthz until 200 (the action server seeds the bank store on its first start)."""
+        deadline = time.monotonic() + timeout_s
+        resp = self.healthz()
+        while resp.status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            resp = self.healthz()
+        return resp
+
+
+def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stack_settings(workdir: Path, base: Settings) -> dict[str, str]:
+    return {
+        "RASA_PORT": str(free_port()), "ACTIONS_PORT": str(free_port()), "GATEWAY_PORT": str(free_port()),
+        "SIP_PORT": str(free_port()), "RASA_MODEL_DIR": base.rasa.model_dir,
+        "TRACKER_DB_URL": f"sqlite:///{workdir / 'tracker.db'}",
+        "BANK_DB_URL": f"sqlite:///{workdir / 'bank.db'}",
+        "CALL_RECORDS_DIR": str(workdir / "calls"),
+        "RASA_TOKEN": "integration-token",
+        "RASA_TIMEOUT_S": "15",
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Stack:
+    base = get_settings()
+    if find_model(base.rasa.model_dir) is None:
+        pytest.skip(f"no trained Rasa model in {base.rasa.model_dir}: run `make train` first")
+    workdir = tmp_path_factory.mktemp("stack")
+    (workdir / "logs").mkdir()
+    overrides = stack_settings(workdir, base)
+    env = {**os.environ, **overrides}
+    settings = Settings.from_env(env)
+    specs = {spec.name: spec for spec in build_specs(settings, child_env(settings, env))}
+    running = Stack(settings, specs, workdir)
+    try:
+        for name in ("actions", "rasa", "gateway"):
+            running.start(name)
+        for name in ("actions", "gateway", "rasa"):
+            running.wait_ready(name)
+        # A first call runs the actions once, so the bank store exists before any test looks at /healthz.
+        running.send("warm-up", "/call_start", caller="13800000001")
+        yield running
+    finally:
+        for name in list(running.procs):
+            running.stop(name, grace_s=5)
+        running.http.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The PIN-leak check reads what every other test left behind, so it runs last."""
+    last = [item for item in items if item.get_closest_marker("after_conversations")]
+    items[:] = [item for item in items if item not in last] + last
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "after_conversations: runs after all other integration tests")
