@@ -19,6 +19,14 @@ logger = logging.getLogger(__name__)
 
 OFFER_HUMAN = "human"
 OFFER_CALLBACK = "callback"
+# A human offered for a reason the handoff should carry: "human:pin_locked", "human:password_help".
+OFFER_HUMAN_FOR = OFFER_HUMAN + ":{reason}"
+
+
+def offered_handoff_reason(offer: str | None) -> str:
+    """The handoff reason of an open human offer ("human_agent" when the offer named none)."""
+    _, _, reason = (offer or "").partition(":")
+    return reason or "human_agent"
 
 
 def call_metadata(tracker: Tracker) -> dict[str, Any]:
@@ -83,7 +91,7 @@ class ActionDtmf(Action):
             dispatcher.utter_message(text=menu_text())
             return []
         if digits == HUMAN_KEY:
-            return hand_off(dispatcher, tracker, reason="human_agent")
+            return hand_off(dispatcher, tracker, reason=offered_handoff_reason(offer))
         if offer and digits in ("1", "2"):
             answer = answer_offer if digits == "1" else decline_offer
             return answer(dispatcher, tracker)
@@ -100,8 +108,8 @@ class ActionDtmf(Action):
 
 def answer_offer(dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:
     offer = tracker.get_slot("pending_offer")
-    if offer == OFFER_HUMAN:
-        return hand_off(dispatcher, tracker, reason="human_agent")
+    if offer and offer.startswith(OFFER_HUMAN):
+        return hand_off(dispatcher, tracker, reason=offered_handoff_reason(offer))
     if offer == OFFER_CALLBACK:
         return _create_callback(dispatcher, tracker)
     dispatcher.utter_message(response="utter_anything_else")
@@ -129,6 +137,7 @@ def _create_callback(dispatcher: CollectingDispatcher, tracker: Tracker) -> list
         logger.exception("could not create a callback work order")
         dispatcher.utter_message(text="非常抱歉，回电登记暂时失败，请您稍后再拨。")
         return [SlotSet("pending_offer", None)]
+    dispatcher.utter_message(json_message=contract.interruptible(False))
     dispatcher.utter_message(text=f"已为您登记回电，工单号是：{speak_digits(ticket)}。客服人员会尽快给您回电。")
     dispatcher.utter_message(response="utter_anything_else")
     return [SlotSet("pending_offer", None)]

@@ -12,7 +12,7 @@ from rasa_sdk.types import DomainDict
 from actions import contract
 from actions.bank.service import BankService
 from actions.bank.views import CardView, StatementView
-from actions.call import OFFER_HUMAN
+from actions.call import OFFER_HUMAN_FOR
 from actions.cn_numbers import amount_cents_from_speech, find_amount_cents, speak_amount, speak_digits
 from actions.common import bank_service, card_kind_name, keyed_digits, latest_intent, request_id
 from actions.tasks import VerifiedTaskAction
@@ -151,6 +151,7 @@ class ActionReportCardLoss(VerifiedTaskAction):
         else:
             result = bank.report_card_loss(customer_ref, card, request_id(tracker, "card_loss"))
             if result.status == "reported":
+                dispatcher.utter_message(json_message=contract.interruptible(False))  # the reference must be heard
                 dispatcher.utter_message(
                     text=f"尾号{card}的卡已挂失，这张卡已停止使用。挂失参考号是：{speak_digits(result.reference)}。"
                 )
@@ -194,7 +195,7 @@ class ActionResetPassword(Action):
             text="为了您的资金安全，密码不能通过电话重置。请您携带本人身份证件和银行卡到任意网点办理，"
             "也可以在手机银行里使用视频银行，由客服视频核实身份后办理。需要为您转接人工客服吗？"
         )
-        return [SlotSet("pending_offer", OFFER_HUMAN)]
+        return [SlotSet("pending_offer", OFFER_HUMAN_FOR.format(reason="password_help"))]
 
 
 class ActionAskConfirmed(Action):

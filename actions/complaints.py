@@ -10,6 +10,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import FormValidationAction
 from rasa_sdk.types import DomainDict
 
+from actions import contract
 from actions.cn_numbers import speak_digits
 from actions.common import bank_service, call_id, latest_intent, request_id
 from actions.handoff import HANDOFF_TEXT_UNAVAILABLE, hand_off
@@ -53,6 +54,7 @@ class ActionCreateComplaint(Action):
             )
         except Exception:  # noqa: BLE001 - apology and handoff instead of silence
             return hand_off(dispatcher, tracker, reason="action_unavailable", text=HANDOFF_TEXT_UNAVAILABLE)
+        dispatcher.utter_message(json_message=contract.interruptible(False))  # the ticket number must be heard
         dispatcher.utter_message(
             text=f"已为您登记，工单号是：{speak_digits(ticket)}。我们会在三个工作日内联系您。"
         )

@@ -34,6 +34,10 @@ def expect_digits(max_length: int, secure: bool) -> dict[str, Any]:
     return {"event": "expect", "input": "digits", "max_length": max_length, "secure": secure}
 
 
+def interruptible(value: bool) -> dict[str, Any]:
+    return {"event": "interruptible", "value": value}
+
+
 def is_secure_expect(payload: Any) -> bool:
     """Whether a bot `custom` payload announces secure input (the PIN)."""
     return isinstance(payload, dict) and payload.get("event") == "expect" and payload.get("secure") is True

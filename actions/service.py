@@ -9,7 +9,7 @@ from rasa_sdk.events import ActiveLoop, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions import contract
-from actions.call import OFFER_HUMAN
+from actions.call import OFFER_HUMAN, offered_handoff_reason
 from actions.common import NOT_UNDERSTOOD_INTENTS, clear_task_slots, event_intent, user_events
 from actions.handoff import hand_off
 from actions.keypad import menu_text
@@ -26,7 +26,8 @@ class ActionHumanHandoff(Action):
         return "action_human_handoff"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
-        return hand_off(dispatcher, tracker, reason="human_agent")
+        # after 「密码锁定…需要人工吗」 the agent should know why the caller is coming
+        return hand_off(dispatcher, tracker, reason=offered_handoff_reason(tracker.get_slot("pending_offer")))
 
 
 class ActionGreenChannel(Action):
@@ -66,13 +67,23 @@ def replay(dispatcher: CollectingDispatcher, bot_events: list[dict[str, Any]]) -
     return said
 
 
+def in_form(tracker: Tracker) -> bool:
+    """Inside a form the rules run the form right after this action, and the form asks its question again."""
+    return tracker.active_loop.get("name") is not None
+
+
 class ActionRepeat(Action):
-    """「再说一遍」: the last bot prompt again, word for word (repeating a repeat gives the same words)."""
+    """「再说一遍」: the last bot prompt again, word for word (repeating a repeat gives the same words).
+
+    Inside a form the form itself asks its question again, word for word, right after this action.
+    """
 
     def name(self) -> str:
         return "action_repeat"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        if in_form(tracker):
+            return []
         if not replay(dispatcher, last_bot_turn(tracker)):
             dispatcher.utter_message(response="utter_greet_again")
         return []
@@ -89,7 +100,8 @@ class ActionSpeakSlower(Action):
         rate = max(contract.SLOWEST_SPEECH_RATE, round(min(current, 1.0) - contract.SPEECH_RATE_STEP, 2))
         dispatcher.utter_message(json_message=contract.speech_rate(rate))
         dispatcher.utter_message(text="好的，我说慢一点。")
-        replay(dispatcher, last_bot_turn(tracker))
+        if not in_form(tracker):
+            replay(dispatcher, last_bot_turn(tracker))
         return [SlotSet("speech_rate", rate)]
 
 

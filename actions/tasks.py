@@ -12,7 +12,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.bank.errors import NotYourCard
 from actions.bank.service import BankService
-from actions.call import OFFER_HUMAN
+from actions.call import OFFER_HUMAN_FOR
 from actions.common import bank_service, clear_task_slots
 from actions.handoff import HANDOFF_TEXT_UNAVAILABLE, hand_off
 
@@ -55,6 +55,6 @@ class VerifiedTaskAction(Action):
 def refuse_unverified(dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:
     if tracker.get_slot("pin_locked"):
         dispatcher.utter_message(text=PIN_LOCKED)
-        return [SlotSet("pending_offer", OFFER_HUMAN)]
+        return [SlotSet("pending_offer", OFFER_HUMAN_FOR.format(reason="pin_locked"))]
     dispatcher.utter_message(text=NOT_VERIFIED)
     return []

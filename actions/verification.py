@@ -28,6 +28,9 @@ MAX_FAILED_VERIFICATIONS = 3
 # Intents that may carry the digits a form asked for; anything else lets the rules handle the turn.
 ANSWER_INTENTS = ("inform", "dtmf", "out_of_scope", "nlu_fallback", "affirm", "deny")
 
+YES_WORDS = ("是", "是的", "对", "对的", "确认", "好", "好的", "可以", "行", "嗯", "没错", "确定")
+NO_WORDS = ("否", "取消", "算了", "没有")
+
 PIN_WRONG = "卡号或密码不正确，请重新输入。您还可以再试{attempts}次。"
 PIN_FORMAT = "电话银行密码是6位数字，请重新输入。"
 CARD_FORMAT = "卡号后四位是4位数字，请再说一遍。"
@@ -46,6 +49,16 @@ def answer_for(tracker: Tracker, slot: str, length: int | None = None) -> dict[s
     if keyed_digits(tracker) == "*":
         return {}  # the keypad menu key: let the rules answer it
     return {slot: None} if latest_intent(tracker) in ANSWER_INTENTS else {}
+
+
+def yes_or_no(text: str) -> dict[str, Any]:
+    """A bare yes/no the classifier was unsure about (「是的」「对」「不用了」); {} when it is neither."""
+    words = text.strip("。，！？,.!? ")
+    if words in NO_WORDS or words.startswith(("不", "别")):
+        return {"confirmed": False}
+    if words in YES_WORDS:
+        return {"confirmed": True}
+    return {}
 
 
 class VerifiedTaskValidation(FormValidationAction):
@@ -117,6 +130,8 @@ class VerifiedTaskValidation(FormValidationAction):
             return {"confirmed": True}
         if intent == "deny" or keyed == "2":
             return {"confirmed": False}
+        if intent in ANSWER_INTENTS:
+            return yes_or_no(tracker.latest_message.get("text") or "")
         return {}
 
     def validate_confirmed(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:

@@ -135,7 +135,7 @@ async def main(call_steps: list[int], rate_steps: list[int]) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200, 300, 400])
+    parser.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200, 250, 300, 400])
     parser.add_argument("--rates", type=int, nargs="+", default=[25, 50, 100, 200])
     return parser.parse_args(argv)
 

@@ -85,20 +85,22 @@ class VoiceRuntime:
     calls: dict[str, "CallHandle"] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, settings: settings_module.Settings | None = None) -> "VoiceRuntime":
-        """Loads the engines once for the process (Vosk model, TTS voice, Smart Turn) from settings."""
-        from bot.engines import load_engines  # the engines are optional heavy imports; keep them out of tests
+    def load(cls, settings: settings_module.Settings | None = None, *, smart_turn: bool = True) -> "VoiceRuntime":
+        """Loads the engines once for the process (Vosk model, TTS voice; Smart Turn per call) from settings.
+
+        No ASR model → keypad-only calls (logged once by load_stt). No TTS at all → raises: the portal cannot speak.
+        """
+        from bot.services.factory import load_stt, load_tts  # heavy engine imports stay out of unit tests
 
         settings = settings or settings_module.get_settings()
-        engines = load_engines(settings)
-        if engines.stt_factory is None:
-            logger.warning("no ASR model installed: calls are keypad-only (run `make models` for speech)")
+        stt_engine = load_stt(settings)
+        tts_engine = load_tts(settings)
         return cls(
             settings=settings,
             rasa=RasaClient(settings.rasa.url, settings.rasa.token, timeout_s=settings.rasa.timeout_s),
-            tts_factory=engines.tts_factory,
-            stt_factory=engines.stt_factory,
-            turn_analyzer_factory=engines.turn_analyzer_factory,
+            tts_factory=lambda sample_rate: tts_engine.create_service(sample_rate=sample_rate),
+            stt_factory=(lambda: stt_engine.create_service()) if stt_engine is not None else None,
+            turn_analyzer_factory=local_smart_turn if smart_turn else None,
             record_writer=CallRecordWriter(settings.gateway.call_records_dir),
         )
 
@@ -117,6 +119,13 @@ class VoiceRuntime:
         """Stops every call still running, then releases the Rasa client."""
         await asyncio.gather(*(call.stop("shutdown") for call in list(self.calls.values())), return_exceptions=True)
         await self.rasa.close()
+
+
+def local_smart_turn() -> BaseTurnAnalyzer:
+    """pipecat's bundled Smart Turn v3 (ONNX, multilingual incl. Mandarin), one per call: it holds the turn's audio."""
+    from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+
+    return LocalSmartTurnAnalyzerV3(cpu_count=1)
 
 
 class CallHandle:
@@ -141,6 +150,7 @@ class CallHandle:
         self._run_task: asyncio.Task | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._background: set[asyncio.Task] = set()  # strong references until done
 
     @property
     def running(self) -> bool:
@@ -193,7 +203,8 @@ class CallHandle:
     def transfer_result(self, ok: bool, detail: str = "") -> None:
         """Telephony's outcome of the transfer started by on_handoff; a failure goes back to the dialogue."""
         if self._worker is not None and self.running:
-            asyncio.ensure_future(self._worker.queue_frame(TransferResultFrame(ok=bool(ok), detail=str(detail)[:200])))
+            frame = TransferResultFrame(ok=bool(ok), detail=str(detail)[:200])
+            self._in_background(self._worker.queue_frame(frame))
 
     async def stop(self, cause: str = "remote_hangup") -> None:
         """Tears the pipeline down and writes the call record. Idempotent."""
@@ -271,7 +282,12 @@ class CallHandle:
             if self.on_hangup is not None:
                 await self._call_safely(self.on_hangup())
             # Whatever telephony did, the call is over: stop outside the pipeline's own task.
-            asyncio.get_running_loop().create_task(self.stop("bot_hangup"))
+            self._in_background(self.stop("bot_hangup"))
+
+    def _in_background(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _call_safely(self, awaitable: Awaitable[None]) -> None:
         try:

@@ -336,11 +336,12 @@ def verify(settings: Settings, out: TextIO | None = None) -> bool:
     out = out or sys.stdout
     manifest = load_manifest(settings)
     ok = True
-    for spec in CATALOGUE:
+    installed = [spec for spec in CATALOGUE if install_dir(spec, settings).is_dir()]
+    if not installed:
+        print(f"no models installed under {models_dir(settings)}; run `make models`", file=out)
+    for spec in installed:
         target = install_dir(spec, settings)
         recorded = manifest["installed"].get(spec.name)
-        if not target.is_dir():
-            continue
         if recorded is None:
             print(f"{spec.name}: installed by hand, not in the manifest (nothing to check against)", file=out)
             continue

@@ -36,6 +36,8 @@ DTMF_INTENT = "dtmf"
 INTENT_MESSAGE = re.compile(r"^/(?P<intent>[A-Za-z_][A-Za-z0-9_]{0,63})(?P<entities>\{.*\})?$", re.DOTALL)
 DTMF_DIGITS = re.compile(r"^[0-9*#]{1,%d}$" % MAX_DIGITS)
 METADATA_LIMITS = {"caller_number": 32, "channel": 16}
+# Rasa's own intents that rewind or restart the tracker: not something a caller may send.
+TRACKER_CONTROL_INTENTS = {"restart", "back", "session_start"}
 
 APOLOGY = "非常抱歉，系统暂时无法办理您的业务，正在为您转接人工客服，请稍候。"
 
@@ -56,7 +58,8 @@ def normalise_message(text: Any, known_intents: set[str] | None) -> str:
     if not cleaned.startswith("/"):
         return cleaned
     match = INTENT_MESSAGE.match(cleaned)
-    if not match or (known_intents is not None and match.group("intent") not in known_intents):
+    allowed = known_intents - TRACKER_CONTROL_INTENTS if known_intents is not None else None
+    if not match or match.group("intent") in TRACKER_CONTROL_INTENTS or (allowed is not None and match.group("intent") not in allowed):
         return f"/{FALLBACK_INTENT}"
     intent, raw_entities = match.group("intent"), match.group("entities")
     entities = parse_entities(raw_entities) if raw_entities else {}

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Read Rasa's intent_report.json: print accuracy and macro F1 on one line, optionally a per-intent table.
+"""Read a Rasa NLU report (intent_report.json, or an entity report such as DIETClassifier_report.json): print
+accuracy and macro F1 on one line, optionally a per-label table.
 
     python scripts/nlu_metrics.py results/nlu_heldout/intent_report.json --label heldout --min-accuracy 0.92
     python scripts/nlu_metrics.py reports/nlu/intent_report.json --table
@@ -22,8 +23,10 @@ def load_report(path: Path) -> dict:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise SystemExit(f"error: cannot read NLU report {path}: {exc}") from None
-    if "accuracy" not in report or "macro avg" not in report:
-        raise SystemExit(f"error: {path} is not a Rasa intent report (no accuracy / macro avg)")
+    if not isinstance(report, dict) or "macro avg" not in report:
+        raise SystemExit(f"error: {path} is not a Rasa NLU report (no macro avg)")
+    if "accuracy" not in report:  # entity reports carry micro-averaged figures instead
+        report["accuracy"] = report.get("micro avg", report["macro avg"])["f1-score"]
     return report
 
 
@@ -35,14 +38,14 @@ def summary_line(report: dict, label: str) -> str:
     macro = report["macro avg"]
     return (
         f"nlu {label}: accuracy={report['accuracy']:.3f} macro_f1={macro['f1-score']:.3f} "
-        f"examples={int(macro['support'])} intents={len(per_intent(report))}"
+        f"examples={int(macro['support'])} labels={len(per_intent(report))}"
     )
 
 
 def table(report: dict) -> str:
     """Per-intent precision/recall/F1, worst F1 first, with the intents each one was confused with."""
     rows = sorted(per_intent(report).items(), key=lambda item: item[1]["f1-score"])
-    lines = [f"{'intent':<24}{'prec':>6}{'recall':>8}{'f1':>6}{'n':>5}  confused with"]
+    lines = [f"{'label':<24}{'prec':>6}{'recall':>8}{'f1':>6}{'n':>5}  confused with"]
     for name, row in rows:
         confused = ", ".join(f"{other}×{n}" for other, n in row.get("confused_with", {}).items())
         lines.append(

@@ -1,29 +1,31 @@
 #!/usr/bin/env bash
-# `rasa data validate` on the whole project. Errors always fail. Warnings fail too, except the kinds that are
-# expected by design (listed below), so a typo'd intent, an unused response or a story/rule conflict fails CI.
+# `rasa data validate` on the whole Rasa project. Errors always fail; warnings fail too, except two kinds
+# that are expected by design, so a misspelt intent, an orphan response or a story conflict still fails:
+# - the contract intents call_start / dtmf / transfer_failed have no NLU examples: the gateway sends them as
+#   /intent messages, nobody speaks them;
+# - responses that forms ask with (utter_ask_*), Rasa's core fallback says (utter_default) or that actions send (response="utter_..." in actions/*.py) are
+#   "not used in any story or rule" as far as the validator can see.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RASA=${RASA:-.venv-rasa/bin/rasa}
 
-# Expected warnings:
-# - call_start / dtmf / transfer_failed have no NLU examples: the gateway sends them as /intent, they are never spoken.
-# - slots filled by custom actions / form validation have no NLU mapping on purpose (the PIN must never be mapped).
-# - utter_ask_* responses are used by forms, and Rasa's validator does not see form prompts as "used".
-ALLOWED='intent .(call_start|dtmf|transfer_failed). (is not used|has no training examples)|utter_ask_|action_ask_|mapping|not used in any story or rule|UserWarning|More info|^\s*$'
-
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-"$RASA" data validate --domain domain --data data --config config.yml --fail-on-warnings >"$log" 2>&1
+"$RASA" data validate --domain domain --data data --config config.yml >"$log" 2>&1
 status=$?
-warnings=$(grep -E "UserWarning|WARNING" "$log" | grep -Ev "$ALLOWED" || true)
-errors=$(grep -E "ERROR|InvalidDomain|YamlException|contradict" "$log" || true)
-if [ -n "$errors" ]; then
-  echo "rasa data validate: errors"; echo "$errors"; exit 1
+
+used_by_code=$(grep -ohE 'response="utter_[a-z0-9_]+"' actions/*.py | sed -E 's/response="(.*)"/\1/' | sort -u | paste -sd'|')
+expected="intent '(call_start|dtmf|transfer_failed)' is listed in the domain file, but is not found in the NLU training data"
+expected="$expected|utterance 'utter_(ask_[a-z0-9_]+|default)' is not used"
+[ -n "$used_by_code" ] && expected="$expected|utterance '($used_by_code)' is not used"
+
+unexpected=$(grep -E "UserWarning|WARNING|ERROR" "$log" | grep -Ev "$expected" | grep -Ev "MovedIn20Warning|DeprecationWarning" || true)
+if [ -n "$unexpected" ]; then
+  echo "rasa data validate: unexpected warnings or errors:"
+  echo "$unexpected" | sed -E 's/^.*(UserWarning|WARNING|ERROR):? ?//'
+  exit 1
 fi
-if [ -n "$warnings" ]; then
-  echo "rasa data validate: unexpected warnings"; echo "$warnings"; exit 1
+if [ $status -ne 0 ]; then
+  tail -20 "$log"; exit $status
 fi
-if [ $status -ne 0 ] && ! grep -qE "warning" "$log"; then
-  cat "$log"; exit $status
-fi
-echo "rasa data validate: clean (errors: none, unexpected warnings: none)"
+echo "rasa data validate: clean (only the expected contract-intent and form/action response warnings)"

@@ -127,9 +127,11 @@ class SipCallBridge:
             await self._start_voice(leg)
         elif isinstance(event, DtmfInfo) and leg.voice is not None:
             leg.voice.feed_dtmf(event.digit)
-        elif isinstance(event, ReInvite) and leg.rtp is not None:
-            leg.rtp.set_remote(_remote(event.media))
+        elif isinstance(event, ReInvite):
+            self._apply_media(leg, event.media)
         elif isinstance(event, TransferResult) and leg.voice is not None:
+            if event.ok and event.time_to_agent_s is not None:
+                log.info("call %s: time to agent %.1f s", leg.call.id, event.time_to_agent_s)
             leg.voice.transfer_result(event.ok, event.detail)
         elif isinstance(event, CallEnded):
             await self._teardown(leg, event.cause)
@@ -167,6 +169,20 @@ class SipCallBridge:
         rtp.on_audio = voice.feed_audio
         rtp.on_dtmf = voice.feed_dtmf
         await voice.start()
+
+    def _apply_media(self, leg: CallLeg, media: MediaPlan) -> None:
+        """A re-INVITE: new destination, or hold. On hold we must not send (RFC 3264 §8.4), and a
+        `c=0.0.0.0` destination would even loop back to this host."""
+        if leg.rtp is None:
+            return
+        rtp = leg.rtp
+        if media.direction in ("sendrecv", "sendonly"):
+            rtp.set_remote(_remote(media))
+            if leg.voice is not None:
+                leg.voice.on_audio = rtp.send_audio
+        elif leg.voice is not None:
+            leg.voice.on_audio = _discard_audio
+        log.info("call %s: media now %s to %s:%s", leg.call.id, media.direction, media.remote_host, media.remote_port)
 
     async def _handoff(self, leg: CallLeg, event: dict) -> None:
         """The bot's handoff event: REFER to the queue's URI (routing table only), else report failure."""
@@ -207,6 +223,10 @@ class SipCallBridge:
             log.exception("call %s: on_call_closed failed", call.id)
 
 
+def _discard_audio(pcm16: bytes) -> None:
+    """Bot audio while the caller holds the call: nowhere to send it."""
+
+
 def _remote(media: MediaPlan) -> tuple[str, int]:
     return (media.remote_host, media.remote_port)
 
@@ -222,14 +242,36 @@ async def start_sip_server(settings: Settings, call_factory: CallFactory, host: 
     return await SipCallBridge(settings, call_factory).start(host, port)
 
 
-def add_sip_service(app: Any, call_factory: CallFactory, settings: Settings | None = None) -> None:
-    """Run the SIP door with an aiohttp app (gateway): started and stopped by the app's cleanup context."""
-    settings = settings or get_settings()
+def add_sip_service(app: Any, call_factory: CallFactory | None = None, settings: Settings | None = None) -> None:
+    """Run the SIP door with the gateway's aiohttp app, started and stopped by its cleanup context.
 
-    async def sip_ctx(_app: Any) -> AsyncIterator[None]:
-        bridge = await start_sip_server(settings, call_factory)
-        yield
-        await bridge.close()
+    Without `call_factory` the calls go to the gateway's shared voice loop, `app[VOICE_RUNTIME_KEY].create_call`
+    (bot/web/voice.py loads it in an earlier cleanup context)."""
+
+    async def sip_ctx(app: Any) -> AsyncIterator[None]:
+        from bot.web.app import SETTINGS_KEY
+        from bot.web.voice import VOICE_RUNTIME_KEY
+
+        factory = call_factory
+        if factory is None:
+            runtime = app.get(VOICE_RUNTIME_KEY)
+            if runtime is None:
+                log.error("no voice runtime in the gateway: SIP door not started")
+                yield
+                return
+            factory = runtime.create_call
+        sip_settings = settings or app.get(SETTINGS_KEY) or get_settings()
+        try:
+            bridge = await start_sip_server(sip_settings, factory)
+        except OSError as error:
+            # One door failing (port taken) must not take the console and the other doors down with it.
+            log.error("SIP door not started on %s:%s: %s", sip_settings.sip.host, sip_settings.sip.port, error)
+            yield
+            return
+        try:
+            yield
+        finally:
+            await bridge.close()
 
     app.cleanup_ctx.append(sip_ctx)
 

@@ -1,8 +1,9 @@
 """Engine construction for the bank store: SQLite by default (file or memory), any SQLAlchemy URL otherwise.
 
 SQLite needs two fixes to be a safe bank store: pysqlite's own transaction handling is disabled so that every
-session transaction starts with `BEGIN IMMEDIATE` (reads and writes of one request are serialised, so a check
-followed by an update cannot race another process), and foreign keys are switched on.
+writing transaction starts with `BEGIN IMMEDIATE` (the reads and writes of one request are serialised, so a check
+followed by an update cannot race another process), and foreign keys are switched on. Read-only transactions
+(engines from `read_only`) start with a plain `BEGIN`, so readers do not queue behind each other.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.pool import StaticPool
 
-SQLITE_BUSY_TIMEOUT_S = 15
+SQLITE_BUSY_TIMEOUT_S = 5  # writes hold the lock for milliseconds; waiting longer only hides a stuck writer
+CONNECT_TIMEOUT_S = 3
+READ_ONLY_OPTION = "bank_read_only"
 
 
 def build_engine(db_url: str) -> Engine:
@@ -22,7 +25,16 @@ def build_engine(db_url: str) -> Engine:
     url = make_url(db_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
-    return create_engine(url, future=True, pool_pre_ping=True)
+    options: dict = {}
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        # a dead database must fail within the action server's time budget, not hang the caller
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return create_engine(url, future=True, pool_pre_ping=True, **options)
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine (same pool), marked for transactions that only read."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
 def _sqlite_engine(url: URL) -> Engine:
@@ -47,4 +59,5 @@ def _on_sqlite_connect(dbapi_connection, _connection_record) -> None:
 
 
 def _on_sqlite_begin(connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    reading = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+    connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")

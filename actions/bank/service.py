@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 import settings as app_settings
-from actions.bank.database import build_engine
+from actions.bank.database import build_engine, read_only
 from actions.bank.errors import BankUnavailable, IdempotencyConflict, NotYourCard, UnknownCustomer
 from actions.bank.models import (
     Account,
@@ -97,6 +97,7 @@ class BankService:
     def __init__(self, db_url: str, config: app_settings.BankSettings | None = None) -> None:
         self._config = config or app_settings.get_settings().bank
         self._engine = build_engine(db_url)
+        self._read_engine = read_only(self._engine)
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -104,6 +105,17 @@ class BankService:
     def from_settings(cls) -> "BankService":
         """The process-wide service on `settings.bank.db_url`."""
         return _service_from_settings()
+
+    def reset_sandbox(self) -> None:
+        """Drop every bank table and seed again, e.g. after a demo reported the test cards lost. Sandbox only."""
+        with self._ready_lock:
+            try:
+                Base.metadata.drop_all(self._engine)
+            except SQLAlchemyError as exc:
+                raise BankUnavailable("the bank database is not available") from exc
+            self._ready = False
+        self._ensure_ready()
+        log.warning("the sandbox bank was reset to its seed data")
 
     def close(self) -> None:
         """Release the database connections (tests, shutdown)."""
@@ -129,7 +141,7 @@ class BankService:
         if number is None:
             return None
         today = today or bank_now().date()
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             customer = session.scalars(
                 select(Customer).where(Customer.reserved_phone == number).order_by(Customer.id)
             ).first()
@@ -137,7 +149,7 @@ class BankService:
 
     def find_card(self, last4: str, caller_phone: str | None = None) -> CardView | None:
         """The card ending in `last4`; when several customers have one, the caller's own card wins."""
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             found = self._card_by_last4(session, last4, caller_phone)
             return _card_view(*found) if found else None
 
@@ -175,14 +187,14 @@ class BankService:
     # ------------------------------------------------------------------ accounts (verified customer)
 
     def cards(self, customer_ref: str) -> list[CardView]:
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             customer = self._customer(session, customer_ref)
             cards = session.scalars(select(Card).where(Card.customer_id == customer.id).order_by(Card.id)).all()
             return [_card_view(card, customer) for card in cards]
 
     def balance(self, customer_ref: str, card_last4: str) -> int:
         """Cents: the money on a debit card, the available credit (limit minus what is owed) on a credit card."""
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             card = self._own_card(session, customer_ref, card_last4)
             account = session.get(Account, card.account_id)
             if card.kind == "credit":
@@ -199,7 +211,7 @@ class BankService:
     ) -> list[TransactionView]:
         """The card account's transactions, newest first; `start`/`end` are inclusive bank days."""
         limit = max(1, min(int(limit), MAX_TRANSACTIONS))
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             card = self._own_card(session, customer_ref, card_last4)
             query = select(Transaction).where(Transaction.account_id == card.account_id)
             if start is not None:
@@ -217,7 +229,7 @@ class BankService:
 
         None when the card is not a credit card or has no statement yet; NotYourCard for someone else's card.
         """
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             customer = self._customer(session, customer_ref)
             query = (
                 select(Statement, Card)
@@ -315,7 +327,7 @@ class BankService:
     def branches(self, query: str, limit: int = 3) -> list[BranchView]:
         """Branches whose district, road or name matches the query ("朝阳", "朝阳区", "建国路"), best first."""
         limit = max(1, min(int(limit), 20))
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             districts = list(session.scalars(select(Branch.district).distinct()))
             terms = branch_search_terms(query, districts)
             if not terms:
@@ -340,7 +352,7 @@ class BankService:
             return None
         spoken = currency.strip()[:16]
         code = CURRENCY_ALIASES.get(spoken, spoken.upper())
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             rate = session.scalars(
                 select(FxRate).where(or_(FxRate.currency == code, FxRate.name_zh == spoken))
             ).first()
@@ -367,7 +379,7 @@ class BankService:
             return self._create_work_order(kind, description, call_id, customer_ref, request_id)
         except IntegrityError:
             # a concurrent retry with the same request id committed first: its ticket is the answer
-            with self._transaction() as session:
+            with self._transaction(read_only=True) as session:
                 ticket = session.scalars(select(WorkOrder.ticket).where(WorkOrder.request_id == request_id)).first()
             if ticket is None:
                 raise BankUnavailable("could not store the work order") from None
@@ -397,11 +409,11 @@ class BankService:
     # ------------------------------------------------------------------ internals: transactions and setup
 
     @contextmanager
-    def _transaction(self) -> Iterator[Session]:
+    def _transaction(self, read_only: bool = False) -> Iterator[Session]:
         """One database transaction; database failures surface as BankUnavailable (IntegrityError passes)."""
         self._ensure_ready()
         try:
-            with Session(self._engine, future=True) as session, session.begin():
+            with Session(self._read_engine if read_only else self._engine, future=True) as session, session.begin():
                 yield session
         except IntegrityError:
             raise
@@ -464,7 +476,7 @@ class BankService:
                     ))
                 return result
         except IntegrityError:
-            with self._transaction() as session:
+            with self._transaction(read_only=True) as session:
                 stored = _stored_result(session, operation, request_id, fingerprint, result_type)
             if stored is None:
                 raise BankUnavailable(f"could not store the {operation}") from None
@@ -625,7 +637,7 @@ class BankService:
         return CustomerView(customer.ref, customer.surname, title, age, age >= self._config.elderly_age)
 
     def _rates(self, kind: str) -> list[RateView]:
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             rates = session.scalars(select(Rate).where(Rate.kind == kind).order_by(Rate.position)).all()
             return [RateView(r.product, r.term, tidy_decimal(r.rate_percent)) for r in rates]
 

@@ -28,12 +28,11 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     InterimTranscriptionFrame,
     InterruptionFrame,
-    StartFrame,
     TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
 from bot.frames import CallerTurnFrame, ExpectInputFrame, PromptInterruptibleFrame, SpeechRateFrame
 
@@ -95,10 +94,16 @@ class TurnTaker(FrameProcessor):
         self._caller_speaking = False
         self._segments: list[str] = []
         self._barged_in = False
+        self._started_over_bot = False
         self._speech_ended_at: float | None = None
         self._transcribed_at: float | None = None
         self._transcript_arrived = asyncio.Event()
         self._end_task: asyncio.Task | None = None
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:
+        await super().setup(setup)
+        if self._turn_analyzer is not None:
+            self._turn_analyzer.set_sample_rate(setup.audio_in_sample_rate)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -107,9 +112,7 @@ class TurnTaker(FrameProcessor):
             return
         if isinstance(frame, (EndFrame, CancelFrame)):
             await self._cancel_end_task()
-        if isinstance(frame, StartFrame) and self._turn_analyzer is not None:
-            self._turn_analyzer.set_sample_rate(frame.audio_in_sample_rate)
-        elif isinstance(frame, VADUserStartedSpeakingFrame):
+        if isinstance(frame, VADUserStartedSpeakingFrame):
             await self._on_speech_started()
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._on_speech_stopped(frame)
@@ -139,6 +142,8 @@ class TurnTaker(FrameProcessor):
 
     async def _on_speech_started(self) -> None:
         self._caller_speaking = True
+        if self._bot_speaking and not self._segments:
+            self._started_over_bot = True
         # The caller went on talking: the pending end of turn was premature.
         await self._cancel_end_task()
 
@@ -159,13 +164,15 @@ class TurnTaker(FrameProcessor):
         text = text.strip()
         if not text:
             return
-        if self._bot_speaking and not self._barged_in:
+        over_bot = self._bot_speaking or (self._started_over_bot and final)
+        if over_bot and not self._barged_in:
             if is_backchannel(text) or not self._interruptible:
                 if final:
                     why = "backchannel" if self._interruptible else "prompt not interruptible"
                     logger.debug(f"{self}: ignoring caller speech over the bot ({why})")
                 return
-            await self._barge_in()
+            if self._bot_speaking:
+                await self._barge_in()
         if final:
             self._segments.append(text)
             self._transcribed_at = time.time()
@@ -220,6 +227,7 @@ class TurnTaker(FrameProcessor):
     def _reset_turn(self) -> None:
         self._segments = []
         self._barged_in = False
+        self._started_over_bot = False
         self._transcript_arrived = asyncio.Event()
         if self._turn_analyzer is not None:
             self._turn_analyzer.clear()

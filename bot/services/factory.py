@@ -55,7 +55,9 @@ class SpeechSynthesizerEngine:
         if self.kind == "piper":
             from bot.services.piper.tts import PiperTTSService
 
-            return PiperTTSService(voice_path=self.voice_path, sample_rate=sample_rate, speech_rate=speech_rate, **kwargs)
+            return PiperTTSService(
+                voice_path=self.voice_path, sample_rate=sample_rate, speech_rate=speech_rate, **kwargs
+            )
         return EspeakTTSService(voice=self.espeak_voice, sample_rate=sample_rate, speech_rate=speech_rate, **kwargs)
 
 

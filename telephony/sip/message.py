@@ -579,8 +579,8 @@ def _stamp_top_via(response: SipMessage, source: tuple[str, int]) -> None:
     for index, (name, value) in enumerate(response.headers):
         if name != "via":
             continue
-        first, *others = split_list(value) if value else [""]
         try:
+            first, *others = split_list(value) if value else [""]
             via = parse_via(first)
         except SipSyntaxError:
             return  # a malformed Via is echoed untouched

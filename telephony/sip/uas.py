@@ -101,6 +101,7 @@ class Call:
     answered_at: float | None = None
     transfer: Transfer | None = None
     ack_tx: InviteServerTransaction | None = None  # the transaction whose 2xx waits for an ACK
+    bye_after_ack: bool = False  # we hung up before the ACK: the BYE waits for it (§15)
     headers: dict[str, str] = field(default_factory=dict)  # X- headers of the INVITE (trunk context)
 
 
@@ -138,6 +139,7 @@ class TransferResult:
     call: Call
     ok: bool
     detail: str
+    time_to_agent_s: float | None = None  # from answer to the agent answering (green-channel metric)
 
 
 Event = Union[IncomingCall, CallAnswered, CallEnded, DtmfInfo, ReInvite, TransferResult]
@@ -160,18 +162,20 @@ class UserAgent:
         self.client_transactions: dict[tuple, NonInviteClientTransaction] = {}
         self.calls: dict[tuple[str, str], Call] = {}  # (Call-ID, our tag) -> call
         self._tx_calls: dict[int, Call] = {}  # id(transaction) -> call, for timer outcomes
+        self.internal_errors = 0  # messages dropped because of a bug here; should stay 0
 
     # ------------------------------------------------------------------------------------- public API
 
     @property
     def active_calls(self) -> list[Call]:
-        return list(self.calls.values())
+        return [call for call in self.calls.values() if call.state is not CallState.ENDED]
 
     def feed(self, data: bytes, source: Address, now: float, transport: str = "udp") -> list[Output]:
         """Everything that follows from one received datagram (or framed stream message)."""
         try:
             return self._receive(data, source, now, transport)
         except Exception:  # a bug must cost one message, never the server
+            self.internal_errors += 1
             log.exception("SIP message from %s:%s dropped after an internal error", *source)
             return []
 
@@ -217,6 +221,10 @@ class UserAgent:
             return []
         if call.state is CallState.RINGING:
             return self.reject(call, 480, now, cause)
+        if call.state is CallState.ANSWERED:
+            # §15: no BYE before the 2xx is acknowledged (or Timer H gives up); the app hears of the end now.
+            call.bye_after_ack = True
+            return self._end(call, cause, keep_dialog=True)
         _, out = self._send_in_dialog(call, "BYE", now)
         return out + self._end(call, cause)
 
@@ -460,7 +468,8 @@ class UserAgent:
             return [TransferResult(call, False, f"transfer target answered {status} {reason}".strip())]
         log.info("call %s: transferred to %s", call.id, target)
         # RFC 5589 §6.1: the transfer succeeded, so our leg is no longer needed.
-        out: list[Output] = [TransferResult(call, True, f"{status} {reason}".strip())]
+        elapsed = now - call.answered_at if call.answered_at is not None else None
+        out: list[Output] = [TransferResult(call, True, f"{status} {reason}".strip(), elapsed)]
         return out + self.hangup(call, now, cause="transferred")
 
     def _receive_ack(self, request: SipMessage, now: float) -> list[Output]:
@@ -475,6 +484,8 @@ class UserAgent:
             return []
         call.ack_tx.ack(now)
         call.ack_tx = None
+        if call.bye_after_ack:
+            return self._deferred_bye(call, now)
         if call.state is not CallState.ANSWERED:
             return []  # the ACK of a re-INVITE
         if call.media is None:
@@ -535,8 +546,11 @@ class UserAgent:
         """Timer H: the 2xx was never acknowledged, so the dialog is ended with BYE (§13.3.1.4)."""
         log.warning("call %s: no ACK for the 200 OK", call.id)
         call.ack_tx = None
+        if call.bye_after_ack:
+            return self._deferred_bye(call, now)
         if call.state is CallState.ANSWERED:
-            return self.hangup(call, now, cause="ack_timeout")
+            _, out = self._send_in_dialog(call, "BYE", now)
+            return out + self._end(call, "ack_timeout")
         return []
 
     def _tick_client_transactions(self, now: float) -> list[Output]:
@@ -571,13 +585,22 @@ class UserAgent:
             return None
         return call
 
-    def _end(self, call: Call, cause: str) -> list[Output]:
+    def _end(self, call: Call, cause: str, keep_dialog: bool = False) -> list[Output]:
         if call.state is CallState.ENDED:
+            if not keep_dialog:
+                self.calls.pop((call.sip_call_id, call.dialog.local_tag), None)
             return []
         call.state = CallState.ENDED
-        self.calls.pop((call.sip_call_id, call.dialog.local_tag), None)
+        if not keep_dialog:
+            self.calls.pop((call.sip_call_id, call.dialog.local_tag), None)
         log.info("call %s: ended (%s)", call.id, cause)
         return [CallEnded(call, cause)]
+
+    def _deferred_bye(self, call: Call, now: float) -> list[Output]:
+        call.bye_after_ack = False
+        self.calls.pop((call.sip_call_id, call.dialog.local_tag), None)
+        _, out = self._send_in_dialog(call, "BYE", now)
+        return out
 
     def _send_in_dialog(
         self, call: Call, method: str, now: float, headers: list[tuple[str, str]] | None = None

@@ -14,6 +14,8 @@ import re
 import uuid
 from typing import Any, Callable
 
+from prometheus_client import Counter, Gauge
+
 from bot.call import CallHandle, CallInfo
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,10 @@ MEDIA_SAMPLE_RATE = 8000  # both doors carry 8 kHz telephone audio
 _CALL_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 _MAX_CALL_ID = 64
 _MAX_CALLER_NUMBER = 32
+
+MEDIA_DOOR_CALLS = Counter("ivr_media_door_calls_total", "Calls ended on a media door, by door and cause",
+                           ["door", "cause"])
+MEDIA_DOOR_ACTIVE = Gauge("ivr_media_door_active_calls", "Calls in progress on a media door", ["door"])
 
 
 def safe_call_id(raw: Any) -> str:
@@ -49,6 +55,7 @@ class CallBinding:
         self._stopped = False
         call.on_hangup = self._on_hangup
         call.on_handoff = self._on_handoff
+        MEDIA_DOOR_ACTIVE.labels(door).inc()
 
     @property
     def call_id(self) -> str:
@@ -67,6 +74,8 @@ class CallBinding:
         if self._stopped:
             return
         self._stopped = True
+        MEDIA_DOOR_ACTIVE.labels(self.door).dec()
+        MEDIA_DOOR_CALLS.labels(self.door, cause).inc()
         try:
             await self.call.stop(cause)
         except Exception:  # teardown must go on: the connection and its socket still have to close

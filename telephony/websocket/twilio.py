@@ -131,6 +131,7 @@ class TwilioMediaStream:
         self.marks_played = 0
         self.bad_messages = 0
         self._shutdown = asyncio.Event()
+        # Set by _next_message: why the socket ended, and the raw text of the last message (for the codec).
         self._end_cause = "remote_hangup"
         self._last_text = ""
 
@@ -142,13 +143,15 @@ class TwilioMediaStream:
         sender: asyncio.Task | None = None
         cause = "remote_hangup"
         try:
-            start = await self._wait_for_start()
-            if start is None:
+            start = await first_result(self._wait_for_start(), self._shutdown.wait())
+            if not isinstance(start, dict):
+                cause = "shutdown" if self._shutdown.is_set() else self._end_cause
                 return
             self._binding = self._start_call(start)
             if self._binding is None:
                 await self._ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"call could not be created")
                 return
+            assert self._codec is not None
             await self._codec.setup()
             sender = asyncio.create_task(self._send_loop(), name=f"media-send-{self.call_id}")
             if not await self._binding.start():

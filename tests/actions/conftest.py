@@ -31,3 +31,10 @@ def bank_service(bank_db_url: str, bank_settings: BankSettings) -> Iterator[Bank
     service = BankService(bank_db_url, bank_settings)
     yield service
     service.close()
+
+
+@pytest.fixture
+def bank_for_actions(bank_service: BankService, monkeypatch: pytest.MonkeyPatch) -> BankService:
+    """The temporary bank, served to the Rasa actions in place of the process-wide one."""
+    monkeypatch.setattr(BankService, "from_settings", classmethod(lambda cls: bank_service))
+    return bank_service

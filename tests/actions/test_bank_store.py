@@ -87,7 +87,7 @@ def test_ping(bank_service: BankService) -> None:
 
 
 def test_dead_database_is_reported_not_crashed(bank_settings) -> None:
-    dead = BankService("postgresql+psycopg2://bank:secret@127.0.0.1:9/bank?connect_timeout=2", bank_settings)
+    dead = BankService("postgresql+psycopg2://bank:secret@127.0.0.1:9/bank", bank_settings)
     try:
         assert dead.ping() is False
         with pytest.raises(BankUnavailable):
@@ -132,3 +132,50 @@ def test_from_settings_is_one_service_per_process(monkeypatch: pytest.MonkeyPatc
     finally:
         settings.get_settings.cache_clear()
         service_module._service_from_settings.cache_clear()
+
+
+def test_reset_sandbox_restores_the_seed(bank_service: BankService) -> None:
+    bank_service.report_card_loss("C1001", "1234", "loss-1")
+    bank_service.repay_credit_card("C1001", "8888", "1234", 32_800, "r-1")
+    for _ in range(3):
+        bank_service.verify_pin("5678", "000000")
+    bank_service.reset_sandbox()
+    assert bank_service.find_card("1234").status == "active"
+    assert bank_service.balance("C1001", "1234") == 5_234_050
+    assert bank_service.verify_pin("5678", "246802").status == "ok"
+    assert bank_service.report_card_loss("C1001", "1234", "loss-1").status == "reported"  # old ids are gone too
+
+
+def test_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from actions.bank import service as service_module
+    from actions.bank.__main__ import main
+
+    monkeypatch.setenv("BANK_DB_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("BANK_PIN_HASH_ITERATIONS", "1000")
+    settings.get_settings.cache_clear()
+    service_module._service_from_settings.cache_clear()
+    try:
+        BankService.from_settings().report_card_loss("C1001", "1234", "loss-1")
+        assert main(["status"]) == 0
+        before = capsys.readouterr().out
+        assert "C1001 王先生 13800000001 age" in before and "1234 debit lost 52340元5角" in before
+        assert main(["reset"]) == 0
+        assert "1234 debit active 52340元5角" in capsys.readouterr().out
+        BankService.from_settings().close()
+    finally:
+        settings.get_settings.cache_clear()
+        service_module._service_from_settings.cache_clear()
+
+
+def test_reads_do_not_wait_for_a_writer(bank_service: BankService, bank_db_url: str) -> None:
+    """Another process holding SQLite's write lock must not stall balance enquiries."""
+    assert bank_service.find_card("1234")  # the first call creates and seeds the store
+    writer = sqlite3.connect(bank_db_url.removeprefix("sqlite:///"), isolation_level=None, timeout=1)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE branches SET hours = hours")
+        assert bank_service.balance("C1001", "1234") == 5_234_050
+        assert bank_service.branches("朝阳")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

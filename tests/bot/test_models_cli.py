@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.models import main, parse_pins, ModelsError
+from bot.models import ModelsError, main, parse_pins
 from settings import REPO_ROOT, Settings
 
 VOSK_ZIP = "vosk-model-small-cn-0.22.zip"
@@ -80,14 +80,22 @@ def test_offline_fails_fast_saying_what_to_copy_where(tmp_path):
     env = {"MODELS_DIR": str(models_dir), "MODELS_MIRROR": f"http://127.0.0.1:{closed_port()}", "PATH": "/usr/bin:/bin"}
 
     done = subprocess.run(
-        [sys.executable, "-m", "bot.models", "download"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bot.models", "download"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert done.returncode == 1
     assert "offline" in done.stderr
     assert "https://alphacephei.com/vosk/models/vosk-model-small-cn-0.22.zip" in done.stderr
     assert str(models_dir / "vosk" / "vosk-model-small-cn-0.22") in done.stderr
-    assert "https://huggingface.co/rhasspy/piper-voices/resolve/v1.0.0/zh/zh_CN/huayan/medium/zh_CN-huayan-medium.onnx" in done.stderr
+    assert (
+        "https://huggingface.co/rhasspy/piper-voices/resolve/v1.0.0/zh/zh_CN/huayan/medium/zh_CN-huayan-medium.onnx"
+        in done.stderr
+    )
     assert str(models_dir / "piper" / "zh_CN-huayan-medium") in done.stderr
     assert "MODELS_MIRROR" in done.stderr
     assert leftovers(models_dir) == []

@@ -166,6 +166,11 @@ class CallHarness:
         )
         call = runtime.create_call(CallInfo(call_id=f"test-{time.monotonic_ns()}", caller_number=CALLER,
                                             sample_rate=sample_rate))
+        return cls.attach(runtime, call)
+
+    @classmethod
+    def attach(cls, runtime: VoiceRuntime, call: CallHandle) -> "CallHarness":
+        """Records telephony's view of an existing call."""
         harness = cls(call=call, runtime=runtime)
         call.on_audio = harness._on_audio
         call.on_clear = lambda: harness.clears.append(time.monotonic())

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rtp_pcap import tone_pcm16, write_pcmu_pcap
 from settings import Settings
 from telephony.rtp.ports import PortAllocator
 from telephony.sip.transport import free_port
+from telephony.sip.uas import CallAnswered
 from telephony.sip_calls import MediaEchoCall, SipCallBridge
 
 SCENARIOS = Path(__file__).parent / "sip" / "scenarios"
@@ -28,6 +30,12 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(SIPP is None or not PCAP.exists(), reason="sipp and its pcaps (Debian sip-tester) are needed"),
 ]
+
+
+def private_rtp_range() -> tuple[int, int]:
+    """An RTP range of this test process's own, away from a gateway a teammate may be running."""
+    rtp_min = 31000 + (os.getpid() % 80) * 100
+    return rtp_min, rtp_min + 99
 
 
 class RecordingEchoCall(MediaEchoCall):
@@ -52,10 +60,10 @@ class RecordingEchoCall(MediaEchoCall):
 @pytest.fixture
 async def bridge():
     base = Settings()
-    rtp_min = 31000 + (os.getpid() % 200) * 100  # a range of its own, away from a teammate's running gateway
-    settings = dataclasses.replace(base, sip=dataclasses.replace(base.sip, rtp_port_min=rtp_min, rtp_port_max=rtp_min + 99))
+    rtp_min, rtp_max = private_rtp_range()
+    settings = dataclasses.replace(base, sip=dataclasses.replace(base.sip, rtp_port_min=rtp_min, rtp_port_max=rtp_max))
     RecordingEchoCall.instances = []
-    sip_bridge = SipCallBridge(settings, RecordingEchoCall, PortAllocator(rtp_min, rtp_min + 99))
+    sip_bridge = SipCallBridge(settings, RecordingEchoCall, PortAllocator(rtp_min, rtp_max))
     await sip_bridge.start("127.0.0.1", free_port())
     stats: list = []
     sip_bridge.on_call_closed = lambda call, rtp_stats: stats.append(rtp_stats)
@@ -172,3 +180,94 @@ async def test_baresip_places_a_call_and_hears_its_audio_back(bridge, tmp_path):
     assert np.sqrt(np.mean(received**2)) > 1000, "the audio that came back is silence"
     assert [s.packets_out > 50 for s in stats] == [True]
     assert sip_bridge.allocator.in_use == frozenset()
+
+
+class HandoffBot(MediaEchoCall):
+    """A bot that asks for an agent as soon as the call starts, and hangs up if the transfer fails."""
+
+    queue = "general"
+    results: list[tuple[bool, str]] = []
+
+    async def start(self) -> None:
+        await super().start()
+        event = {"event": "handoff", "queue": self.queue, "priority": 1, "reason": "human_agent",
+                 "context": {"intent": "human_agent", "verified": True, "customer_ref": "c-1", "green_channel": False,
+                             "call_id": self.info.call_id}}
+        asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(self.on_handoff(event)))
+
+    def transfer_result(self, ok: bool, detail: str = "") -> None:
+        self.results.append((ok, detail))
+        if not ok:
+            asyncio.ensure_future(self.on_hangup())
+
+
+@pytest.mark.parametrize("queue,scenario,expected_ok", [
+    ("general", "refer_accepted.xml", True),  # REFER, NOTIFY 200, we BYE
+    ("premium_rate", "bye_from_ivr.xml", False),  # not in the routing table: no REFER, the bot hangs up
+])
+async def test_bot_handoff_becomes_a_refer_only_inside_the_routing_table(bridge, tmp_path, queue, scenario, expected_ok):
+    sip_bridge, _ = bridge
+    sip_bridge.call_factory = HandoffBot
+    HandoffBot.queue, HandoffBot.results = queue, []
+    await run_sipp(scenario, sip_bridge.address, tmp_path, "-m", "1")
+    await wait_until(lambda: not sip_bridge.legs)
+    assert [ok for ok, _ in HandoffBot.results] == [expected_ok]
+    assert sip_bridge.allocator.in_use == frozenset()
+
+
+async def test_gateway_hook_serves_calls_with_the_apps_voice_runtime(tmp_path):
+    from aiohttp import web
+
+    from bot.web.voice import VOICE_RUNTIME_KEY
+    from telephony.sip_calls import add_sip_service
+
+    class Runtime:  # the gateway's VoiceRuntime, reduced to what the SIP door uses
+        created: list = []
+
+        def create_call(self, info):
+            call = RecordingEchoCall(info)
+            self.created.append(call)
+            return call
+
+    base = Settings()
+    port = free_port()
+    rtp_min, rtp_max = private_rtp_range()
+    settings = dataclasses.replace(base, sip=dataclasses.replace(base.sip, host="127.0.0.1", port=port,
+                                                                   rtp_port_min=rtp_min, rtp_port_max=rtp_max))
+    app = web.Application()
+    runtime = Runtime()
+
+    async def runtime_ctx(app):
+        app[VOICE_RUNTIME_KEY] = runtime
+        yield
+
+    app.cleanup_ctx.append(runtime_ctx)
+    add_sip_service(app, settings=settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await run_sipp("basic_call.xml", ("127.0.0.1", port), tmp_path, "-m", "1")
+        await wait_until(lambda: runtime.created and runtime.created[0].stopped)
+        assert runtime.created[0].info.caller_number == "13800000001"
+    finally:
+        await runner.cleanup()
+
+
+async def test_pcmu_call_is_answered_in_pcmu_and_echoed(bridge, tmp_path):
+    sip_bridge, stats = bridge
+    answered_codecs: list[str] = []
+    forward = sip_bridge.server.on_event
+
+    def record_codecs(event) -> None:
+        if isinstance(event, CallAnswered) and event.call.media is not None:
+            answered_codecs.append(event.call.media.codec)
+        forward(event)
+
+    sip_bridge.server.on_event = record_codecs
+    write_pcmu_pcap(tmp_path / "pcmu_tone.pcap", tone_pcm16(2.0))
+    await run_sipp("pcmu_pcap.xml", sip_bridge.address, tmp_path, "-m", "1")
+    await wait_until(lambda: not sip_bridge.legs)
+    [echo] = RecordingEchoCall.instances
+    assert answered_codecs == ["PCMU"]
+    assert echo.frames_in > 50 and echo.loudest_rms > 3000  # the 8000-amplitude tone, decoded from mu-law
+    assert [s.packets_out > 50 for s in stats] == [True]

@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 from piper import PiperVoice, SynthesisConfig
 
 from bot.services.local_tts import LocalTTSService
+
+# Piper phonemizes with espeak-ng's C library, which keeps global state: concurrent calls must take turns there.
+# The ONNX inference that follows is thread-safe and runs in parallel.
+_PHONEMIZER_LOCK = threading.Lock()
+_INT16_MAX = 32767
 
 
 class PiperVoiceError(RuntimeError):
@@ -64,6 +71,22 @@ class PiperTTSService(LocalTTSService):
     async def synthesize_sentence(self, sentence: str, speech_rate: float) -> AsyncIterator[tuple[bytes, int]]:
         """One sentence through Piper in a worker thread (ONNX inference would stall the event loop)."""
         config = SynthesisConfig(length_scale=length_scale_for(speech_rate, self._voice.config.length_scale))
-        chunks = await asyncio.to_thread(lambda: [c.audio_int16_bytes for c in self._voice.synthesize(sentence, config)])
-        for pcm in chunks:
+        for pcm in await asyncio.to_thread(self._synthesize_blocking, sentence, config):
             yield pcm, self.voice_sample_rate
+
+    def _synthesize_blocking(self, sentence: str, config: SynthesisConfig) -> list[bytes]:
+        """What PiperVoice.synthesize does, with only the phonemizer step serialised between calls."""
+        with _PHONEMIZER_LOCK:
+            phrases = self._voice.phonemize(sentence)
+        chunks = []
+        for phonemes in filter(None, phrases):
+            audio = self._voice.phoneme_ids_to_audio(self._voice.phonemes_to_ids(phonemes), config)
+            chunks.append(_peak_normalised_pcm16(np.asarray(audio)))
+        return chunks
+
+
+def _peak_normalised_pcm16(audio: np.ndarray) -> bytes:
+    """Float audio scaled to full range (as Piper's own synthesize does) as 16-bit PCM; silence stays silence."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    scaled = audio / peak if peak > 1e-8 else np.zeros_like(audio)
+    return np.clip(scaled * _INT16_MAX, -_INT16_MAX, _INT16_MAX).astype(np.int16).tobytes()

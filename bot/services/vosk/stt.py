@@ -46,7 +46,21 @@ from pipecat.utils.types import NOT_GIVEN, NotGiven
 VOSK_SAMPLE_RATE = 16000
 # Spoken Mandarin digits; 幺 is "one" when reading numbers aloud, 两 "two" in amounts. "[unk]" lets anything
 # else be rejected instead of being forced onto a digit.
-MANDARIN_DIGIT_WORDS: tuple[str, ...] = ("零", "一", "二", "三", "四", "五", "六", "七", "八", "九", "幺", "两", "[unk]")
+MANDARIN_DIGIT_WORDS: tuple[str, ...] = (
+    "零",
+    "一",
+    "二",
+    "三",
+    "四",
+    "五",
+    "六",
+    "七",
+    "八",
+    "九",
+    "幺",
+    "两",
+    "[unk]",
+)
 MASKED = "****"
 
 vosk.SetLogLevel(-1)  # Kaldi's own log lines would go to stderr unfiltered; errors still raise
@@ -95,12 +109,18 @@ class VoskSTTSettings(STTSettings):
     secure: bool | NotGiven = field(default_factory=lambda: NOT_GIVEN)
 
 
+# Computing a partial result costs about a third of the decoding; a fresh one every 100 ms is enough for
+# interim transcripts (console, backchannel detection).
+PARTIAL_INTERVAL_BYTES = VOSK_SAMPLE_RATE * 2 // 10
+
+
 @dataclass
 class Decoded:
-    """What one decode step produced: a finished utterance's text, or the current partial text."""
+    """What one decode step produced: a finished utterance's text, or the current partial text (None: not
+    computed this step)."""
 
     final: str | None = None
-    partial: str = ""
+    partial: str | None = None
 
 
 class VoskDecoder:
@@ -117,6 +137,7 @@ class VoskDecoder:
         self._grammar_supported = grammar_supported
         self._recognizer: vosk.KaldiRecognizer | None = None
         self._recognizer_digits = False
+        self._bytes_since_partial = 0
         self.want_digits = False
 
     @property
@@ -132,9 +153,14 @@ class VoskDecoder:
         """
         recognizer = self._recognizer_for_next_audio(caller_speaking)
         if recognizer.AcceptWaveform(pcm16k):
+            self._bytes_since_partial = 0
             text = transcript_text(recognizer.Result())
             self._apply_wanted_mode()
             return Decoded(final=text)
+        self._bytes_since_partial += len(pcm16k)
+        if self._bytes_since_partial < PARTIAL_INTERVAL_BYTES:
+            return Decoded()
+        self._bytes_since_partial = 0
         return Decoded(partial=transcript_text(recognizer.PartialResult(), "partial"))
 
     def finalize(self) -> str:
@@ -142,6 +168,7 @@ class VoskDecoder:
         if self._recognizer is None:
             return ""
         text = transcript_text(self._recognizer.FinalResult())
+        self._bytes_since_partial = 0
         self._apply_wanted_mode()
         return text
 
@@ -169,9 +196,15 @@ class VoskDecoder:
         return self.want_digits and self._grammar_supported
 
     def _new_recognizer(self, digits: bool) -> vosk.KaldiRecognizer:
-        self._recognizer_digits = digits
         if digits:
-            return vosk.KaldiRecognizer(self._model, VOSK_SAMPLE_RATE, self._digit_grammar)
+            try:
+                recognizer = vosk.KaldiRecognizer(self._model, VOSK_SAMPLE_RATE, self._digit_grammar)
+                self._recognizer_digits = True
+                return recognizer
+            except Exception as exc:  # the model refused the grammar: keep recognising, with the full vocabulary
+                logger.warning(f"Vosk digits grammar unavailable ({exc}); using the full vocabulary")
+                self._grammar_supported = False
+        self._recognizer_digits = False
         return vosk.KaldiRecognizer(self._model, VOSK_SAMPLE_RATE)
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import subprocess
 import wave
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest

@@ -79,8 +79,10 @@ def test_unknown_voice_is_refused_instead_of_silently_speaking_english():
 async def test_a_failing_espeak_run_becomes_an_error_frame_not_a_crash(synthesize, tmp_path):
     # A stand-in binary that behaves like a broken espeak-ng install: lists voices, then fails to synthesise.
     broken = tmp_path / "espeak-ng"
-    broken.write_text("#!/bin/sh\n[ \"$1\" = --voices ] && printf 'Pty Language\\n 5 cmn M cmn sit/cmn\\n' && exit 0\n"
-                      "echo 'cannot open phoneme data' >&2; exit 3\n")
+    broken.write_text(
+        "#!/bin/sh\n[ \"$1\" = --voices ] && printf 'Pty Language\\n 5 cmn M cmn sit/cmn\\n' && exit 0\n"
+        "echo 'cannot open phoneme data' >&2; exit 3\n"
+    )
     broken.chmod(0o755)
     result = await synthesize(EspeakTTSService(voice="cmn", executable=str(broken)), "你好。")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pipecat.frames.frames import TextFrame, TTSUpdateSettingsFrame, LLMFullResponseStartFrame, LLMFullResponseEndFrame
+from pipecat.frames.frames import LLMFullResponseEndFrame, LLMFullResponseStartFrame, TextFrame, TTSUpdateSettingsFrame
 
 from bot.services.piper.tts import PiperTTSService, PiperVoiceError, length_scale_for, load_piper_voice
 
@@ -23,7 +23,9 @@ async def test_audio_is_resampled_from_the_voice_rate_to_the_transport_rate(synt
     service = PiperTTSService(voice_path=joe_voice_path)
     assert service.voice_sample_rate == 22050
     wide = await synthesize(service, "Please enter your card number.", sample_rate=16000)
-    narrow = await synthesize(PiperTTSService(voice_path=joe_voice_path), "Please enter your card number.", sample_rate=8000)
+    narrow = await synthesize(
+        PiperTTSService(voice_path=joe_voice_path), "Please enter your card number.", sample_rate=8000
+    )
 
     assert all(f.sample_rate == 8000 for f in narrow.audio)
     # Piper is not deterministic (noise in the duration predictor): compare loosely, but the rate must be right.
@@ -49,7 +51,12 @@ async def test_rate_change_arrives_as_a_pipecat_settings_frame(synthesize, joe_v
 
 async def test_llm_style_text_is_spoken_sentence_by_sentence(synthesize, joe_voice_path):
     # Text frames as a streaming reply delivers them: pipecat aggregates sentences and calls run_tts per sentence.
-    frames = [LLMFullResponseStartFrame(), TextFrame("Your balance is ready. "), TextFrame("Anything else?"), LLMFullResponseEndFrame()]
+    frames = [
+        LLMFullResponseStartFrame(),
+        TextFrame("Your balance is ready. "),
+        TextFrame("Anything else?"),
+        LLMFullResponseEndFrame(),
+    ]
     result = await synthesize(PiperTTSService(voice_path=joe_voice_path), frames=frames)
 
     assert len(result.audio) >= 2
@@ -72,3 +79,17 @@ def test_corrupt_voice_file_is_a_clear_error(tmp_path):
     (tmp_path / "broken.onnx.json").write_text('{"audio": {"sample_rate": 22050}}')
     with pytest.raises(PiperVoiceError, match="cannot load"):
         load_piper_voice(str(onnx))
+
+
+async def test_concurrent_calls_share_the_voice_safely(joe_voice_path):
+    # Several calls synthesising at once on one loaded voice (the phonemizer is serialised, inference is not).
+    import asyncio
+
+    services = [PiperTTSService(voice_path=joe_voice_path) for _ in range(4)]
+
+    async def speak(service: PiperTTSService) -> int:
+        return sum([len(pcm) async for pcm, _ in service.synthesize_sentence("Your card has been blocked.", 1.0)])
+
+    sizes = await asyncio.gather(*(speak(s) for s in services))
+
+    assert all(size > 22050 for size in sizes)  # each more than half a second of audio

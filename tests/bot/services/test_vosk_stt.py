@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pipecat.frames.frames import (
     InputAudioRawFrame,
-    STTUpdateSettingsFrame,
     InterimTranscriptionFrame,
+    STTUpdateSettingsFrame,
     TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
@@ -44,7 +44,9 @@ async def transcribe(service: VoskSTTService, frames: list, rate: int) -> tuple[
 
 
 async def test_partials_then_a_final_at_16k(korean_model, korean_model_path, korean_16k):
-    finals, partials = await transcribe(VoskSTTService(model_path=korean_model_path), utterance(korean_16k, 16000), 16000)
+    finals, partials = await transcribe(
+        VoskSTTService(model_path=korean_model_path), utterance(korean_16k, 16000), 16000
+    )
 
     assert partials, "no interim transcription while the caller spoke"
     assert len(finals) == 1 and len(finals[0].split()) >= 3
@@ -77,7 +79,9 @@ async def test_garbage_chunk_sizes_do_not_break_the_stream(korean_model, korean_
     assert len(finals) == 1
 
 
-async def test_digits_grammar_restricts_the_vocabulary(korean_model, korean_model_path, korean_digits_16k, korean_digit_words):
+async def test_digits_grammar_restricts_the_vocabulary(
+    korean_model, korean_model_path, korean_digits_16k, korean_digit_words
+):
     free, _ = await transcribe(VoskSTTService(model_path=korean_model_path), utterance(korean_digits_16k, 16000), 16000)
     digits_service = VoskSTTService(model_path=korean_model_path, digit_words=korean_digit_words)
     digits_service.expect_digits(True, secure=True)
@@ -103,7 +107,9 @@ async def test_expect_digits_arrives_as_a_pipecat_settings_frame(
     assert finals and set(finals[0].split()) <= set(korean_digit_words)
 
 
-async def test_secure_mode_keeps_transcripts_out_of_the_log(korean_model, korean_model_path, korean_digits_16k, korean_digit_words):
+async def test_secure_mode_keeps_transcripts_out_of_the_log(
+    korean_model, korean_model_path, korean_digits_16k, korean_digit_words
+):
     from loguru import logger
 
     lines: list[str] = []

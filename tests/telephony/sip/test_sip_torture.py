@@ -4,6 +4,8 @@ sans-I/O core and once over real UDP. Every response goes to the packet's source
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 import socket
 from pathlib import Path
 
@@ -140,3 +142,38 @@ async def _first_final_response(loop, peer: socket.socket, timeout: float, call_
         if not message.is_request and message.status >= 200 and call_id in (None, message.call_id):
             return message
     return None
+
+
+def test_mutated_torture_messages_never_break_the_core(torture_dir, sip_settings):
+    """A bounded, seeded fuzz: byte flips, truncations, inserted separators, shuffled and doubled lines."""
+    ua = UserAgent(dataclasses.replace(sip_settings, rate_limit_per_s=1e9, max_calls=10_000), ("127.0.0.1", 5099))
+    messages = [p.read_bytes() for p in torture_files(torture_dir)]
+    rng = random.Random(4475)
+    for step in range(3000):
+        data = mutate(rng, rng.choice(messages))
+        for out in ua.feed(data, CALLER, step * 0.01):
+            if isinstance(out, IncomingCall):
+                ua.answer(out.call, LocalMedia("127.0.0.1", 20000), step * 0.01)
+        ua.tick(step * 0.01)
+    assert ua.internal_errors == 0
+    assert verdict(ua, Uac().request("OPTIONS"), now=100.0)[0] == 200
+
+
+def mutate(rng: random.Random, message: bytes) -> bytes:
+    data = bytearray(message)
+    kind = rng.randrange(5)
+    if kind == 0 and data:
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    elif kind == 1:
+        del data[rng.randrange(len(data) + 1):]
+    elif kind == 2:
+        at = rng.randrange(len(data) + 1)
+        data[at:at] = rng.choice([b"\r\n", b" ", b";", b",", b":", b"<", b">", b'"', b"\x00", b"%", b"["]) * rng.randrange(1, 4)
+    else:
+        lines = bytes(data).split(b"\r\n")
+        if kind == 3:
+            rng.shuffle(lines)
+        else:
+            lines.insert(rng.randrange(len(lines)), rng.choice(lines))
+        data = bytearray(b"\r\n".join(lines))
+    return bytes(data)

@@ -146,6 +146,17 @@ def test_bye_from_our_side_and_its_retransmission(ua):
     assert datagrams(ua.tick(10.0)) == []  # no more retransmissions
 
 
+def test_hangup_before_ack_defers_the_bye_until_the_ack(ua):
+    uac = Uac()
+    call = events(ua.feed(uac.invite(), CALLER, 0.0), IncomingCall)[0].call
+    uac.learn_tag(datagrams(ua.answer(call, MEDIA, 0.0))[0])
+    out = ua.hangup(call, 0.1)
+    assert datagrams(out) == [] and events(out, CallEnded)[0].cause == "local_hangup"
+    assert ua.active_calls == []
+    out = ua.feed(uac.ack(), CALLER, 0.2)
+    assert [m.method for m in datagrams(out)] == ["BYE"] and events(out) == []
+
+
 def test_options_answers_allow_accept_supported(ua):
     response = datagrams(ua.feed(Uac().request("OPTIONS"), CALLER, 0.0))[0]
     assert response.status == 200
@@ -284,7 +295,7 @@ def test_refer_accepted_and_notify_200_ends_our_leg(ua):
     assert events(ua.feed(notify(uac, "SIP/2.0 100 Trying"), CALLER, 1.2)) == []
     out = ua.feed(notify(uac, "SIP/2.0 200 OK"), CALLER, 1.5)
     assert statuses(out) == [200]
-    assert events(out, TransferResult) == [TransferResult(call, True, "200 OK")]
+    assert events(out, TransferResult) == [TransferResult(call, True, "200 OK", time_to_agent_s=1.5)]
     assert [m.method for m in datagrams(out) if m.is_request] == ["BYE"]
     assert events(out, CallEnded)[0].cause == "transferred"
 

@@ -23,8 +23,9 @@ class EchoCall:
     """Plays a 3-chunk greeting, echoes caller audio, barges in (on_clear) on loud audio,
     hangs up on key 9, asks for a handoff on key 0. Records everything telephony did to it."""
 
-    def __init__(self, info: CallInfo) -> None:
+    def __init__(self, info: CallInfo, fail_start: bool = False) -> None:
         self.info = info
+        self.fail_start = fail_start
         self.on_audio = lambda pcm16: None
         self.on_clear = lambda: None
         self.on_handoff = None
@@ -37,6 +38,8 @@ class EchoCall:
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
+        if self.fail_start:
+            raise RuntimeError("pipeline failed to start")
         self.started = True
         for _ in range(3):
             self.on_audio(tone_chunk())
@@ -74,11 +77,12 @@ class EchoCallFactory:
     def __init__(self) -> None:
         self.calls: list[EchoCall] = []
         self.refuse = False
+        self.fail_start = False
 
     def __call__(self, info: CallInfo) -> EchoCall:
         if self.refuse:
             raise ValueError(f"call {info.call_id} already exists")
-        call = EchoCall(info)
+        call = EchoCall(info, fail_start=self.fail_start)
         self.calls.append(call)
         return call
 
@@ -104,23 +108,3 @@ def wait_until():
 def tone():
     """tone(amplitude) -> 20 ms of a 440 Hz tone as 16-bit 8 kHz PCM."""
     return tone_chunk
-
-
-class FailingStartCall(EchoCall):
-    async def start(self) -> None:
-        raise RuntimeError("pipeline failed to start")
-
-
-@pytest.fixture
-def failing_call_factory() -> EchoCallFactory:
-    factory = EchoCallFactory()
-    original = factory.__call__
-
-    def make(info: CallInfo) -> EchoCall:
-        call = FailingStartCall(info)
-        factory.calls.append(call)
-        return call
-
-    factory.make = make  # type: ignore[attr-defined]
-    del original
-    return factory

@@ -10,6 +10,7 @@ import uuid
 import numpy as np
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from settings import Settings
 from telephony.websocket.audiosocket import (KIND_AUDIO, KIND_DTMF, KIND_ERROR, KIND_HANGUP, KIND_UUID,
@@ -181,3 +182,27 @@ async def test_the_gateway_app_runs_the_audiosocket_server_with_its_lifetime(cal
     finally:
         await runner.cleanup()
     assert call_factory.calls[0].stop_causes == ["shutdown"]
+
+
+async def test_a_call_that_fails_to_start_is_stopped_and_disconnected(audiosocket, connect, call_factory,
+                                                                      wait_until):
+    call_factory.fail_start = True
+    server = await audiosocket()
+    reader, _ = await connect(server)
+    assert await read_until_eof(reader) == []
+    await wait_until(lambda: call_factory.calls[0].stop_causes == ["start_failed"])
+
+
+async def test_ended_calls_are_counted_in_the_metrics(audiosocket, connect, call_factory, wait_until):
+    def ended() -> float:
+        return REGISTRY.get_sample_value("ivr_media_door_calls_total",
+                                         {"door": "AudioSocket", "cause": "remote_hangup"}) or 0.0
+
+    before = ended()
+    server = await audiosocket()
+    reader, writer = await connect(server)
+    await wait_until(lambda: REGISTRY.get_sample_value("ivr_media_door_active_calls", {"door": "AudioSocket"}) == 1)
+    writer.write(encode_message(KIND_HANGUP))
+    await read_until_eof(reader)
+    await wait_until(lambda: ended() == before + 1)
+    assert REGISTRY.get_sample_value("ivr_media_door_active_calls", {"door": "AudioSocket"}) == 0

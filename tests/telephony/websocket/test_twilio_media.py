@@ -258,3 +258,23 @@ async def test_calls_leave_no_tasks_or_file_descriptors_behind(media_server, htt
     await asyncio.sleep(0.1)
     assert len(asyncio.all_tasks()) <= tasks_before
     assert len(os.listdir("/proc/self/fd")) <= fds_before
+
+
+async def test_a_call_that_fails_to_start_closes_with_1011_and_is_stopped(media_server, http, call_factory,
+                                                                          wait_until):
+    call_factory.fail_start = True
+    server = await media_server()
+    ws = await open_call(http, server)
+    assert await closed_code(ws) == aiohttp.WSCloseCode.INTERNAL_ERROR
+    await wait_until(lambda: call_factory.calls[0].stop_causes == ["start_failed"])
+
+
+async def test_gateway_shutdown_ends_open_streams_and_their_calls(media_server, http, call_factory):
+    server = await media_server()
+    ws_in_call = await open_call(http, server)
+    await next_event(ws_in_call, "media")
+    ws_before_start = await http.ws_connect(url(server))
+    codes = asyncio.gather(closed_code(ws_in_call), closed_code(ws_before_start))  # the peers answer the close
+    await server.app[MEDIA_ENDPOINT_KEY].close_all()
+    assert await codes == [aiohttp.WSCloseCode.OK, aiohttp.WSCloseCode.OK]
+    assert call_factory.calls[0].stop_causes == ["shutdown"] and len(call_factory.calls) == 1

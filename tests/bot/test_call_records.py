@@ -1,0 +1,65 @@
+"""Call records, caller-number masking, backchannel detection and CallInfo validation (no pipeline)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.call import CallInfo
+from bot.call_records import CallRecord, CallRecordWriter, mask_caller_number
+from bot.processors.turns import is_backchannel
+
+
+@pytest.mark.parametrize("number, masked", [
+    ("13800000001", "138****0001"), ("+8613800000001", "+86*******0001"), ("1234567", "*******"), ("", ""),
+])
+def test_caller_number_is_masked(number, masked):
+    assert mask_caller_number(number) == masked
+
+
+@pytest.mark.parametrize("text", ["嗯", "嗯 嗯", "对对对", "好的", "哦。", "嗯 好 的", "是的", "OK"])
+def test_backchannels(text):
+    assert is_backchannel(text)
+
+
+@pytest.mark.parametrize("text", ["转人工", "我要查余额", "不对", "好的我要挂失", "停"])
+def test_not_backchannels(text):
+    assert not is_backchannel(text)
+
+
+def test_outcomes():
+    served = CallRecord("c1", "13800000001")
+    served.add_caller_turn("查余额", source="speech", secure=False)
+    served.bot_replied(to_caller=True)
+    served.finish("remote_hangup")
+    assert served.outcome == "served_by_bot"
+
+    waiting = CallRecord("c2", "13800000001")
+    waiting.add_caller_turn("查余额", source="speech", secure=False)  # hung up before the answer
+    waiting.finish("remote_hangup")
+    assert waiting.outcome == "abandoned"
+
+    handed = CallRecord("c3", "13800000001")
+    handed.mark_handoff({"reason": "pin_locked", "queue": "general"})
+    handed.finish("transferred")
+    assert (handed.outcome, handed.handoff_reason) == ("handoff", "pin_locked")
+
+
+def test_writer_appends_one_masked_json_line_per_call(tmp_path):
+    writer = CallRecordWriter(tmp_path / "calls")
+    for call_id in ("a", "b"):
+        record = CallRecord(call_id, "13800000001")
+        record.add_caller_turn('/dtmf{"digits":"135790"}', source="keypad", secure=True)
+        record.finish("remote_hangup")
+        path = writer.write(record)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["call_id"] for r in lines] == ["a", "b"]
+    assert "135790" not in path.read_text() and "13800000001" not in path.read_text()
+
+
+@pytest.mark.parametrize("kwargs", [{"call_id": "", "caller_number": "1"},
+                                    {"call_id": "x", "caller_number": "1", "sample_rate": 11025}])
+def test_call_info_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        CallInfo(**kwargs)

@@ -1,0 +1,130 @@
+"""The Rasa bridge on its own (pipecat's run_test) against an HTTP server speaking the call contract:
+replies become TTS text and control frames in order; a slow, failing or nonsensical Rasa becomes an apology.
+
+The same bridge against the real Rasa server: tests/integration/test_voice_rasa_bridge.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.tests.utils import SleepFrame, run_test
+
+from bot.call_records import CallRecord
+from bot.frames import (
+    BotReplyTextFrame,
+    CallerTurnFrame,
+    ExpectInputFrame,
+    HandoffFrame,
+    HangupFrame,
+    NoInputFrame,
+    PromptInterruptibleFrame,
+    SpeechRateFrame,
+)
+from bot.processors.rasa_bridge import APOLOGY_TEXT, CallMetadata, RasaBridge
+from bot.rasa_client import RasaClient
+from tests.bot.voice_doubles import CALLER, ScriptedRasa
+
+HANDOFF = {"event": "handoff", "queue": "elderly_priority", "priority": 9, "reason": "human_agent",
+           "context": {"intent": "human_agent", "verified": True, "customer_ref": "c-1", "green_channel": True,
+                       "call_id": "c1"}}
+
+
+@pytest.fixture
+async def rasa():
+    server = ScriptedRasa(replies={"/call_start": []})
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def make_bridge(rasa: ScriptedRasa, *, timeout_s: float = 1.0, asr: bool = True,
+                record: CallRecord | None = None) -> RasaBridge:
+    return RasaBridge(client=RasaClient(rasa.url, "t", timeout_s=timeout_s), call_id="c1",
+                      metadata=CallMetadata(caller_number=CALLER, asr_available=asr), record=record)
+
+
+def of_type(frames, cls):
+    return [f for f in frames if isinstance(f, cls)]
+
+
+async def test_reply_items_become_frames_in_order(rasa):
+    rasa.replies["/call_start"] = [
+        {"text": "您好。"},
+        {"custom": {"event": "speech_rate", "rate": 0.8}},
+        {"custom": {"event": "interruptible", "value": False}},
+        {"text": "请输入密码。"},
+        {"custom": {"event": "expect", "input": "digits", "max_length": 6, "secure": True}},
+    ]
+    down, up = await run_test(make_bridge(rasa), frames_to_send=[SleepFrame(sleep=0.3)])
+
+    assert [f.text for f in of_type(down, TTSSpeakFrame)] == ["您好。", "请输入密码。"]
+    assert of_type(down, SpeechRateFrame)[0].rate == 0.8 and of_type(up, SpeechRateFrame)[0].elderly
+    assert [f.value for f in of_type(down, PromptInterruptibleFrame)] == [True, False]
+    expect = of_type(up, ExpectInputFrame)[0]  # upstream too: the recognizer and keypad gatherer need it
+    assert (expect.input, expect.max_length, expect.secure) == ("digits", 6, True)
+    assert of_type(down, BotReplyTextFrame)[0].texts == ["您好。", "请输入密码。"]
+    assert rasa.received[0]["metadata"] == {"caller_number": CALLER, "channel": "voice", "asr_available": True}
+
+
+async def test_handoff_and_hangup_follow_the_texts_downstream(rasa):
+    rasa.replies["/human_agent"] = [{"text": "正在转接。"}, {"custom": HANDOFF}]
+    rasa.replies["再见"] = [{"text": "再见。"}, {"custom": {"event": "hangup"}}]
+    record = CallRecord(call_id="c1", caller_number=CALLER)
+    down, _ = await run_test(make_bridge(rasa, record=record), frames_to_send=[
+        SleepFrame(sleep=0.2), CallerTurnFrame(text="/human_agent", source="keypad"), SleepFrame(sleep=0.3)])
+
+    kinds = [type(f) for f in down if isinstance(f, (TTSSpeakFrame, HandoffFrame))]
+    assert kinds == [TTSSpeakFrame, HandoffFrame]
+    assert of_type(down, HandoffFrame)[0].event == HANDOFF
+    assert (record.outcome, record.handoff_reason, record.handoff_queue) == ("handoff", "human_agent", "elderly_priority")
+
+    down, _ = await run_test(make_bridge(rasa), frames_to_send=[
+        SleepFrame(sleep=0.2), CallerTurnFrame(text="再见"), SleepFrame(sleep=0.3)])
+    kinds = [type(f) for f in down if isinstance(f, (TTSSpeakFrame, HangupFrame))]
+    assert kinds == [TTSSpeakFrame, HangupFrame]
+
+
+async def test_slow_rasa_becomes_an_apology(rasa):
+    rasa.delay_s = 0.8
+    down, _ = await run_test(make_bridge(rasa, timeout_s=0.2), frames_to_send=[SleepFrame(sleep=0.5)])
+    assert [f.text for f in of_type(down, TTSSpeakFrame)] == [APOLOGY_TEXT]
+
+
+async def test_dead_rasa_becomes_an_apology():
+    dead = ScriptedRasa(replies={})
+    dead.port = 9  # discard port: nothing listens
+    down, _ = await run_test(make_bridge(dead), frames_to_send=[SleepFrame(sleep=0.3)])
+    assert [f.text for f in of_type(down, TTSSpeakFrame)] == [APOLOGY_TEXT]
+
+
+async def test_garbage_reply_items_are_skipped(rasa):
+    rasa.replies["/call_start"] = [
+        {"custom": {"event": "teleport"}},
+        {"custom": {"event": "speech_rate", "rate": "fast"}},
+        {"custom": {"event": "expect", "max_length": "many"}},
+        {"image": "x.png"},
+        {"text": "您好。"},
+    ]
+    down, _ = await run_test(make_bridge(rasa), frames_to_send=[SleepFrame(sleep=0.3)])
+    assert [f.text for f in of_type(down, TTSSpeakFrame)] == ["您好。"]
+    assert of_type(down, SpeechRateFrame)[0].rate == 1.0  # nonsense rate → normal
+    assert of_type(down, ExpectInputFrame)[0].max_length == 0
+
+
+async def test_no_input_rungs(rasa):
+    rasa.replies["/call_start"] = [{"text": "请讲。"}]
+    down, _ = await run_test(make_bridge(rasa), frames_to_send=[
+        SleepFrame(sleep=0.2), NoInputFrame(attempt=1), SleepFrame(sleep=0.2),
+        NoInputFrame(attempt=2), SleepFrame(sleep=0.2), NoInputFrame(attempt=3), SleepFrame(sleep=0.3)])
+    assert [f.text for f in of_type(down, TTSSpeakFrame)][:2] == ["请讲。", "请讲。"]
+    assert rasa.messages == ["/call_start", '/dtmf{"digits":"*"}', "/human_agent"]
+
+
+async def test_secure_turn_is_sent_but_masked_in_the_record(rasa):
+    record = CallRecord(call_id="c1", caller_number=CALLER)
+    await run_test(make_bridge(rasa, record=record), frames_to_send=[
+        SleepFrame(sleep=0.2), CallerTurnFrame(text='/dtmf{"digits":"135790"}', source="keypad", secure=True),
+        SleepFrame(sleep=0.3)])
+    assert rasa.messages[-1] == '/dtmf{"digits":"135790"}'
+    assert [t["text"] for t in record.transcript if t["who"] == "caller"] == ["****"]

@@ -1,0 +1,81 @@
+"""The voice loop's Rasa bridge against the REAL Rasa server and action server (the shared `stack` fixture):
+the greeting is spoken, the dialogue's custom events become frames (a handoff reaches telephony's `on_handoff`
+after its announcement), and a Rasa that stops answering (SIGSTOP) becomes a spoken apology."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+
+import pytest
+
+from bot.call import CallInfo, VoiceRuntime
+from bot.processors.rasa_bridge import APOLOGY_TEXT
+from bot.rasa_client import RasaClient
+from bot.services.espeak.tts import EspeakTTSService
+from tests.bot.voice_doubles import CallHarness
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def voice_call(stack, tmp_path):
+    harnesses: list[CallHarness] = []
+
+    def _make(*, rasa_timeout_s: float = 15.0, caller: str = "13800000001") -> CallHarness:
+        settings = dataclasses.replace(
+            stack.settings,
+            rasa=dataclasses.replace(stack.settings.rasa, timeout_s=rasa_timeout_s),
+            voice=dataclasses.replace(stack.settings.voice, no_input_s=60.0, no_input_elderly_s=60.0),
+        )
+        runtime = VoiceRuntime(
+            settings=settings,
+            rasa=RasaClient(stack.rasa_url, settings.rasa.token, timeout_s=rasa_timeout_s),
+            tts_factory=lambda rate: EspeakTTSService(sample_rate=rate),
+            stt_factory=None,  # keypad-only: the dialogue's answers do not depend on recognition here
+        )
+        call_id = f"voice-it-{len(harnesses)}-{os.getpid()}"
+        harness = CallHarness.attach(runtime, runtime.create_call(CallInfo(call_id, caller, sample_rate=8000)))
+        harnesses.append(harness)
+        return harness
+
+    yield _make
+    for harness in harnesses:
+        await harness.close()
+
+
+def bot_texts(call: CallHarness) -> list[str]:
+    return [text for e in call.events if e["type"] == "bot" for text in e["texts"]]
+
+
+async def test_greeting_and_handoff_event_from_the_real_dialogue(voice_call, stack):
+    call = voice_call()
+    await call.call.start()
+    await call.wait_for(lambda: bot_texts(call), timeout=20)
+    await call.wait_for(lambda: call.audio_times, timeout=5)  # the greeting is spoken
+    tracker = stack.tracker(call.call.info.call_id)
+    assert tracker["latest_message"]["intent"]["name"] == "call_start"
+
+    call.call.feed_dtmf("0")  # key 0, no digits expected → /human_agent → the dialogue's handoff event
+    await call.wait_for(lambda: call.handoffs, timeout=30)
+    event = call.handoffs[0]
+    assert event["event"] == "handoff"
+    assert event["queue"] in {"general", "elderly_priority", "complaint", "card_services"}
+    assert event["context"]["call_id"] == call.call.info.call_id
+    assert call.handoff_times[0] >= call.audio_times[-1]  # after the announcement was played
+    assert call.call.record.outcome == "handoff"
+
+
+async def test_rasa_that_stops_answering_becomes_an_apology(voice_call, stack):
+    call = voice_call(rasa_timeout_s=1.0)
+    await call.call.start()
+    await call.wait_for(lambda: bot_texts(call), timeout=20)
+    await call.wait_until_quiet(quiet_s=0.2, timeout=60)
+    rasa = stack.procs["rasa"]
+    os.killpg(rasa.pid, signal.SIGSTOP)
+    try:
+        call.call.feed_dtmf("*")
+        await call.wait_for(lambda: APOLOGY_TEXT in bot_texts(call), timeout=5)
+    finally:
+        os.killpg(rasa.pid, signal.SIGCONT)

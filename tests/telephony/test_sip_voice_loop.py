@@ -1,0 +1,180 @@
+"""The SIP door with the real voice loop (bot/call.py, espeak-ng Mandarin TTS, keypad-only) and a scripted
+Rasa on the REST contract: the greeting comes back over RTP, and keypad 0 becomes a REFER to the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import signal
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp import web
+
+from settings import Settings
+from telephony.rtp.ports import PortAllocator
+from telephony.sip.transport import free_port
+from telephony.sip.uas import TransferResult
+from telephony.sip_calls import SipCallBridge
+
+SCENARIOS = Path(__file__).parent / "sip" / "scenarios"
+SIPP, BARESIP, ESPEAK = shutil.which("sipp"), shutil.which("baresip"), shutil.which("espeak-ng")
+BARESIP_MODULES = Path("/usr/lib/baresip/modules")
+GREETING = "您好，欢迎致电银行智能客服。"
+HANDOFF = {"event": "handoff", "queue": "general", "priority": 1, "reason": "human_agent",
+           "context": {"intent": "human_agent", "verified": False, "customer_ref": None, "green_channel": False,
+                       "call_id": "x"}}
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(ESPEAK is None, reason="espeak-ng (Debian) is needed for the voice loop's TTS"),
+]
+
+
+class ScriptedRasa:
+    """A stand-in Rasa server (tests only) speaking the REST call contract from a fixed script."""
+
+    def __init__(self, replies: dict[str, list[dict[str, Any]]]):
+        self.replies = replies
+        self.messages: list[str] = []
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/webhooks/rest/webhook", self._webhook)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        payload = await request.json()
+        self.messages.append(payload["message"])
+        reply = self.replies.get(payload["message"], [{"text": "好的。"}])
+        return web.json_response([{"recipient_id": payload["sender"], **item} for item in reply])
+
+
+@pytest.fixture
+async def voice_bridge(tmp_path):
+    from bot.call import VoiceRuntime
+    from bot.call_records import CallRecordWriter
+    from bot.rasa_client import RasaClient
+    from bot.services.espeak.tts import EspeakTTSService
+
+    rasa = ScriptedRasa({
+        "/call_start": [{"text": GREETING}],
+        "/human_agent": [{"text": "正在为您转接人工服务。"}, {"custom": HANDOFF}],
+    })
+    await rasa.start()
+    base = Settings()
+    rtp_min = 36000 + (os.getpid() % 40) * 100
+    settings = dataclasses.replace(
+        base,
+        rasa=dataclasses.replace(base.rasa, url=rasa.url, timeout_s=5.0),
+        gateway=dataclasses.replace(base.gateway, call_records_dir=str(tmp_path / "calls")),
+        sip=dataclasses.replace(base.sip, rtp_port_min=rtp_min, rtp_port_max=rtp_min + 99),
+    )
+    runtime = VoiceRuntime(
+        settings=settings,
+        rasa=RasaClient(rasa.url, "t", timeout_s=5.0),
+        tts_factory=lambda rate: EspeakTTSService(sample_rate=rate),
+        stt_factory=None,  # keypad-only: the test is about the telephony path, not ASR
+        record_writer=CallRecordWriter(tmp_path / "calls"),
+    )
+    bridge = SipCallBridge(settings, runtime.create_call, PortAllocator(rtp_min, rtp_min + 99))
+    results: list[TransferResult] = []
+    forward = bridge.server.on_event
+
+    def record_transfer_results(event) -> None:
+        if isinstance(event, TransferResult):
+            results.append(event)
+        forward(event)
+
+    bridge.server.on_event = record_transfer_results
+    await bridge.start("127.0.0.1", free_port())
+    try:
+        yield bridge, rasa, results
+    finally:
+        await bridge.close()
+        await runtime.close()
+        await rasa.stop()
+
+
+async def run_peer(argv: list[str], cwd: Path, timeout: float) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True, cwd=cwd,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    return process.returncode or 0, output.decode(errors="replace")
+
+
+async def wait_until(condition, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is needed")
+async def test_keypad_zero_transfers_the_call_with_refer(voice_bridge, tmp_path):
+    bridge, rasa, results = voice_bridge
+    target = bridge.address
+    code, output = await run_peer([
+        SIPP, f"{target[0]}:{target[1]}", "-sf", str(SCENARIOS / "keypad0_transfer.xml"), "-s", "ivr",
+        "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
+        "-timeout", "40s", "-timeout_error", "-nostdin", "-trace_err", "-error_file", str(tmp_path / "errors.log"),
+    ], tmp_path, timeout=50)
+    errors = (tmp_path / "errors.log").read_text(errors="replace") if (tmp_path / "errors.log").exists() else ""
+    assert code == 0, f"sipp exited {code}\n{errors[-3000:]}\n{output[-1500:]}"
+    await wait_until(lambda: not bridge.legs)
+    assert rasa.messages[:2] == ["/call_start", "/human_agent"]
+    assert [(r.ok, r.detail) for r in results] == [(True, "200 OK")]
+    assert bridge.allocator.in_use == frozenset()
+
+
+@pytest.mark.skipif(BARESIP is None or not BARESIP_MODULES.is_dir(), reason="baresip (Debian baresip-core) is needed")
+async def test_baresip_hears_the_mandarin_greeting(voice_bridge, tmp_path):
+    bridge, rasa, _ = voice_bridge
+    silence = tmp_path / "silence.wav"
+    with wave.open(str(silence), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\x00\x00" * 8000 * 5)  # the caller listens for 5 s, then hangs up
+    rtp_port = free_port() & ~1
+    (tmp_path / "config").write_text("\n".join([
+        "poll_method epoll", f"module_path {BARESIP_MODULES}", f"sip_listen 127.0.0.1:{free_port()}",
+        f"audio_source aufile,{silence}", f"rtp_ports {rtp_port}-{rtp_port + 1}", f"snd_path {tmp_path}",
+        *[f"module {name}.so" for name in ("g711", "aufile", "sndfile", "account", "menu")], "",
+    ]))
+    (tmp_path / "accounts").write_text("<sip:13800000001@127.0.0.1>;regint=0\n")
+    host, port = bridge.address
+    _, output = await run_peer([BARESIP, "-f", str(tmp_path), "-e", f"/dial sip:ivr@{host}:{port}", "-t", "10"],
+                               tmp_path, timeout=20)
+    assert "Call established" in output, output[-2000:]
+    await wait_until(lambda: not bridge.legs)
+    assert rasa.messages[:1] == ["/call_start"]
+    [heard] = list(tmp_path.glob("dump-*-dec.wav"))
+    with wave.open(str(heard)) as dump:
+        audio = np.frombuffer(dump.readframes(dump.getnframes()), dtype="<i2").astype(np.float64)
+    frames = audio[: audio.size // 160 * 160].reshape(-1, 160)
+    loud_frames = int((np.sqrt(np.mean(frames**2, axis=1)) > 300).sum())
+    assert loud_frames >= 25, f"only {loud_frames} voiced 20 ms frames came back: no greeting heard"
