@@ -139,6 +139,7 @@ def _create_callback(dispatcher: CollectingDispatcher, tracker: Tracker) -> list
         return [SlotSet("pending_offer", None)]
     dispatcher.utter_message(json_message=contract.interruptible(False))
     dispatcher.utter_message(text=f"已为您登记回电，工单号是：{speak_digits(ticket)}。客服人员会尽快给您回电。")
+    dispatcher.utter_message(json_message=contract.interruptible(True))
     dispatcher.utter_message(response="utter_anything_else")
     return [SlotSet("pending_offer", None)]
 

@@ -45,6 +45,13 @@ def statement_for(bank: BankService, customer_ref: str, card_last4: str | None) 
     return bank.credit_card_statement(customer_ref, chosen)
 
 
+def can_repay(bank: BankService, tracker: Tracker) -> bool:
+    customer_ref, card = tracker.get_slot("customer_ref"), tracker.get_slot("card_last4")
+    statement = statement_for(bank, customer_ref, card)
+    has_due = statement is not None and remaining_due(statement) > 0
+    return has_due and debit_source(bank.cards(customer_ref), card) is not None
+
+
 def spoken_amount_cents(tracker: Tracker) -> int | None:
     """An amount keyed (whole yuan) or spoken (三千二百八十 / 3280元) in the latest message."""
     keyed = keyed_digits(tracker)
@@ -78,6 +85,14 @@ class ActionCreditCardBill(VerifiedTaskAction):
 class ValidateRepaymentForm(VerifiedTaskValidation):
     def name(self) -> str:
         return "validate_repayment_form"
+
+    async def required_slots(
+        self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[str]:
+        required = await super().required_slots(domain_slots, dispatcher, tracker, domain)
+        if tracker.get_slot("verified") and not can_repay(bank_service(), tracker):
+            return []  # nothing due or no debit card: the repayment action says so without asking for an amount
+        return required
 
     async def extract_amount_cents(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         if requested_slot(tracker) != "amount_cents":
@@ -113,10 +128,10 @@ class ActionRepayCreditCard(VerifiedTaskAction):
         source = debit_source(bank.cards(customer_ref), tracker.get_slot("card_last4"))
         if statement is None or remaining_due(statement) == 0:
             dispatcher.utter_message(text="您的信用卡本期没有待还款金额。")
-        elif tracker.get_slot("confirmed") is not True or not tracker.get_slot("amount_cents"):
-            dispatcher.utter_message(text="好的，已取消还款。")
         elif source is None:
             dispatcher.utter_message(text="您名下没有可用于还款的借记卡，请到网点或手机银行办理。")
+        elif tracker.get_slot("confirmed") is not True or not tracker.get_slot("amount_cents"):
+            dispatcher.utter_message(text="好的，已取消还款。")
         else:
             amount = int(tracker.get_slot("amount_cents"))
             result = bank.repay_credit_card(
@@ -156,6 +171,7 @@ class ActionReportCardLoss(VerifiedTaskAction):
                     text=f"尾号{card}的卡已挂失，这张卡已停止使用。挂失参考号是：{speak_digits(result.reference)}。"
                 )
                 dispatcher.utter_message(text=f"再说一遍，参考号是：{speak_digits(result.reference)}。")
+                dispatcher.utter_message(json_message=contract.interruptible(True))
             elif result.status == "already_lost":
                 dispatcher.utter_message(text=f"尾号{card}的卡已经挂失过了，不用重复挂失。")
             else:
@@ -172,12 +188,22 @@ ACTIVATION_OUTCOMES = {
 }
 
 
+def card_to_activate(cards: list[CardView], named: str | None) -> str | None:
+    """The card the caller means: the one named, unless it is active and exactly one other card awaits activation
+    (a caller verified earlier with their old card who says 「激活新卡」)."""
+    inactive = [card.last4 for card in cards if card.status == "inactive"]
+    named_card = next((card for card in cards if card.last4 == named), None)
+    if named_card is not None and named_card.status == "active" and len(inactive) == 1:
+        return inactive[0]
+    return named
+
+
 class ActionActivateCard(VerifiedTaskAction):
     def name(self) -> str:
         return "action_activate_card"
 
     def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
-        card = tracker.get_slot("card_last4")
+        card = card_to_activate(bank.cards(customer_ref), tracker.get_slot("card_last4"))
         result = bank.activate_card(customer_ref, card)
         dispatcher.utter_message(text=ACTIVATION_OUTCOMES.get(result.status, ACTIVATION_OUTCOMES["not_your_card"]).format(card=card))
         dispatcher.utter_message(response="utter_anything_else")

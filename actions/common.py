@@ -5,7 +5,6 @@ Actions stay thin: they read the tracker, call BankService and choose what to sa
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Iterable
 
 from rasa_sdk import Tracker
@@ -13,8 +12,6 @@ from rasa_sdk.events import SlotSet
 
 from actions.bank.service import BankService
 from actions.cn_numbers import digits_from_speech, extract_digits
-
-logger = logging.getLogger(__name__)
 
 # Intents a caller uses to ask for a task; the handoff context names the latest of them.
 TASK_INTENTS = (

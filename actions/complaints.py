@@ -58,5 +58,6 @@ class ActionCreateComplaint(Action):
         dispatcher.utter_message(
             text=f"已为您登记，工单号是：{speak_digits(ticket)}。我们会在三个工作日内联系您。"
         )
+        dispatcher.utter_message(json_message=contract.interruptible(True))
         dispatcher.utter_message(response="utter_anything_else")
         return [SlotSet("complaint_text", None)]

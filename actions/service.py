@@ -9,10 +9,11 @@ from rasa_sdk.events import ActiveLoop, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions import contract
-from actions.call import OFFER_HUMAN, offered_handoff_reason
+from actions.call import OFFER_HUMAN, answer_offer, decline_offer, offered_handoff_reason
 from actions.common import NOT_UNDERSTOOD_INTENTS, clear_task_slots, event_intent, user_events
 from actions.handoff import hand_off
 from actions.keypad import menu_text
+from actions.verification import yes_or_no
 
 NOT_UNDERSTOOD_FIRST = "抱歉，我没有听明白。您可以说「查余额」、「信用卡账单」、「挂失」、「查网点」，或者说「人工」。"
 NOT_UNDERSTOOD_SECOND = "抱歉，还是没有听明白。需要人工服务请说「人工」或按0。您也可以用按键选择："
@@ -143,6 +144,11 @@ class ActionNotUnderstood(Action):
         return "action_not_understood"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        if tracker.get_slot("pending_offer") and not in_form(tracker):
+            # 「好的」 / 「不用」 to an open offer that the classifier was unsure about
+            answer = yes_or_no(tracker.latest_message.get("text") or "").get("confirmed")
+            if answer is not None:
+                return (answer_offer if answer else decline_offer)(dispatcher, tracker)
         count = consecutive_not_understood(tracker)
         if count >= 3:
             return hand_off(dispatcher, tracker, reason="nlu_fallback", text=NOT_UNDERSTOOD_HANDOFF)

@@ -12,7 +12,7 @@ from actions.bank.service import BankService
 from actions.bank.views import TransferResult
 from actions.cn_numbers import speak_amount, speak_digits
 from actions.cards import spoken_amount_cents, validated_amount
-from actions.common import latest_intent, request_id
+from actions.common import bank_service, latest_intent, request_id
 from actions.tasks import VerifiedTaskAction
 from actions.verification import ANSWER_INTENTS, CARD_DIGITS, VerifiedTaskValidation, answer_for, requested_slot
 
@@ -30,6 +30,11 @@ class ValidateTransferForm(VerifiedTaskValidation):
             return {"to_card": None}
         if value == tracker.get_slot("card_last4"):
             dispatcher.utter_message(text="转入卡不能和转出卡相同，请说另一张卡的后四位。")
+            return {"to_card": None}
+        own = {card.last4 for card in bank_service().cards(tracker.get_slot("customer_ref"))}
+        if value not in own:
+            # said now, not after the read-back: phone banking only moves money between the caller's own cards
+            dispatcher.utter_message(text=f"尾号{value}的卡不在您本人名下。电话银行只能在本人的卡之间转账，请说您本人另一张卡的后四位，或者说「取消」。")
             return {"to_card": None}
         return {"to_card": value}
 

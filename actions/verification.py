@@ -9,7 +9,6 @@ message itself).
 
 from __future__ import annotations
 
-import logging
 from abc import abstractmethod
 from typing import Any
 
@@ -19,12 +18,10 @@ from rasa_sdk.forms import FormValidationAction
 from rasa_sdk.types import DomainDict
 
 from actions.common import bank_service, digits_in_latest_message, entity_values, keyed_digits, latest_intent
-
-logger = logging.getLogger(__name__)
+from settings import get_settings
 
 CARD_DIGITS = 4
 PIN_DIGITS = 6
-MAX_FAILED_VERIFICATIONS = 3
 # Intents that may carry the digits a form asked for; anything else lets the rules handle the turn.
 ANSWER_INTENTS = ("inform", "dtmf", "out_of_scope", "nlu_fallback", "affirm", "deny")
 
@@ -113,7 +110,7 @@ class VerifiedTaskValidation(FormValidationAction):
     def _failed(status: str, attempts_left: int, dispatcher: CollectingDispatcher, tracker: Tracker) -> dict:
         failures = int(tracker.get_slot("failed_verifications") or 0) + 1
         # An unknown card gets the same words as a wrong PIN: nothing is disclosed before verification.
-        attempts = min(attempts_left, MAX_FAILED_VERIFICATIONS - failures)
+        attempts = min(attempts_left, get_settings().bank.max_pin_attempts - failures)
         if status == "locked" or attempts <= 0:
             return {"pin": None, "pin_locked": True, "failed_verifications": float(failures)}
         dispatcher.utter_message(text=PIN_WRONG.format(attempts=attempts))

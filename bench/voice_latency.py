@@ -196,8 +196,8 @@ async def wait_until(condition, timeout_s: float) -> bool:
     return True
 
 
-async def one_call(runtime: VoiceRuntime, index: int, utterances: list[bytes], turns: int) -> list[float]:
-    """Runs one call; returns its turns' voice-to-voice latencies in ms."""
+async def one_call(runtime: VoiceRuntime, index: int, utterances: list[bytes], turns: int) -> list[dict]:
+    """Runs one call; returns its turns' metrics events (latencies in ms)."""
     call = runtime.create_call(CallInfo(f"bench-{index}-{time.monotonic_ns()}", f"1380000{index:04d}", CALLER_RATE))
     events: list[dict] = []
     last_audio = [0.0]
@@ -205,7 +205,7 @@ async def one_call(runtime: VoiceRuntime, index: int, utterances: list[bytes], t
     call.on_audio = lambda pcm: last_audio.__setitem__(0, time.monotonic())
     ended = lambda: any(e["type"] in ("handoff", "hangup", "ended") for e in events)  # noqa: E731
     quiet = lambda: time.monotonic() - last_audio[0] > 0.5  # noqa: E731
-    v2v = lambda: [e["voice_to_voice_ms"] for e in events if e.get("voice_to_voice_ms") is not None]  # noqa: E731
+    v2v = lambda: [e for e in events if e.get("voice_to_voice_ms") is not None]  # noqa: E731
     try:
         await call.start()
         await wait_until(lambda: last_audio[0] and quiet(), 60)
@@ -228,7 +228,8 @@ async def run_round(runtime: VoiceRuntime, calls: int, utterances: list[bytes], 
     results = await asyncio.gather(*(one_call(runtime, i, utterances, turns) for i in range(calls)),
                                    return_exceptions=True)
     cpu, wall = time.process_time() - cpu_before, time.monotonic() - wall_before
-    latencies = sorted(v for r in results if isinstance(r, list) for v in r)
+    turns_done = [t for r in results if isinstance(r, list) for t in r]
+    latencies = sorted(t["voice_to_voice_ms"] for t in turns_done)
     failures = [r for r in results if isinstance(r, BaseException)]
     for failure in failures:
         logger.error(f"bench call failed: {failure!r}")
@@ -240,8 +241,14 @@ async def run_round(runtime: VoiceRuntime, calls: int, utterances: list[bytes], 
         "tts_rtf": TTS_LOAD.rtf,
         "cpu_per_call": cpu / wall / calls,
         "turns": len(latencies),
+        "parts": {key: _mean([t[key] for t in turns_done if t.get(key) is not None])
+                  for key in ("stt_ms", "rasa_ms", "tts_first_audio_ms")},
         "failed_calls": len(failures),
     }
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -304,6 +311,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tts", choices=("espeak", "piper", "both"), default="both")
     parser.add_argument("--turns", type=int, default=2, help="caller utterances per call")
     parser.add_argument("--rasa-url", default="", help="use this running Rasa instead of starting one")
+    parser.add_argument("--log-level", default="WARNING", help="loguru level for the voice loop's own logs")
     return parser.parse_args(argv)
 
 
@@ -324,7 +332,8 @@ async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> 
                 r = await run_round(runtime, calls, utterances, args.turns)
                 print(f"calls={calls} p50_ms={r['p50_ms']:.0f} p95_ms={r['p95_ms']:.0f} asr_rtf={r['asr_rtf']:.3f} "
                       f"tts_rtf={r['tts_rtf']:.3f} cpu_per_call={r['cpu_per_call']:.3f}"
-                      f"   # {r['turns']} turns, {r['failed_calls']} failed calls", flush=True)
+                      f"   # {r['turns']} turns, {r['failed_calls']} failed calls; mean ms: "
+                      + " ".join(f"{k}={v:.0f}" for k, v in r["parts"].items()), flush=True)
         finally:
             await runtime.close()
 
@@ -332,7 +341,7 @@ async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logger.remove()
-    logger.add(sys.stderr, level="WARNING")
+    logger.add(sys.stderr, level=args.log_level)
     base = get_settings()
     stack = None
     rasa_url = args.rasa_url

@@ -1,6 +1,6 @@
 """Text chat with the bot over the call contract: `make chat` or `python -m bot.chat [--caller N] [--rasa URL]`.
 
-Type what the caller says. Keypad digits: `#135790` or `:dtmf 135790`. Commands: `/new` (new call),
+Type what the caller says. Keypad digits: `#1234` or `:dtmf 1234`. Commands: `/new` (new call),
 `/caller 13800000002` (new call from that number), `/help`, `/quit`. While the bot expects secure input
 (a PIN), the next line is read hidden, like a password, and never echoed.
 """
@@ -20,7 +20,7 @@ from bot.rasa_client import BotReply, RasaClient, RasaUnavailable, dtmf_message
 from settings import get_settings
 
 KEYPAD_RE = re.compile(r"^[0-9*#]{1,32}$")
-HELP = ("Type what the caller says.  Keypad: #135790 or :dtmf 135790.  "
+HELP = ("Type what the caller says.  Keypad: #1234 or :dtmf 1234.  "
         "/new  new call   /caller N  call from N   /help   /quit")
 
 
@@ -64,7 +64,7 @@ def parse_secure_line(line: str) -> Command:
 def _keypad(digits: str) -> Command:
     digits = digits.replace(" ", "")
     if not KEYPAD_RE.match(digits):
-        return Command("error", "keypad input is 1 to 32 keys of 0-9 * # (e.g. #135790)")
+        return Command("error", "keypad input is 1 to 32 keys of 0-9 * # (e.g. #1234)")
     return Command("dtmf", digits)
 
 
@@ -171,22 +171,21 @@ def read_line(session: ChatSession) -> Command:
     return parse_line(input("you> "))
 
 
-async def run(rasa_url: str, token: str, timeout_s: float, caller_number: str) -> int:
-    rasa = RasaClient(rasa_url, token, timeout_s)
-    session = ChatSession(rasa, caller_number)
-    print(HELP)
-    try:
-        await handle(session, Command("new"), print)
-        while True:
-            try:
-                command = await asyncio.to_thread(read_line, session)
-            except (EOFError, KeyboardInterrupt):
-                print()
-                return 0
-            if not await handle(session, command, print):
-                return 0
-    finally:
-        await rasa.close()
+def run(rasa_url: str, token: str, timeout_s: float, caller_number: str) -> int:
+    """The interactive loop. Input is read on the main thread, so Ctrl-C ends the chat at once."""
+    with asyncio.Runner() as runner:  # one event loop for the whole chat: the HTTP session lives on it
+        rasa = RasaClient(rasa_url, token, timeout_s)
+        session = ChatSession(rasa, caller_number)
+        print(HELP)
+        try:
+            command = Command("new")
+            while runner.run(handle(session, command, print)):
+                command = read_line(session)
+        except (EOFError, KeyboardInterrupt):
+            print()
+        finally:
+            runner.run(rasa.close())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,10 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caller", default="13800000001", help="caller number (default 王建国's 13800000001)")
     parser.add_argument("--rasa", default=settings.rasa.url, help=f"Rasa server URL (default {settings.rasa.url})")
     args = parser.parse_args(argv)
-    try:
-        return asyncio.run(run(args.rasa, settings.rasa.token, settings.rasa.timeout_s, args.caller))
-    except KeyboardInterrupt:
-        return 0
+    return run(args.rasa, settings.rasa.token, settings.rasa.timeout_s, args.caller)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 case "$MODE" in
   heldout)
     echo "evaluating $MODEL on tests/nlu/heldout.yml (held-out 20% of data/nlu)"
-    $RASA test nlu --nlu tests/nlu/heldout.yml --model "$MODEL" --out "$OUT" >"$OUT/rasa.log" 2>&1 \
+    $RASA test nlu --nlu tests/nlu/heldout.yml --model "$MODEL" --successes --out "$OUT" >"$OUT/rasa.log" 2>&1 \
       || { echo "rasa test nlu failed, see $OUT/rasa.log" >&2; exit 1; }
     ;;
   cv)
     echo "3-fold cross-validation over data/nlu with config.yml"
-    $RASA test nlu --nlu data/nlu --config config.yml --cross-validation --folds 3 --out "$OUT" >"$OUT/rasa.log" 2>&1 \
+    $RASA test nlu --nlu data/nlu --config config.yml --cross-validation --folds 3 --successes --out "$OUT" >"$OUT/rasa.log" 2>&1 \
       || { echo "rasa test nlu failed, see $OUT/rasa.log" >&2; exit 1; }
     ;;
   *)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -95,6 +96,22 @@ def ensure_sqlite_dirs(*db_urls: str) -> None:
         url = make_url(db_url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def busy_ports(settings: Settings) -> list[str]:
+    """The stack's ports another process already holds (say, a second `make run`), as 'NAME_ENV=port' hints."""
+    wanted = [("RASA_PORT", settings.rasa.port, socket.SOCK_STREAM),
+              ("ACTIONS_PORT", settings.actions.port, socket.SOCK_STREAM),
+              ("GATEWAY_PORT", settings.gateway.port, socket.SOCK_STREAM),
+              ("SIP_PORT", settings.sip.port, socket.SOCK_DGRAM)]
+    busy = []
+    for env_name, port, kind in wanted:
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                busy.append(f"{env_name}={port}")
+    return busy
 
 
 def find_model(model_dir: str) -> Path | None:
@@ -255,7 +272,8 @@ def banner(settings: Settings) -> str:
         f"  health         {web}/healthz",
         f"  metrics        {web}/metrics",
         f"  SIP            sip:ivr@{settings.sip.host}:{settings.sip.port} (UDP and TCP)",
-        f"  Rasa           http://{LOOPBACK}:{settings.rasa.port}   action server http://{LOOPBACK}:{settings.actions.port}",
+        f"  Rasa           http://{LOOPBACK}:{settings.rasa.port}",
+        f"  action server  http://{LOOPBACK}:{settings.actions.port}",
         "  CLI chat       make chat",
         "Ctrl-C stops everything.",
         "",
@@ -266,6 +284,11 @@ async def run_stack(settings: Settings) -> int:
     if find_model(settings.rasa.model_dir) is None:
         print(f"No trained Rasa model in {settings.rasa.model_dir}: run `make train` (or `make run`, which trains).",
               file=sys.stderr)
+        return 2
+    busy = busy_ports(settings)
+    if busy:
+        print(f"Ports already in use: {', '.join(busy)}. Stop the other stack, or pick free ports with those "
+              "environment variables.", file=sys.stderr)
         return 2
     ensure_sqlite_dirs(settings.rasa.tracker_db_url, settings.bank.db_url)
     specs = build_specs(settings, child_env(settings, os.environ))

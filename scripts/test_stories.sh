@@ -6,10 +6,19 @@ cd "$(dirname "$0")/.."
 RASA=${RASA:-.venv-rasa/bin/rasa}
 MODEL=${RASA_MODEL:-models/rasa}
 OUT=${STORIES_OUT:-results/core}
-"$RASA" test core --stories tests/stories --model "$MODEL" --out "$OUT" --fail-on-prediction-errors 2>&1 \
-  | tr '\r' '\n' | grep -Ev "Processed|UserWarning|More info|^\s*$|sqlalchemy|declarative_base" | tail -5
+rm -f "$OUT/story_report.json"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+"$RASA" test core --stories tests/stories --model "$MODEL" --out "$OUT" --fail-on-prediction-errors >"$log" 2>&1 || status=$?
+if [ $status -ne 0 ]; then
+  tr '\r' '\n' <"$log" | grep -E "ERROR|Error|Exception|predicted" | tail -20
+  echo "rasa test core failed (exit $status); wrong predictions are in $OUT/failed_test_stories.yml"
+  exit $status
+fi
 python3 - "$OUT/story_report.json" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))["conversation_accuracy"]
 print(f"test stories: {report['correct']}/{report['total']} correct")
+sys.exit(0 if report["correct"] == report["total"] else 1)
 PY

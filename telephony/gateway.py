@@ -18,11 +18,15 @@ from aiohttp.abc import AbstractAccessLogger
 from bot.web.app import AppSetup, create_app
 from settings import Settings, get_settings
 from telephony.sip_calls import add_sip_service
+from telephony.websocket.routes import add_media_service
 
 log = logging.getLogger("telephony.gateway")
 
-# Telephony registers its doors here, e.g. `telephony.sip.server.add_sip_service`, `telephony.websocket.add_media_routes`.
-TELEPHONY_SETUPS: list[AppSetup] = [add_sip_service]  # SIP/RTP on settings.sip.host:port (UDP+TCP)
+# Telephony registers its doors here, e.g. a SIP service and the /media WebSocket routes.
+TELEPHONY_SETUPS: list[AppSetup] = [
+    add_sip_service,  # SIP/RTP on settings.sip.host:port (UDP+TCP)
+    add_media_service,  # GET /media (Twilio Media Streams) and AudioSocket on settings.gateway.audiosocket_*
+]
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):

@@ -6,9 +6,13 @@
 
 Per call, events are handled in order by one task that ends with the call, so nothing outlives it:
 IncomingCall → RTP port + 200 OK; CallAnswered (ACK) → the voice loop starts (the greeting plays);
-DtmfInfo → feed_dtmf; ReInvite → new RTP destination; TransferResult → transfer_result; CallEnded → stop
-the voice loop and close the RTP port. The bot's handoff becomes a REFER to the routing table's queue,
-its hangup a BYE; no RTP for media_timeout_s → BYE.
+DtmfInfo → feed_dtmf; ReInvite → new RTP destination and direction (hold); TransferResult → transfer_result;
+CallEnded → stop the voice loop and close the RTP port. The bot's handoff becomes a REFER to the routing table's
+queue, its hangup a BYE; no RTP for media_timeout_s → BYE (not while the caller holds the call with `inactive`).
+
+Operability: every log line of a call carries `call=<id>` (keypad keys are never logged, only that one came);
+each call ends in one CDR line (telephony/cdr.py, written in a `finally`) and in the telephony metrics,
+including the green channel's time to agent (answer → REFER accepted).
 
 `python -m telephony.sip_calls --echo` runs the door with a media-only echo bot (for sipp, baresip, bench).
 """
@@ -23,9 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Protocol
 
 from settings import Settings, get_settings
+from telephony import metrics
+from telephony.call_log import CallLoggerAdapter, call_logger
+from telephony.cdr import CallDetailRecord, CdrWriter, finish_call, handoff_is_green_channel
 from telephony.rtp.ports import NoFreePortError, PortAllocator
 from telephony.rtp.session import RtpSession, RtpStats
-from telephony.sip.refer import TransferNotAllowed
+from telephony.sip.refer import RoutingTable, TransferNotAllowed
 from telephony.sip.sdp import LocalMedia, MediaPlan
 from telephony.sip.transport import SipServer
 from telephony.sip.uas import Call, CallAnswered, CallState, CallEnded, CallError, DtmfInfo, Event, IncomingCall, ReInvite, TransferResult
@@ -59,20 +66,31 @@ class CallLeg:
     """One call's resources; `events` is drained by the call's own task."""
 
     call: Call
+    record: CallDetailRecord
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     rtp: RtpSession | None = None
     voice: VoiceCall | None = None
     task: asyncio.Task | None = None
+    closed: bool = False  # torn down: CDR written, RTP port released
+
+    @property
+    def log(self) -> CallLoggerAdapter:
+        return call_logger(log, self.call.id)
 
 
 class SipCallBridge:
-    def __init__(self, settings: Settings, call_factory: CallFactory, allocator: PortAllocator | None = None):
+    """`cdr_writer`: where each call's CDR line goes (None: metrics only, e.g. for benchmarks)."""
+
+    def __init__(self, settings: Settings, call_factory: CallFactory, allocator: PortAllocator | None = None,
+                 cdr_writer: CdrWriter | None = None):
         self.settings = settings
         self.call_factory = call_factory
         self.allocator = allocator or PortAllocator.from_settings(settings)
+        self.cdr_writer = cdr_writer
+        self.routing = RoutingTable.parse(settings.sip.routing)
         self.server = SipServer(settings.sip, self._on_event)
         self.legs: dict[int, CallLeg] = {}
-        # CDR hook: called once per call with its RTP counters (None if no media leg was opened).
+        # Called once per call with its RTP counters (None if no media leg was opened); bench/sip_load.py uses it.
         self.on_call_closed: Callable[[Call, RtpStats | None], None] | None = None
 
     @property
@@ -84,13 +102,17 @@ class SipCallBridge:
         return self
 
     async def close(self) -> None:
-        """Hang up every call, wait for their tasks to clean up, close the sockets."""
+        """Hang up every call, wait for their tasks to clean up, close the sockets.
+        A call stuck in teardown is cancelled after 5 s; its CDR is still written (a `finally` in `_teardown`)."""
         for leg in list(self.legs.values()):
             if leg.call.state is not CallState.ENDED:
                 self.server.hangup(leg.call, "shutdown")
         tasks = [leg.task for leg in self.legs.values() if leg.task]
         if tasks:
-            await asyncio.wait(tasks, timeout=5.0)
+            _, stuck = await asyncio.wait(tasks, timeout=5.0)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
         await self.server.close()
 
     # ------------------------------------------------------------------------------ event routing
@@ -100,7 +122,9 @@ class SipCallBridge:
         if leg is None:
             if not isinstance(event, IncomingCall):
                 return
-            leg = self.legs[id(event.call)] = CallLeg(event.call)
+            record = CallDetailRecord.begin(event.call.id, metrics.DOOR_SIP, caller=_caller_number(event.call.caller),
+                                            peer_call_id=event.call.sip_call_id)
+            leg = self.legs[id(event.call)] = CallLeg(event.call, record)
             leg.task = asyncio.get_running_loop().create_task(self._run_leg(leg), name=f"sip-{event.call.id}")
         leg.events.put_nowait(event)
 
@@ -111,7 +135,7 @@ class SipCallBridge:
                 try:
                     await self._handle(leg, event)
                 except Exception:
-                    log.exception("call %s: handling %s failed", leg.call.id, type(event).__name__)
+                    leg.log.exception("handling %s failed", type(event).__name__)
                     if not isinstance(event, CallEnded):
                         self._hangup(leg, "internal_error")
                 if isinstance(event, CallEnded):
@@ -125,14 +149,12 @@ class SipCallBridge:
             await self._answer(leg)
         elif isinstance(event, CallAnswered):
             await self._start_voice(leg)
-        elif isinstance(event, DtmfInfo) and leg.voice is not None:
-            leg.voice.feed_dtmf(event.digit)
+        elif isinstance(event, DtmfInfo):
+            self._dtmf_received(leg, event.digit, "sip info")
         elif isinstance(event, ReInvite):
             self._apply_media(leg, event.media)
-        elif isinstance(event, TransferResult) and leg.voice is not None:
-            if event.ok and event.time_to_agent_s is not None:
-                log.info("call %s: time to agent %.1f s", leg.call.id, event.time_to_agent_s)
-            leg.voice.transfer_result(event.ok, event.detail)
+        elif isinstance(event, TransferResult):
+            self._transfer_finished(leg, event)
         elif isinstance(event, CallEnded):
             await self._teardown(leg, event.cause)
 
@@ -147,11 +169,13 @@ class SipCallBridge:
                 call_id=call.id, settings=self.settings,
             )
         except NoFreePortError:
-            log.warning("call %s: no free RTP port", call.id)
+            leg.log.warning("no free RTP port")
             self.server.reject(call, 503)
             return
         leg.rtp.on_timeout = lambda: self._hangup(leg, "media_timeout")
         self.server.answer(call, LocalMedia(self.server.address[0], leg.rtp.local_port))
+        leg.record.codec = media.codec if media else None
+        leg.record.answered()
 
     async def _start_voice(self, leg: CallLeg) -> None:
         assert leg.rtp is not None
@@ -167,31 +191,52 @@ class SipCallBridge:
         voice.on_handoff = lambda event: self._handoff(leg, event)
         voice.on_hangup = lambda: self._bot_hangup(leg)
         rtp.on_audio = voice.feed_audio
-        rtp.on_dtmf = voice.feed_dtmf
+        rtp.on_dtmf = lambda key: self._dtmf_received(leg, key, "rtp event")
         await voice.start()
 
+    def _dtmf_received(self, leg: CallLeg, key: str, via: str) -> None:
+        # A PIN is keyed: the log may say that a key came, never which.
+        leg.log.debug("dtmf key received (%s)", via)
+        if leg.voice is not None:
+            leg.voice.feed_dtmf(key)
+
     def _apply_media(self, leg: CallLeg, media: MediaPlan) -> None:
-        """A re-INVITE: new destination, or hold. On hold we must not send (RFC 3264 §8.4), and a
-        `c=0.0.0.0` destination would even loop back to this host."""
+        """A re-INVITE: new destination, hold or unhold. The RTP leg sends only when our direction includes
+        "send" (RFC 3264 §8.4; a `c=0.0.0.0` hold address would even loop back to this host), and expects media
+        only when it includes "recv", so a caller holding with `inactive` is not hung up for silence."""
         if leg.rtp is None:
             return
-        rtp = leg.rtp
         if media.direction in ("sendrecv", "sendonly"):
-            rtp.set_remote(_remote(media))
-            if leg.voice is not None:
-                leg.voice.on_audio = rtp.send_audio
-        elif leg.voice is not None:
-            leg.voice.on_audio = _discard_audio
-        log.info("call %s: media now %s to %s:%s", leg.call.id, media.direction, media.remote_host, media.remote_port)
+            leg.rtp.set_remote(_remote(media))
+        leg.rtp.set_direction(media.direction)
+        leg.log.info("media now %s, remote %s:%s", media.direction, media.remote_host, media.remote_port)
 
     async def _handoff(self, leg: CallLeg, event: dict) -> None:
         """The bot's handoff event: REFER to the queue's URI (routing table only), else report failure."""
+        queue = str(event.get("queue", ""))
+        context = event.get("context") if isinstance(event.get("context"), dict) else {}
+        green_channel = handoff_is_green_channel(event)
+        leg.record.transfer_requested(queue, self.routing.routes.get(queue), green_channel=green_channel)
         try:
-            self.server.refer_to_queue(leg.call, str(event.get("queue", "")), dict(event.get("context") or {}))
+            self.server.refer_to_queue(leg.call, queue, context)
         except (TransferNotAllowed, CallError) as error:
-            log.warning("call %s: transfer refused: %s", leg.call.id, error)
+            leg.log.warning("transfer refused: %s", error)
+            self._record_transfer(leg, False, str(error), None)
             if leg.voice is not None:
                 asyncio.get_running_loop().call_soon(leg.voice.transfer_result, False, str(error))
+
+    def _transfer_finished(self, leg: CallLeg, result: TransferResult) -> None:
+        if result.ok and result.time_to_agent_s is not None:
+            leg.log.info("time to agent %.1f s (queue %s)", result.time_to_agent_s, leg.record.transfer_queue)
+        self._record_transfer(leg, result.ok, result.detail, result.time_to_agent_s)
+        if leg.voice is not None:
+            leg.voice.transfer_result(result.ok, result.detail)
+
+    def _record_transfer(self, leg: CallLeg, ok: bool, detail: str, time_to_agent_s: float | None) -> None:
+        record = leg.record
+        record.transfer_finished(ok, detail, time_to_agent_s)
+        queue = record.transfer_queue if record.transfer_uri is not None else metrics.UNROUTED_QUEUE
+        metrics.transfer_finished(queue or metrics.UNROUTED_QUEUE, ok, record.green_channel, time_to_agent_s)
 
     async def _bot_hangup(self, leg: CallLeg) -> None:
         self._hangup(leg, "bot_hangup")
@@ -201,30 +246,38 @@ class SipCallBridge:
             self.server.hangup(leg.call, cause)
 
     async def _teardown(self, leg: CallLeg, cause: str) -> None:
+        """Once per call: stop the voice loop, release the RTP port, write the CDR (whatever failed before)."""
+        if leg.closed:
+            return
+        leg.closed = True
         voice, leg.voice = leg.voice, None
-        if voice is not None:
-            try:
-                await voice.stop(cause)
-            except Exception:
-                log.exception("call %s: voice loop failed to stop", leg.call.id)
-        if leg.rtp is not None and not leg.rtp.closed:
-            stats = leg.rtp.stats()
-            leg.rtp.close()
-            self._report_closed(leg.call, stats)
-        elif leg.rtp is None and self.on_call_closed is not None:
-            self._report_closed(leg.call, None)
+        try:
+            if voice is not None:
+                try:
+                    await voice.stop(cause)
+                except Exception:
+                    leg.log.exception("voice loop failed to stop")
+        finally:
+            stats = self._close_media(leg)
+            self._report_closed(leg, stats)
+            finish_call(leg.record, cause, self.cdr_writer)
 
-    def _report_closed(self, call: Call, stats: RtpStats | None) -> None:
+    @staticmethod
+    def _close_media(leg: CallLeg) -> RtpStats | None:
+        if leg.rtp is None:
+            return None
+        stats = leg.rtp.stats()
+        leg.rtp.close()
+        leg.record.media(stats.packets_in, stats.packets_out, stats.packets_lost, stats.jitter_ms)
+        return stats
+
+    def _report_closed(self, leg: CallLeg, stats: RtpStats | None) -> None:
         if self.on_call_closed is None:
             return
         try:
-            self.on_call_closed(call, stats)
+            self.on_call_closed(leg.call, stats)
         except Exception:
-            log.exception("call %s: on_call_closed failed", call.id)
-
-
-def _discard_audio(pcm16: bytes) -> None:
-    """Bot audio while the caller holds the call: nowhere to send it."""
+            leg.log.exception("on_call_closed failed")
 
 
 def _remote(media: MediaPlan) -> tuple[str, int]:
@@ -237,9 +290,9 @@ def _caller_number(user: str) -> str:
 
 
 async def start_sip_server(settings: Settings, call_factory: CallFactory, host: str | None = None,
-                           port: int | None = None) -> SipCallBridge:
+                           port: int | None = None, cdr_writer: CdrWriter | None = None) -> SipCallBridge:
     """The SIP door on settings.sip.host/port (UDP+TCP). `close()` it to stop."""
-    return await SipCallBridge(settings, call_factory).start(host, port)
+    return await SipCallBridge(settings, call_factory, cdr_writer=cdr_writer).start(host, port)
 
 
 def add_sip_service(app: Any, call_factory: CallFactory | None = None, settings: Settings | None = None) -> None:
@@ -262,7 +315,7 @@ def add_sip_service(app: Any, call_factory: CallFactory | None = None, settings:
             factory = runtime.create_call
         sip_settings = settings or app.get(SETTINGS_KEY) or get_settings()
         try:
-            bridge = await start_sip_server(sip_settings, factory)
+            bridge = await start_sip_server(sip_settings, factory, cdr_writer=CdrWriter.from_settings(sip_settings))
         except OSError as error:
             # One door failing (port taken) must not take the console and the other doors down with it.
             log.error("SIP door not started on %s:%s: %s", sip_settings.sip.host, sip_settings.sip.port, error)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from settings import Settings, get_settings
+from telephony.call_log import call_logger
 from telephony.rtp import g711
 from telephony.rtp.dtmf import DEFAULT_DTMF_PAYLOAD_TYPE, DtmfReceiver, event_payloads
 from telephony.rtp.jitter import InterarrivalJitter, JitterBuffer
@@ -67,7 +68,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable while the peer is not listening yet: not fatal for a media leg.
-        log.debug("RTP socket error on port %s: %s", self._session.local_port, exc)
+        self._session.log.debug("RTP socket error on port %s: %s", self._session.local_port, exc)
 
 
 class RtpSession:
@@ -88,6 +89,7 @@ class RtpSession:
         self.on_dtmf: DtmfCallback | None = None
         self.on_timeout: TimeoutCallback | None = None
         self.call_id = call_id
+        self.log = call_logger(log, call_id)
         self.payload_type = payload_type
         self._encode = g711.encoder_for(payload_type)  # ValueError early for a non-G.711 payload type
         self.dtmf_payload_type = dtmf_payload_type
@@ -266,7 +268,7 @@ class RtpSession:
         if self._remote is not None and source[0] != self._remote[0] and source[1] != self._remote[1]:
             return False
         self._latched = source
-        log.info("call %s: RTP latched on %s:%s (signalled %s)", self.call_id, source[0], source[1], self._remote)
+        self.log.info("RTP latched on %s:%s (signalled %s)", source[0], source[1], self._remote)
         return True
 
     def _start_new_stream(self, ssrc: int) -> None:
@@ -314,7 +316,7 @@ class RtpSession:
         try:
             callback(value)
         except Exception:  # a broken consumer must not kill the media leg
-            log.exception("call %s: RTP callback failed", self.call_id)
+            self.log.exception("RTP callback failed")
 
     # ---- media timeout ------------------------------------------------------------------------
 
@@ -332,7 +334,7 @@ class RtpSession:
         if idle < self.media_timeout_s:
             self._arm_media_timeout(self.media_timeout_s - idle)
             return
-        log.info("call %s: no RTP for %.1f s", self.call_id, idle)
+        self.log.info("no RTP for %.1f s", idle)
         if self.on_timeout is not None:
             result = self.on_timeout()
             if inspect.isawaitable(result):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from settings import SipSettings
+from telephony.call_log import CallLoggerAdapter, call_logger, mask_caller_number
 from telephony.sip.dialog import Dialog, new_tag
 from telephony.sip.message import (
     SIP_VERSION,
@@ -80,6 +81,7 @@ class Transfer:
     deadline: float
     refer_key: tuple
     accepted: bool = False
+    accepted_at: float | None = None  # the 2xx to the REFER: the queue took the caller (time to agent ends here)
 
 
 @dataclass(eq=False)
@@ -103,6 +105,11 @@ class Call:
     ack_tx: InviteServerTransaction | None = None  # the transaction whose 2xx waits for an ACK
     bye_after_ack: bool = False  # we hung up before the ACK: the BYE waits for it (§15)
     headers: dict[str, str] = field(default_factory=dict)  # X- headers of the INVITE (trunk context)
+
+    @property
+    def log(self) -> CallLoggerAdapter:
+        """This module's logger, every line tagged `call=<id>`."""
+        return call_logger(log, self.id)
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ class TransferResult:
     call: Call
     ok: bool
     detail: str
-    time_to_agent_s: float | None = None  # from answer to the agent answering (green-channel metric)
+    time_to_agent_s: float | None = None  # ok only: from our 200 OK to the REFER being accepted (green channel)
 
 
 Event = Union[IncomingCall, CallAnswered, CallEnded, DtmfInfo, ReInvite, TransferResult]
@@ -203,7 +210,7 @@ class UserAgent:
         call.answered_at = now
         call.ack_tx = call.invite_tx
         self._tx_calls[id(call.invite_tx)] = call
-        log.info("call %s: answered (%s)", call.id, call.media.codec if call.media else "offer in 200")
+        call.log.info("answered (%s)", call.media.codec if call.media else "offer in 200")
         return self._respond(
             call.invite_tx, 200, call.peer, to_tag=call.dialog.local_tag, now=now, contact=True,
             headers=[("content-type", "application/sdp")], body=sdp.serialise(),
@@ -245,7 +252,7 @@ class UserAgent:
         ]
         refer_tx, out = self._send_in_dialog(call, "REFER", now, refer_headers)
         call.transfer = Transfer(target_uri, now + self.settings.refer_timeout_s, refer_tx.key)
-        log.info("call %s: REFER to %s", call.id, target_uri)
+        call.log.info("REFER to %s", target_uri)
         return out
 
     def refer_to_queue(self, call: Call, queue: str, context: dict, now: float) -> list[Output]:
@@ -355,7 +362,7 @@ class UserAgent:
                 return self._respond(tx, 400, source, now=now, reason=f"Bad SDP: {error}"[:80])
         call = self._new_call(tx, request, source, media, now)
         out = self._respond(tx, 100, source, now=now)
-        log.info("call %s: INVITE from %s (Call-ID %s)", call.id, call.caller or "anonymous", call.sip_call_id)
+        call.log.info("INVITE from %s (Call-ID %s)", mask_caller_number(call.caller) or "anonymous", call.sip_call_id)
         return out + [IncomingCall(call)]
 
     @staticmethod
@@ -410,7 +417,7 @@ class UserAgent:
             tx, 200, source, to_tag=call.dialog.local_tag, now=now, contact=True,
             headers=[("content-type", "application/sdp")], body=sdp.serialise(),
         )
-        log.info("call %s: re-INVITE, direction %s", call.id, media.direction)
+        call.log.info("re-INVITE, direction %s", media.direction)
         return out + [ReInvite(call, media)]
 
     def _on_cancel(self, tx: ServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
@@ -461,14 +468,14 @@ class UserAgent:
     def _transfer_progress(self, call: Call, status: int, reason: str, now: float) -> list[Output]:
         if call.transfer is None or status < 200:
             return []
-        target = call.transfer.target
-        call.transfer = None
+        transfer, call.transfer = call.transfer, None
+        target = transfer.target
         if status >= 300:
-            log.info("call %s: transfer to %s failed: %s %s", call.id, target, status, reason)
+            call.log.info("transfer to %s failed: %s %s", target, status, reason)
             return [TransferResult(call, False, f"transfer target answered {status} {reason}".strip())]
-        log.info("call %s: transferred to %s", call.id, target)
+        call.log.info("transferred to %s", target)
         # RFC 5589 §6.1: the transfer succeeded, so our leg is no longer needed.
-        elapsed = now - call.answered_at if call.answered_at is not None else None
+        elapsed = _time_to_agent(call, transfer, now)
         out: list[Output] = [TransferResult(call, True, f"{status} {reason}".strip(), elapsed)]
         return out + self.hangup(call, now, cause="transferred")
 
@@ -515,14 +522,16 @@ class UserAgent:
             return []  # no transaction of ours (RFC 4475 bcast, unreason): dropped
         call = self._tx_calls.get(id(tx))
         if tx.method == "REFER" and call is not None and response.status >= 200:
-            return self._refer_answered(call, tx, response)
+            return self._refer_answered(call, tx, response, now)
         return []
 
-    def _refer_answered(self, call: Call, tx: NonInviteClientTransaction, response: SipMessage) -> list[Output]:
+    def _refer_answered(self, call: Call, tx: NonInviteClientTransaction, response: SipMessage,
+                        now: float) -> list[Output]:
         if call.transfer is None or call.transfer.refer_key != tx.key:
             return []
         if response.status < 300:
             call.transfer.accepted = True  # now the NOTIFYs tell how the transfer goes
+            call.transfer.accepted_at = now
             return []
         call.transfer = None
         return [TransferResult(call, False, f"REFER rejected: {response.status} {response.reason}".strip())]
@@ -544,7 +553,7 @@ class UserAgent:
 
     def _ack_timeout(self, call: Call, now: float) -> list[Output]:
         """Timer H: the 2xx was never acknowledged, so the dialog is ended with BYE (§13.3.1.4)."""
-        log.warning("call %s: no ACK for the 200 OK", call.id)
+        call.log.warning("no ACK for the 200 OK")
         call.ack_tx = None
         if call.bye_after_ack:
             return self._deferred_bye(call, now)
@@ -593,7 +602,7 @@ class UserAgent:
         call.state = CallState.ENDED
         if not keep_dialog:
             self.calls.pop((call.sip_call_id, call.dialog.local_tag), None)
-        log.info("call %s: ended (%s)", call.id, cause)
+        call.log.info("ended (%s)", cause)
         return [CallEnded(call, cause)]
 
     def _deferred_bye(self, call: Call, now: float) -> list[Output]:
@@ -691,6 +700,16 @@ def parse_dtmf_info(body: bytes, content_type: str) -> tuple[str | None, int]:
             return None, 0
     duration = DTMF_DURATION_RE.search(text)
     return signal, int(duration.group(1)) if duration else 0
+
+
+def _time_to_agent(call: Call, transfer: Transfer, now: float) -> float | None:
+    """Answer to REFER accepted (issue 4: green-channel time to agent). A final NOTIFY that overtook the 202
+    (UDP reorders) still proves the REFER was accepted (RFC 3515: only an accepted REFER is NOTIFYed), so its
+    arrival stands in."""
+    if call.answered_at is None:
+        return None
+    accepted_at = transfer.accepted_at if transfer.accepted_at is not None else now
+    return max(0.0, accepted_at - call.answered_at)
 
 
 def _uri_user(uri: str) -> str:

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 from bot.call import CallInfo
 from settings import GatewaySettings
+from telephony.call_log import call_logger
+from telephony.cdr import CdrWriter
+from telephony.metrics import DOOR_AUDIOSOCKET
 from telephony.websocket.calls import MEDIA_SAMPLE_RATE, CallBinding, CallFactory, first_result
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ _HEADER = struct.Struct("!BH")
 MAX_PAYLOAD_BYTES = 8192
 # Bot audio the peer has not read yet beyond this means it is stuck: drop rather than buffer without bound.
 MAX_UNSENT_BYTES = 64 * 1024
+WIRE_CODEC = "L16"  # signed linear 16-bit, 8 kHz mono
 
 
 class AudioSocketProtocolError(Exception):
@@ -63,11 +67,14 @@ async def read_message(reader: asyncio.StreamReader, timeout_s: float) -> Messag
 
 
 class AudioSocketServer:
-    """TCP server; each connection is one call handed to `call_factory`."""
+    """TCP server; each connection is one call handed to `call_factory`.
+    `cdr_writer`: where each call's CDR line goes (None: metrics only)."""
 
-    def __init__(self, call_factory: CallFactory, settings: GatewaySettings) -> None:
+    def __init__(self, call_factory: CallFactory, settings: GatewaySettings,
+                 cdr_writer: CdrWriter | None = None) -> None:
         self._call_factory = call_factory
         self._settings = settings
+        self._cdr_writer = cdr_writer
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
 
@@ -99,7 +106,8 @@ class AudioSocketServer:
         assert task is not None
         self._connections.add(task)
         try:
-            await AudioSocketCall(reader, writer, self._call_factory, self._settings.media_idle_timeout_s).run()
+            await AudioSocketCall(reader, writer, self._call_factory, self._settings.media_idle_timeout_s,
+                                  self._cdr_writer).run()
         finally:
             self._connections.discard(task)
 
@@ -108,10 +116,11 @@ class AudioSocketCall:
     """One AudioSocket connection: UUID first, then audio/DTMF to the call and bot audio back."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, call_factory: CallFactory,
-                 idle_timeout_s: float) -> None:
+                 idle_timeout_s: float, cdr_writer: CdrWriter | None = None) -> None:
         self._reader = reader
         self._writer = writer
         self._call_factory = call_factory
+        self._cdr_writer = cdr_writer
         self._idle_timeout_s = idle_timeout_s
         self._binding: CallBinding | None = None
         self.peer = writer.get_extra_info("peername")
@@ -146,33 +155,34 @@ class AudioSocketCall:
         try:
             call = self._call_factory(info)
         except Exception:
-            log.exception("call %s: the voice loop refused the call", info.call_id)
+            call_logger(log, info.call_id).exception("the voice loop refused the call")
             return None
         call.on_audio = self._send_audio
         call.on_clear = lambda: None  # nothing is queued on our side: Asterisk plays frames as they come
-        log.info("call %s: AudioSocket call from %s", info.call_id, self.peer)
-        return CallBinding(call, door="AudioSocket")
+        call_logger(log, info.call_id).info("AudioSocket call from %s", self.peer)
+        return CallBinding(call, DOOR_AUDIOSOCKET, codec=WIRE_CODEC, peer_call_id=info.call_id,
+                           cdr_writer=self._cdr_writer)
 
     async def _receive_loop(self) -> str:
         assert self._binding is not None
-        call = self._binding.call
+        binding = self._binding
         while True:
             try:
                 message = await read_message(self._reader, self._idle_timeout_s)
             except asyncio.TimeoutError:
-                log.info("call %s: no AudioSocket message for %.0f s", self._binding.call_id, self._idle_timeout_s)
+                binding.log.info("no AudioSocket message for %.0f s", self._idle_timeout_s)
                 return "idle_timeout"
             except AudioSocketProtocolError as exc:
-                log.warning("call %s: AudioSocket protocol error: %s", self._binding.call_id, exc)
+                binding.log.warning("AudioSocket protocol error: %s", exc)
                 return "media_error"
             if message is None or message.kind == KIND_HANGUP:
                 return "remote_hangup"
             if message.kind == KIND_AUDIO:
-                call.feed_audio(message.payload[: len(message.payload) & ~1])
+                binding.feed_audio(message.payload[: len(message.payload) & ~1])
             elif message.kind == KIND_DTMF and message.payload:
-                call.feed_dtmf(chr(message.payload[0]))
+                binding.feed_dtmf(chr(message.payload[0]))
             elif message.kind == KIND_ERROR:
-                log.warning("call %s: Asterisk reported error %s", self._binding.call_id, message.payload.hex())
+                binding.log.warning("Asterisk reported error %s", message.payload.hex())
                 return "remote_error"
 
     def _send_audio(self, pcm16: bytes) -> None:
@@ -181,6 +191,8 @@ class AudioSocketCall:
         if self._writer.transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
             return  # the peer is not reading; dropping keeps memory bounded and the audio real-time
         self._writer.write(encode_message(KIND_AUDIO, pcm16))
+        if self._binding is not None:
+            self._binding.audio_sent()
 
     async def _until_bot_hangup(self) -> str:
         assert self._binding is not None

@@ -4,6 +4,8 @@ The voice loop's contract is `bot.call`: a `CallFactory` (in production `VoiceRu
 `CallInfo` into a `CallHandle`. `CallBinding` attaches the control callbacks every door needs: the bot's
 hangup becomes an event the door's connection loop waits on, and handoffs are declined because neither
 door can transfer a call (the bot then apologises and offers a callback, per the REST call contract).
+It also keeps the call's books: its log lines carry `call=<id>`, keys are logged without the key, and the
+call ends in one CDR line and the telephony metrics (telephony/cdr.py, telephony/metrics.py).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import re
 import uuid
 from typing import Any, Callable
 
-from prometheus_client import Counter, Gauge
-
 from bot.call import CallHandle, CallInfo
+from telephony import metrics
+from telephony.call_log import call_logger
+from telephony.cdr import CallDetailRecord, CdrWriter, finish_call, handoff_is_green_channel
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +28,6 @@ MEDIA_SAMPLE_RATE = 8000  # both doors carry 8 kHz telephone audio
 _CALL_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 _MAX_CALL_ID = 64
 _MAX_CALLER_NUMBER = 32
-
-MEDIA_DOOR_CALLS = Counter("ivr_media_door_calls_total", "Calls ended on a media door, by door and cause",
-                           ["door", "cause"])
-MEDIA_DOOR_ACTIVE = Gauge("ivr_media_door_active_calls", "Calls in progress on a media door", ["door"])
 
 
 def safe_call_id(raw: Any) -> str:
@@ -46,16 +45,23 @@ def safe_caller_number(raw: Any) -> str:
 
 
 class CallBinding:
-    """Owns one started call for a door: hangup and handoff callbacks, and an idempotent stop."""
+    """Owns one started call for a door: hangup and handoff callbacks, caller input, the CDR, an idempotent stop.
 
-    def __init__(self, call: CallHandle, door: str) -> None:
+    door: `telephony.metrics.DOOR_MEDIA_STREAM` or `DOOR_AUDIOSOCKET`; codec: what the wire carries;
+    cdr_writer: where the call's CDR line goes (None: metrics only)."""
+
+    def __init__(self, call: CallHandle, door: str, *, codec: str, peer_call_id: str = "",
+                 cdr_writer: CdrWriter | None = None) -> None:
         self.call = call
         self.door = door
         self.bot_hung_up = asyncio.Event()
+        self.log = call_logger(log, call.info.call_id)
+        self.record = CallDetailRecord.begin(call.info.call_id, door, caller=call.info.caller_number,
+                                             peer_call_id=peer_call_id, codec=codec)
+        self._cdr_writer = cdr_writer
         self._stopped = False
         call.on_hangup = self._on_hangup
         call.on_handoff = self._on_handoff
-        MEDIA_DOOR_ACTIVE.labels(door).inc()
 
     @property
     def call_id(self) -> str:
@@ -66,28 +72,48 @@ class CallBinding:
         try:
             await self.call.start()
         except Exception:
-            log.exception("call %s: the voice loop failed to start", self.call_id)
+            self.log.exception("the voice loop failed to start")
             return False
+        self.record.answered()
         return True
 
+    def feed_audio(self, pcm16: bytes) -> None:
+        """One media message of caller audio (a "packet" in the CDR)."""
+        self.record.packets_in += 1
+        self.call.feed_audio(pcm16)
+
+    def feed_dtmf(self, key: str) -> None:
+        # A PIN is keyed: the log may say that a key came, never which.
+        self.log.debug("dtmf key received (%s)", self.door)
+        self.call.feed_dtmf(key)
+
+    def audio_sent(self) -> None:
+        """One media message of bot audio went out."""
+        self.record.packets_out += 1
+
     async def stop(self, cause: str) -> None:
+        """Stops the voice loop; the CDR is written even if that fails or is cancelled."""
         if self._stopped:
             return
         self._stopped = True
-        MEDIA_DOOR_ACTIVE.labels(self.door).dec()
-        MEDIA_DOOR_CALLS.labels(self.door, cause).inc()
         try:
             await self.call.stop(cause)
         except Exception:  # teardown must go on: the connection and its socket still have to close
-            log.exception("call %s: voice loop failed to stop cleanly", self.call_id)
-        log.info("call %s: %s call ended (%s)", self.call_id, self.door, cause)
+            self.log.exception("voice loop failed to stop cleanly")
+        finally:
+            finish_call(self.record, cause, self._cdr_writer)
+            self.log.info("%s call ended (%s)", self.door, cause)
 
     async def _on_hangup(self) -> None:
         self.bot_hung_up.set()
 
     async def _on_handoff(self, event: dict[str, Any]) -> None:
-        log.info("call %s: handoff to queue %s requested, but a %s call cannot be transferred",
-                 self.call_id, event.get("queue"), self.door)
+        self.log.info("handoff to queue %s requested, but a %s call cannot be transferred", event.get("queue"),
+                      self.door)
+        green_channel = handoff_is_green_channel(event)
+        self.record.transfer_requested(str(event.get("queue") or ""), None, green_channel=green_channel)
+        self.record.transfer_finished(False, f"{self.door} calls cannot be transferred")
+        metrics.transfer_finished(metrics.UNROUTED_QUEUE, False, green_channel, None)
         # Answer outside the callback so the voice loop is not re-entered from its own output task.
         asyncio.get_running_loop().call_soon(
             self.call.transfer_result, False, f"{self.door} calls cannot be transferred")

@@ -26,6 +26,9 @@ from pipecat.serializers.twilio import TwilioFrameSerializer
 
 from bot.call import CallInfo
 from settings import GatewaySettings
+from telephony.call_log import CallLoggerAdapter, call_logger
+from telephony.cdr import CdrWriter
+from telephony.metrics import DOOR_MEDIA_STREAM
 from telephony.websocket.calls import (MEDIA_SAMPLE_RATE, CallBinding, CallFactory, first_result, safe_call_id,
                                        safe_caller_number)
 
@@ -36,6 +39,7 @@ MAX_QUEUED_CHUNKS = 250
 # Bot audio stopping for this long ends a stretch of speech, which we follow with a mark.
 MARK_AFTER_SILENCE_S = 0.2
 _CALLER_PARAMETER_NAMES = ("caller_number", "callerNumber", "caller", "from", "From")
+WIRE_CODEC = "PCMU"  # base64 μ-law 8 kHz
 
 
 def token_is_valid(request: web.Request, expected: str) -> bool:
@@ -86,11 +90,14 @@ class TwilioCodec:
 
 
 class MediaStreamEndpoint:
-    """The aiohttp handler for `/media`; each accepted socket becomes one `TwilioMediaStream`."""
+    """The aiohttp handler for `/media`; each accepted socket becomes one `TwilioMediaStream`.
+    `cdr_writer`: where each call's CDR line goes (None: metrics only)."""
 
-    def __init__(self, call_factory: CallFactory, settings: GatewaySettings) -> None:
+    def __init__(self, call_factory: CallFactory, settings: GatewaySettings,
+                 cdr_writer: CdrWriter | None = None) -> None:
         self._call_factory = call_factory
         self._settings = settings
+        self._cdr_writer = cdr_writer
         self.active: dict[TwilioMediaStream, asyncio.Task] = {}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -100,7 +107,7 @@ class MediaStreamEndpoint:
         # timeout: how long a close waits for the peer's close frame; a dead peer must not hold teardown.
         ws = web.WebSocketResponse(max_msg_size=self._settings.media_ws_max_message_bytes, timeout=2.0)
         await ws.prepare(request)
-        stream = TwilioMediaStream(ws, self._call_factory, self._settings.media_idle_timeout_s)
+        stream = TwilioMediaStream(ws, self._call_factory, self._settings.media_idle_timeout_s, self._cdr_writer)
         # aiohttp cancels this handler when the peer's connection drops; the stream runs in its own task,
         # shielded, so the call is still torn down completely and with the right cause.
         task = asyncio.create_task(stream.run(), name="media-stream")
@@ -119,9 +126,11 @@ class MediaStreamEndpoint:
 class TwilioMediaStream:
     """One media stream: waits for `start`, runs a call, relays audio/keys both ways, tears down."""
 
-    def __init__(self, ws: web.WebSocketResponse, call_factory: CallFactory, idle_timeout_s: float) -> None:
+    def __init__(self, ws: web.WebSocketResponse, call_factory: CallFactory, idle_timeout_s: float,
+                 cdr_writer: CdrWriter | None = None) -> None:
         self._ws = ws
         self._call_factory = call_factory
+        self._cdr_writer = cdr_writer
         self._idle_timeout_s = idle_timeout_s
         self._binding: CallBinding | None = None
         self._codec: TwilioCodec | None = None
@@ -138,6 +147,10 @@ class TwilioMediaStream:
     @property
     def call_id(self) -> str:
         return self._binding.call_id if self._binding else "-"
+
+    @property
+    def log(self) -> CallLoggerAdapter:
+        return call_logger(log, self.call_id)
 
     async def run(self) -> None:
         sender: asyncio.Task | None = None
@@ -187,13 +200,14 @@ class TwilioMediaStream:
         try:
             call = self._call_factory(info)
         except Exception:
-            log.exception("call %s: the voice loop refused the call", info.call_id)
+            call_logger(log, info.call_id).exception("the voice loop refused the call")
             return None
         self._codec = TwilioCodec(stream_sid)
         call.on_audio = self._queue_audio
         call.on_clear = self._queue_clear
-        log.info("call %s: media stream %s started", info.call_id, stream_sid)
-        return CallBinding(call, door="media stream")
+        call_logger(log, info.call_id).info("media stream %s started", stream_sid)
+        return CallBinding(call, DOOR_MEDIA_STREAM, codec=WIRE_CODEC, peer_call_id=stream_sid,
+                           cdr_writer=self._cdr_writer)
 
     # ---- peer → call ------------------------------------------------------------------------
 
@@ -219,9 +233,9 @@ class TwilioMediaStream:
         if decoded is None:
             self.bad_messages += 1
         elif isinstance(decoded, str):
-            self._binding.call.feed_dtmf(decoded)
+            self._binding.feed_dtmf(decoded)
         else:
-            self._binding.call.feed_audio(decoded)
+            self._binding.feed_audio(decoded)
 
     async def _next_message(self) -> dict[str, Any] | None:
         """The next JSON object from the peer; None when the socket closed, errored or idled out."""
@@ -231,15 +245,14 @@ class TwilioMediaStream:
                 msg = await self._ws.receive(timeout=self._idle_timeout_s)
             except asyncio.TimeoutError:
                 self._end_cause = "idle_timeout"
-                log.info("call %s: no message for %.0f s, closing the media stream", self.call_id,
-                         self._idle_timeout_s)
+                self.log.info("no message for %.0f s, closing the media stream", self._idle_timeout_s)
                 await self._ws.close(code=WSCloseCode.GOING_AWAY, message=b"idle timeout")
                 return None
             if msg.type != WSMsgType.TEXT:
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     self._end_cause = "media_error" if msg.type == WSMsgType.ERROR else "remote_hangup"
                     if msg.type == WSMsgType.ERROR:  # aiohttp already closed, e.g. with 1009 for a large frame
-                        log.warning("call %s: media stream error: %s", self.call_id, msg.data)
+                        self.log.warning("media stream error: %s", msg.data)
                     return None
                 self.bad_messages += 1
                 continue
@@ -254,7 +267,7 @@ class TwilioMediaStream:
 
     def _queue_audio(self, pcm16: bytes) -> None:
         if self._outbox.qsize() >= MAX_QUEUED_CHUNKS:
-            log.warning("call %s: peer not reading bot audio, dropping a chunk", self.call_id)
+            self.log.warning("peer not reading bot audio, dropping a chunk")
             return
         self._outbox.put_nowait(("audio", pcm16))
         if self._mark_timer is not None:
@@ -288,6 +301,8 @@ class TwilioMediaStream:
                 await self._ws.send_str(text)
             except (ConnectionError, RuntimeError):  # the socket is closing; teardown follows
                 return
+            if kind == "audio" and self._binding is not None:
+                self._binding.audio_sent()
 
     # ---- teardown ---------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from typing import Any
 from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
+from settings import REPO_ROOT
+
 CALL_ID = "call-test-1"
 MESSAGE_IDS = itertools.count(1)
 
@@ -19,7 +21,7 @@ MESSAGE_IDS = itertools.count(1)
 def project_domain() -> dict[str, Any]:
     from rasa.shared.core.domain import Domain
 
-    return Domain.load("domain").as_dict()
+    return Domain.load(str(REPO_ROOT / "domain")).as_dict()
 
 
 def render(message: dict[str, Any]) -> dict[str, Any]:

@@ -153,3 +153,11 @@ async def test_repeat_and_slower_inside_a_form_leave_the_question_to_the_form(ba
     call.say(user("说慢点", "speak_slower"))
     slower = await call.run(ActionSpeakSlower())
     assert slower.texts == ["好的，我说慢一点。"] and slower.custom("speech_rate")
+
+
+async def test_an_unsure_yes_still_accepts_an_open_offer(bank_for_actions):
+    call = Call()
+    call.slots["pending_offer"] = "human:pin_locked"
+    call.say(user("好的", "nlu_fallback"))
+    handoff = (await call.run(ActionNotUnderstood())).custom("handoff")
+    assert handoff and handoff["reason"] == "pin_locked"

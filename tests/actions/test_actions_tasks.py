@@ -98,6 +98,8 @@ async def test_transfer_between_own_cards_and_insufficient_funds(bank_for_action
     form = ValidateTransferForm()
     same = await call.fill(form, "to_card", dtmf("4321"))
     assert "不能和转出卡相同" in same.text
+    someone_elses = await call.fill(form, "to_card", dtmf("1234"))
+    assert "不在您本人名下" in someone_elses.text and call.slots["to_card"] is None
     await call.fill(form, "to_card", user("九九九九", "inform"))
     await call.fill(form, "amount_cents", user("转两千块", "inform"))
     assert call.slots["amount_cents"] == "200000"
@@ -166,3 +168,17 @@ async def test_commands_are_not_written_into_a_complaint(bank_for_actions):
     call.active_loop = "complaint_form"
     outcome = await call.fill(ValidateComplaintForm(), "complaint_text", user("取消", "cancel"))
     assert outcome.events == [] or "complaint_text" not in outcome.slots_set()
+
+
+async def test_repayment_with_nothing_due_ends_without_asking_an_amount(bank_for_actions):
+    call = await verified_call(bank_for_actions, CHEN, card="9999")  # 陈晓明's statement is 0.00
+    form = ValidateRepaymentForm()
+    assert await form.required_slots(["card_last4", "pin", "amount_cents", "confirmed"], None, call.tracker(), {}) == []
+    outcome = await call.run(ActionRepayCreditCard())
+    assert "没有待还款金额" in outcome.text
+
+
+async def test_activation_after_verifying_with_the_old_card_activates_the_new_one(bank_for_actions):
+    call = await verified_call(bank_for_actions, CHEN)  # verified with 4321, asks to activate the new card
+    outcome = await call.run(ActionActivateCard())
+    assert "尾号7777的卡已激活" in outcome.text

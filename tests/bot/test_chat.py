@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -18,7 +21,7 @@ from tests.bot.fake_rasa import ASK_PIN, TOKEN, FakeRasa
     (":dtmf 1 2 3 4", Command("dtmf", "1234")),
     ("#*", Command("dtmf", "*")),
     ("#", Command("text", "#")),
-    ("#12a", Command("error", "keypad input is 1 to 32 keys of 0-9 * # (e.g. #135790)")),
+    ("#12a", Command("error", "keypad input is 1 to 32 keys of 0-9 * # (e.g. #1234)")),
     ("/new", Command("new")),
     ("/QUIT", Command("quit")),
     ("/caller 13900000003", Command("caller", "13900000003")),
@@ -120,3 +123,18 @@ async def test_secure_input_is_read_hidden_and_never_printed(session, monkeypatc
     await handle(session, command, print)
     assert "135790" not in capsys.readouterr().out
     assert session.fake.received[-1]["message"] == '/dtmf{"digits":"135790"}'
+
+
+async def test_cli_end_to_end_over_a_pipe(session):
+    """`python -m bot.chat` as a user runs it: typed lines in, readable transcript out, the PIN never shown."""
+    url = session.rasa._base_url
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.chat", "--caller", "13800000001", "--rasa", url,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate("我要挂失\n#1234\n135790\n/quit\n".encode()), timeout=30)
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert "bot> 王先生您好" in text and "[expect] digits up to 6  secure" in text
+    assert "bot> 余额为52340.50元。" in text
+    assert "135790" not in text + err.decode()
+    assert [p["message"] for p in session.fake.received][-1] == '/dtmf{"digits":"135790"}'

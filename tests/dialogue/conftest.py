@@ -150,7 +150,7 @@ def dialogue_servers(tmp_path_factory: pytest.TempPathFactory):
         processes.append(start([str(RASA_BIN), "run", "actions", "--actions", "actions", "-p", str(actions_port)], env, actions_log))
         rasa_log = workdir / "rasa.log"
         env_rasa = dict(env, ACTION_SERVER_URL=relay.url)
-        processes.append(start([str(RASA_BIN), "run", "--enable-api", "--auth-token", TOKEN, "-p", str(rasa_port),
+        processes.append(start([str(RASA_BIN), "run", "--enable-api", "--auth-token", TOKEN, "-i", "127.0.0.1", "-p", str(rasa_port),
                                 "-m", str(model), "--endpoints", "endpoints.yml", "--credentials", "credentials.yml"],
                                env_rasa, rasa_log))
         wait_for(f"http://127.0.0.1:{actions_port}/health", processes[0], actions_log)

@@ -53,6 +53,8 @@ def test_balance_with_keyed_card_and_pin_and_the_pin_is_masked(dialogue_servers)
     with sqlite3.connect(dialogue_servers.workdir / "tracker.db") as db:
         stored = "\n".join(row[0] for row in db.execute("SELECT data FROM events"))
     assert "135790" not in stored and "[secure input]" in stored
+    for log in ("rasa.log", "actions.log"):
+        assert "135790" not in (dialogue_servers.workdir / log).read_text(errors="replace")
     _, repeated = dialogue_servers.send(call, "/repeat")
     assert texts(repeated) == texts(balance)
 
@@ -98,3 +100,30 @@ def test_action_server_slow_or_down_gives_an_apology_and_a_handoff(dialogue_serv
     assert elapsed < 10.0  # bounded by the action timeout, not Rasa's 5-minute default
     status, after = dialogue_servers.send(call, "/greet")
     assert status == 200 and after  # the conversation goes on once the action server is back
+
+
+def test_keypad_menu_choice_callback_ticket_and_hangup(dialogue_servers):
+    call = new_call()
+    dialogue_servers.send(call, "/call_start", UNKNOWN)
+    _, menu = dialogue_servers.send(call, '/dtmf{"digits":"*"}')
+    assert "查询网点请按7" in texts(menu)
+    _, where = dialogue_servers.send(call, '/dtmf{"digits":"7"}')
+    assert "哪个区" in texts(where)
+    _, offer = dialogue_servers.send(call, "/transfer_failed")
+    assert "回电" in texts(offer)
+    _, ticket = dialogue_servers.send(call, '/dtmf{"digits":"1"}')
+    assert "工单号" in texts(ticket)
+    _, bye = dialogue_servers.send(call, "/goodbye")
+    assert custom(bye, "hangup") == {"event": "hangup"}
+
+
+def test_repayment_read_back_and_confirmation_by_keypad(dialogue_servers):
+    call = new_call()
+    dialogue_servers.send(call, "/call_start", ELDERLY)
+    for message in ("/credit_card_repayment", '/dtmf{"digits":"1234"}', '/dtmf{"digits":"135790"}'):
+        _, reply = dialogue_servers.send(call, message)
+    assert "还款多少" in texts(reply)
+    _, read_back = dialogue_servers.send(call, '/dtmf{"digits":"500"}')
+    assert "500元" in texts(read_back) and "按1" in texts(read_back)
+    _, done = dialogue_servers.send(call, '/dtmf{"digits":"1"}')
+    assert "还款成功" in texts(done)

@@ -10,6 +10,7 @@ from rasa.shared.core.events import ActionExecuted, ActiveLoop, BotUttered, Slot
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from dialogue.tracker_store import MASK, MaskingSQLTrackerStore, secure_user_event_indexes
+from settings import REPO_ROOT
 
 PIN = "135790"
 SECURE_PROMPT = BotUttered("请输入6位电话银行密码。", data={"custom": {"event": "expect", "input": "digits", "max_length": 6, "secure": True}})
@@ -50,7 +51,7 @@ def test_pin_slot_makes_input_secure_even_without_the_expect_event():
 
 
 def store(tmp_path: Path) -> MaskingSQLTrackerStore:
-    return MaskingSQLTrackerStore(domain=Domain.load("domain"), db_url=f"sqlite:///{tmp_path / 'sub' / 'tracker.db'}")
+    return MaskingSQLTrackerStore(domain=Domain.load(str(REPO_ROOT / "domain")), db_url=f"sqlite:///{tmp_path / 'sub' / 'tracker.db'}")
 
 
 def raw_rows(tmp_path: Path) -> str:
@@ -91,7 +92,7 @@ def test_default_database_comes_from_settings(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("TRACKER_DB_URL", f"sqlite:///{tmp_path / 'from_env' / 't.db'}")
     settings.get_settings.cache_clear()
     try:
-        MaskingSQLTrackerStore(domain=Domain.load("domain"))
+        MaskingSQLTrackerStore(domain=Domain.load(str(REPO_ROOT / "domain")))
     finally:
         settings.get_settings.cache_clear()
     assert (tmp_path / "from_env" / "t.db").exists()

@@ -65,7 +65,8 @@ class Stack:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.procs[name].returncode}; log tail:\n{self.log_tail(name)}")
+                code = self.procs[name].returncode
+                raise RuntimeError(f"{name} exited with {code}; log tail:\n{self.log_tail(name)}")
             try:
                 self.http.get(self.specs[name].ready_url, timeout=2)
                 return
@@ -79,6 +80,7 @@ class Stack:
         if proc is None:
             return
         _signal_group(proc, sig)
+        _signal_group(proc, signal.SIGCONT)  # a test may have SIGSTOPped it: let it see the SIGTERM
         try:
             proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import socket
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from scripts.stack import Backoff, ChildSpec, Supervisor, banner, build_specs, child_env, ensure_sqlite_dirs
+from scripts.stack import (Backoff, ChildSpec, Supervisor, banner, build_specs, busy_ports, child_env,
+                           ensure_sqlite_dirs)
 from settings import Settings
 
 
@@ -128,3 +130,12 @@ def test_children_get_ports_and_urls_from_settings(tmp_path):
 def test_sqlite_parent_folders_are_created(tmp_path):
     ensure_sqlite_dirs(f"sqlite:///{tmp_path}/var/x/tracker.db", "postgresql://u@h/db", "sqlite://")
     assert (tmp_path / "var" / "x").is_dir()
+
+
+def test_busy_ports_are_named_with_their_variable(unused_tcp_port):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", unused_tcp_port))
+        holder.listen()
+        settings = Settings.from_env({"GATEWAY_PORT": str(unused_tcp_port), "RASA_PORT": "0",
+                                      "ACTIONS_PORT": "0", "SIP_PORT": "0"})
+        assert busy_ports(settings) == [f"GATEWAY_PORT={unused_tcp_port}"]

@@ -1,14 +1,21 @@
-"""The gateway entry point: telephony setups plug into the app, and the access log never shows query strings."""
+"""The gateway entry point: telephony setups plug into the app, the media doors serve calls with the gateway's
+voice runtime, and the access log never shows query strings."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import uuid
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from settings import Settings
 from telephony import gateway
+from telephony.sip_calls import add_sip_service
+from telephony.websocket.audiosocket import KIND_AUDIO, KIND_HANGUP, KIND_UUID, encode_message
+from telephony.websocket.routes import AUDIOSOCKET_KEY, add_media_service
 
 
 async def test_telephony_setups_start_and_stop_with_the_app(monkeypatch):
@@ -37,3 +44,99 @@ def test_access_log_has_no_query_string(caplog):
     line = caplog.records[-1].getMessage()
     assert "GET /media 101 12.3ms" in line
     assert "s3cret" not in line
+
+
+class GreetingCall:
+    """The voice loop's CallHandle reduced to a greeting chunk and a record of how it ended (tests only)."""
+
+    def __init__(self, info) -> None:
+        self.info = info
+        self.on_audio = lambda pcm16: None
+        self.on_clear = lambda: None
+        self.on_handoff = self.on_hangup = None
+        self.stop_cause: str | None = None
+
+    async def start(self) -> None:
+        self.on_audio(bytes(320))
+
+    def feed_audio(self, pcm16: bytes) -> None:
+        pass
+
+    def feed_dtmf(self, key: str) -> None:
+        pass
+
+    def transfer_result(self, ok: bool, detail: str = "") -> None:
+        pass
+
+    async def stop(self, cause: str = "remote_hangup") -> None:
+        self.stop_cause = cause
+
+
+class GreetingRuntime:
+    """The gateway's VoiceRuntime, reduced to what the doors use."""
+
+    def __init__(self) -> None:
+        self.created: list[GreetingCall] = []
+
+    def create_call(self, info) -> GreetingCall:
+        self.created.append(GreetingCall(info))
+        return self.created[-1]
+
+
+def media_app(tmp_path, runtime: GreetingRuntime | None) -> web.Application:
+    """An app shaped like the gateway's: settings under SETTINGS_KEY, the runtime loaded in a cleanup context."""
+    from bot.web.app import SETTINGS_KEY
+    from bot.web.voice import VOICE_RUNTIME_KEY
+
+    app = web.Application()
+    app[SETTINGS_KEY] = Settings.from_env({"MEDIA_WS_TOKEN": "gw-token", "AUDIOSOCKET_PORT": "0",
+                                           "CALL_RECORDS_DIR": str(tmp_path)})
+
+    async def runtime_ctx(app: web.Application):
+        if runtime is not None:
+            app[VOICE_RUNTIME_KEY] = runtime
+        yield
+
+    app.cleanup_ctx.append(runtime_ctx)
+    add_media_service(app)
+    return app
+
+
+START = json.dumps({"event": "start", "streamSid": "MZ1", "start": {"streamSid": "MZ1", "callSid": "CA1"}})
+
+
+def test_the_gateway_opens_every_telephony_door():
+    assert gateway.TELEPHONY_SETUPS == [add_sip_service, add_media_service]
+
+
+async def test_media_doors_hand_their_calls_to_the_gateways_voice_runtime(tmp_path):
+    runtime = GreetingRuntime()
+    app = media_app(tmp_path, runtime)
+    async with TestClient(TestServer(app)) as client:
+        ws = await client.ws_connect("/media?token=gw-token")
+        await ws.send_str(START)
+        assert json.loads((await ws.receive(timeout=2)).data)["event"] == "media"  # the greeting
+        await ws.send_str(json.dumps({"event": "stop", "streamSid": "MZ1"}))
+        assert (await ws.receive(timeout=2)).type == WSMsgType.CLOSE
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", app[AUDIOSOCKET_KEY].port)
+        writer.write(encode_message(KIND_UUID, uuid.uuid4().bytes))
+        assert (await asyncio.wait_for(reader.readexactly(3), 2))[0] == KIND_AUDIO  # the greeting
+        writer.write(encode_message(KIND_HANGUP))
+        await asyncio.wait_for(reader.read(), 2)
+        writer.close()
+    assert [(call.info.call_id == "CA1", call.stop_cause) for call in runtime.created] == [
+        (True, "remote_hangup"), (False, "remote_hangup")]
+    cdrs = [json.loads(line) for path in tmp_path.glob("cdr-*.jsonl") for line in path.read_text().splitlines()]
+    assert sorted(cdr["door"] for cdr in cdrs) == ["audiosocket", "media_stream"]
+
+
+async def test_a_media_call_without_a_voice_runtime_is_refused_and_the_gateway_stays_up(tmp_path, caplog):
+    app = media_app(tmp_path, runtime=None)
+    async with TestClient(TestServer(app)) as client:
+        for _ in range(2):
+            ws = await client.ws_connect("/media?token=gw-token")
+            await ws.send_str(START)
+            closing = await ws.receive(timeout=2)
+            assert (closing.type, closing.data) == (WSMsgType.CLOSE, WSCloseCode.INTERNAL_ERROR)
+    assert any("no voice runtime" in record.getMessage() for record in caplog.records)

@@ -1,12 +1,16 @@
 """The SIP door end to end: sipp with real G.711 media and RFC 4733 DTMF against SipCallBridge + RTP,
 with a media-only echo bot. Checks audio reaches the bot, comes back non-silent, DTMF arrives, and that
-every port and task is released after the calls."""
+every port and task is released after the calls; and the door's books: one CDR line per call, the time to
+agent, hold without a media-timeout hang-up, `call=<id>` on every log line, and no keypad key in any log."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import logging
 import os
+import re
 import shutil
 import signal
 import wave
@@ -14,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from rtp_pcap import tone_pcm16, write_pcmu_pcap
 from settings import Settings
+from telephony.cdr import CdrWriter
 from telephony.rtp.ports import PortAllocator
 from telephony.sip.transport import free_port
 from telephony.sip.uas import CallAnswered
@@ -57,13 +63,22 @@ class RecordingEchoCall(MediaEchoCall):
         super().feed_audio(pcm16)
 
 
+def read_cdrs(directory: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(directory.glob("cdr-*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 @pytest.fixture
-async def bridge():
+async def bridge(tmp_path):
     base = Settings()
     rtp_min, rtp_max = private_rtp_range()
     settings = dataclasses.replace(base, sip=dataclasses.replace(base.sip, rtp_port_min=rtp_min, rtp_port_max=rtp_max))
     RecordingEchoCall.instances = []
-    sip_bridge = SipCallBridge(settings, RecordingEchoCall, PortAllocator(rtp_min, rtp_max))
+    sip_bridge = SipCallBridge(settings, RecordingEchoCall, PortAllocator(rtp_min, rtp_max),
+                               cdr_writer=CdrWriter(tmp_path / "calls"))
     await sip_bridge.start("127.0.0.1", free_port())
     stats: list = []
     sip_bridge.on_call_closed = lambda call, rtp_stats: stats.append(rtp_stats)
@@ -112,6 +127,12 @@ async def test_pcma_audio_and_rfc4733_dtmf_are_echoed(bridge, tmp_path):
     [rtp] = stats
     assert rtp.packets_in > 50 and rtp.packets_out > 50, "no RTP came back"
     assert sip_bridge.allocator.in_use == frozenset()
+    [cdr] = read_cdrs(tmp_path / "calls")
+    assert (cdr["door"], cdr["codec"], cdr["cause"], cdr["outcome"]) == ("sip", "PCMA", "remote_bye", "completed")
+    assert cdr["caller"] == "138****0001" and cdr["call_id"] == echo.info.call_id and cdr["peer_call_id"]
+    assert (cdr["packets_in"], cdr["packets_out"], cdr["packets_lost"]) == (rtp.packets_in, rtp.packets_out,
+                                                                            rtp.packets_lost)
+    assert cdr["jitter_ms"] == rtp.jitter_ms and cdr["started_at"] <= cdr["answered_at"] <= cdr["ended_at"]
 
 
 async def test_twenty_concurrent_calls_with_audio_leave_nothing_behind(bridge, tmp_path):
@@ -122,6 +143,7 @@ async def test_twenty_concurrent_calls_with_audio_leave_nothing_behind(bridge, t
     assert len(RecordingEchoCall.instances) == 20
     assert all(echo.stopped and echo.loudest_rms > 500 for echo in RecordingEchoCall.instances)
     assert len(stats) == 20 and all(s.packets_out > 50 for s in stats)
+    assert len(read_cdrs(tmp_path / "calls")) == 20
     assert sip_bridge.legs == {} and sip_bridge.server.active_calls == []
     assert sip_bridge.allocator.in_use == frozenset()
     assert len(asyncio.all_tasks()) <= tasks_before
@@ -233,7 +255,8 @@ async def test_gateway_hook_serves_calls_with_the_apps_voice_runtime(tmp_path):
     port = free_port()
     rtp_min, rtp_max = private_rtp_range()
     settings = dataclasses.replace(base, sip=dataclasses.replace(base.sip, host="127.0.0.1", port=port,
-                                                                   rtp_port_min=rtp_min, rtp_port_max=rtp_max))
+                                                                   rtp_port_min=rtp_min, rtp_port_max=rtp_max),
+                                   gateway=dataclasses.replace(base.gateway, call_records_dir=str(tmp_path / "calls")))
     app = web.Application()
     runtime = Runtime()
 
@@ -249,6 +272,8 @@ async def test_gateway_hook_serves_calls_with_the_apps_voice_runtime(tmp_path):
         await run_sipp("basic_call.xml", ("127.0.0.1", port), tmp_path, "-m", "1")
         await wait_until(lambda: runtime.created and runtime.created[0].stopped)
         assert runtime.created[0].info.caller_number == "13800000001"
+        await wait_until(lambda: bool(read_cdrs(tmp_path / "calls")))
+        assert [cdr["door"] for cdr in read_cdrs(tmp_path / "calls")] == ["sip"]  # the gateway writes CDRs
     finally:
         await runner.cleanup()
 
@@ -271,3 +296,125 @@ async def test_pcmu_call_is_answered_in_pcmu_and_echoed(bridge, tmp_path):
     assert answered_codecs == ["PCMU"]
     assert echo.frames_in > 50 and echo.loudest_rms > 3000  # the 8000-amplitude tone, decoded from mu-law
     assert [s.packets_out > 50 for s in stats] == [True]
+
+
+class GreenChannelBot(HandoffBot):
+    """Asks for an agent like the dialogue does for an elderly caller: green channel, elderly queue."""
+
+    queue = "elderly_priority"
+
+    async def start(self) -> None:
+        self.started = True
+        event = {"event": "handoff", "queue": self.queue, "priority": 9, "reason": "green_channel",
+                 "context": {"intent": "green_channel", "verified": False, "customer_ref": None,
+                             "green_channel": True, "call_id": self.info.call_id}}
+        asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(self.on_handoff(event)))
+
+
+async def test_green_channel_transfer_is_timed_from_answer_to_refer_accepted_and_recorded(bridge, tmp_path):
+    sip_bridge, _ = bridge
+    sip_bridge.call_factory = GreenChannelBot
+    GreenChannelBot.results = []
+    timed = dict(queue="elderly_priority", green_channel="true")
+    before = (metric("ivr_time_to_agent_seconds_count", **timed), metric("ivr_time_to_agent_seconds_sum", **timed),
+              metric("ivr_telephony_calls_total", door="sip", outcome="transferred"))
+    await run_sipp("refer_accepted.xml", sip_bridge.address, tmp_path, "-m", "1")
+    await wait_until(lambda: not sip_bridge.legs)
+    assert [ok for ok, _ in GreenChannelBot.results] == [True]
+    [cdr] = read_cdrs(tmp_path / "calls")
+    assert cdr["transfer_queue"] == "elderly_priority" and cdr["transfer_uri"] == "sip:elderly@127.0.0.1:5070"
+    assert (cdr["transfer_result"], cdr["green_channel"], cdr["outcome"]) == ("ok", True, "transferred")
+    # the bot asks 0.2 s after the ACK; the REFER's 202 follows on loopback at once
+    assert 0.15 < cdr["time_to_agent_s"] < 3.0
+    assert metric("ivr_time_to_agent_seconds_count", **timed) == before[0] + 1
+    assert metric("ivr_time_to_agent_seconds_sum", **timed) - before[1] == pytest.approx(cdr["time_to_agent_s"],
+                                                                                          abs=0.002)
+    assert metric("ivr_telephony_calls_total", door="sip", outcome="transferred") == before[2] + 1
+
+
+async def test_refused_transfer_is_recorded_without_a_time_to_agent(bridge, tmp_path):
+    sip_bridge, _ = bridge
+    sip_bridge.call_factory = HandoffBot
+    HandoffBot.queue, HandoffBot.results = "premium_rate", []
+    refused_before = metric("ivr_telephony_transfers_total", queue="unrouted", result="failed")
+    await run_sipp("bye_from_ivr.xml", sip_bridge.address, tmp_path, "-m", "1")
+    await wait_until(lambda: not sip_bridge.legs)
+    [cdr] = read_cdrs(tmp_path / "calls")
+    assert (cdr["transfer_queue"], cdr["transfer_uri"], cdr["transfer_result"]) == ("premium_rate", None, "failed")
+    assert cdr["time_to_agent_s"] is None and cdr["outcome"] == "completed" and cdr["cause"] == "bot_hangup"
+    assert metric("ivr_telephony_transfers_total", queue="unrouted", result="failed") == refused_before + 1
+
+
+async def test_a_caller_on_hold_is_not_hung_up_for_silence_but_is_after_unhold(tmp_path):
+    """re-INVITE a=inactive must stop the media timeout (1 s here); a=sendrecv without RTP restarts it."""
+    base = Settings()
+    rtp_min, rtp_max = private_rtp_range()
+    settings = dataclasses.replace(base, sip=dataclasses.replace(
+        base.sip, rtp_port_min=rtp_min, rtp_port_max=rtp_max, media_timeout_s=1.0))
+    sip_bridge = SipCallBridge(settings, MediaEchoCall, PortAllocator(rtp_min, rtp_max),
+                               cdr_writer=CdrWriter(tmp_path / "calls"))
+    await sip_bridge.start("127.0.0.1", free_port())
+    try:
+        await run_sipp("hold_inactive.xml", sip_bridge.address, tmp_path, "-m", "1")  # fails on a BYE while held
+        await wait_until(lambda: not sip_bridge.legs)
+    finally:
+        await sip_bridge.close()
+    [cdr] = read_cdrs(tmp_path / "calls")
+    assert (cdr["cause"], cdr["outcome"]) == ("media_timeout", "failed")
+    assert cdr["duration_s"] > 2.5  # held through 2.5 media timeouts
+    assert sip_bridge.allocator.in_use == frozenset()
+
+
+async def test_every_log_line_of_a_call_carries_its_call_id(bridge, tmp_path, caplog):
+    sip_bridge, _ = bridge
+    with caplog.at_level(logging.DEBUG, logger="telephony"):
+        await run_sipp("pcma_pcap_dtmf.xml", sip_bridge.address, tmp_path, "-m", "1")
+        await wait_until(lambda: not sip_bridge.legs)
+    [echo] = RecordingEchoCall.instances
+    lines = [r for r in caplog.records if r.name.startswith("telephony")]
+    assert len(lines) >= 5  # INVITE, answered, RTP latched, dtmf, ended at least
+    for record in lines:
+        assert record.getMessage().startswith(f"call={echo.info.call_id} "), record.getMessage()
+        assert record.call_id == echo.info.call_id
+
+
+@pytest.mark.parametrize("scenario,keys", [
+    ("info_dtmf.xml", ["5", "#"]),  # SIP INFO application/dtmf-relay
+    ("pcma_pcap_dtmf.xml", ["1"]),  # RFC 4733 telephone-event in RTP
+])
+async def test_keypad_keys_never_appear_in_the_logs(bridge, tmp_path, caplog, scenario, keys):
+    sip_bridge, _ = bridge
+    with caplog.at_level(logging.DEBUG):
+        await run_sipp(scenario, sip_bridge.address, tmp_path, "-m", "1")
+        await wait_until(lambda: not sip_bridge.legs)
+    [echo] = RecordingEchoCall.instances
+    assert echo.dtmf == keys  # the keys did reach the bot
+    telephony = [r.getMessage() for r in caplog.records if r.name.startswith("telephony")]
+    dtmf_lines = [line for line in telephony if "dtmf" in line.lower()]
+    assert len(dtmf_lines) == len(keys), telephony
+    for line in dtmf_lines:
+        assert not re.search(r"[0-9*#]", line.replace(f"call={echo.info.call_id}", "")), line
+    assert not any("signal=" in line.lower() for line in telephony)  # nor the INFO body
+
+
+class CrashingBot(MediaEchoCall):
+    """A voice loop that fails to start and then fails to stop."""
+
+    async def start(self) -> None:
+        raise RuntimeError("pipeline failed to start")
+
+    async def stop(self, cause: str = "remote_hangup") -> None:
+        raise RuntimeError("pipeline failed to stop")
+
+
+async def test_a_call_whose_voice_loop_crashes_is_hung_up_and_still_recorded(bridge, tmp_path):
+    sip_bridge, _ = bridge
+    sip_bridge.call_factory = CrashingBot
+    failed_before = metric("ivr_telephony_calls_total", door="sip", outcome="failed")
+    await run_sipp("bye_from_ivr.xml", sip_bridge.address, tmp_path, "-m", "1")  # we BYE: internal error
+    await wait_until(lambda: not sip_bridge.legs)
+    [cdr] = read_cdrs(tmp_path / "calls")
+    assert (cdr["cause"], cdr["outcome"]) == ("internal_error", "failed")
+    assert metric("ivr_telephony_calls_total", door="sip", outcome="failed") == failed_before + 1
+    assert metric("ivr_telephony_active_calls", door="sip") == 0
+    assert sip_bridge.allocator.in_use == frozenset()

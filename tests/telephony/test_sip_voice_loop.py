@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from settings import Settings
+from telephony.cdr import CdrWriter
 from telephony.rtp.ports import PortAllocator
 from telephony.sip.transport import free_port
 from telephony.sip.uas import TransferResult
@@ -94,7 +96,8 @@ async def voice_bridge(tmp_path):
         stt_factory=None,  # keypad-only: the test is about the telephony path, not ASR
         record_writer=CallRecordWriter(tmp_path / "calls"),
     )
-    bridge = SipCallBridge(settings, runtime.create_call, PortAllocator(rtp_min, rtp_min + 99))
+    bridge = SipCallBridge(settings, runtime.create_call, PortAllocator(rtp_min, rtp_min + 99),
+                           cdr_writer=CdrWriter(tmp_path / "calls"))
     results: list[TransferResult] = []
     forward = bridge.server.on_event
 
@@ -148,6 +151,9 @@ async def test_keypad_zero_transfers_the_call_with_refer(voice_bridge, tmp_path)
     assert rasa.messages[:2] == ["/call_start", "/human_agent"]
     assert [(r.ok, r.detail) for r in results] == [(True, "200 OK")]
     assert bridge.allocator.in_use == frozenset()
+    [cdr] = [json.loads(line) for line in next((tmp_path / "calls").glob("cdr-*.jsonl")).read_text().splitlines()]
+    assert (cdr["transfer_queue"], cdr["transfer_result"], cdr["outcome"]) == ("general", "ok", "transferred")
+    assert cdr["time_to_agent_s"] > 0 and cdr["packets_out"] > 0  # the greeting went out before the REFER
 
 
 @pytest.mark.skipif(BARESIP is None or not BARESIP_MODULES.is_dir(), reason="baresip (Debian baresip-core) is needed")

@@ -295,9 +295,18 @@ def test_refer_accepted_and_notify_200_ends_our_leg(ua):
     assert events(ua.feed(notify(uac, "SIP/2.0 100 Trying"), CALLER, 1.2)) == []
     out = ua.feed(notify(uac, "SIP/2.0 200 OK"), CALLER, 1.5)
     assert statuses(out) == [200]
-    assert events(out, TransferResult) == [TransferResult(call, True, "200 OK", time_to_agent_s=1.5)]
+    assert events(out, TransferResult) == [TransferResult(call, True, "200 OK", time_to_agent_s=1.1)]
     assert [m.method for m in datagrams(out) if m.is_request] == ["BYE"]
     assert events(out, CallEnded)[0].cause == "transferred"
+
+
+def test_a_final_notify_that_overtakes_the_202_still_times_the_transfer(ua):
+    uac = Uac()
+    call = establish(ua, uac)
+    refer = start_refer(ua, uac, call)
+    out = ua.feed(notify(uac, "SIP/2.0 200 OK"), CALLER, 1.4)  # UDP reordered: the 202 comes after
+    assert events(out, TransferResult) == [TransferResult(call, True, "200 OK", time_to_agent_s=1.4)]
+    assert ua.feed(refer_response(refer, 202), CALLER, 1.5) == []
 
 
 def test_refer_failure_in_notify_gives_the_call_back(ua):

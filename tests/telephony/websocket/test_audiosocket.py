@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
+import re
 import struct
 import uuid
 
@@ -13,6 +16,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from settings import Settings
+from telephony.cdr import CdrWriter
 from telephony.websocket.audiosocket import (KIND_AUDIO, KIND_DTMF, KIND_ERROR, KIND_HANGUP, KIND_UUID,
                                              AudioSocketServer, encode_message)
 from telephony.websocket.routes import AUDIOSOCKET_KEY, add_media_routes
@@ -169,9 +173,9 @@ async def test_closing_the_server_ends_calls_and_leaks_nothing(call_factory, con
     assert len(os.listdir("/proc/self/fd")) == fds_before + 5
 
 
-async def test_the_gateway_app_runs_the_audiosocket_server_with_its_lifetime(call_factory, connect):
+async def test_the_gateway_app_runs_the_audiosocket_server_with_its_lifetime(call_factory, connect, tmp_path):
     app = web.Application()
-    add_media_routes(app, call_factory, settings_for_test())
+    add_media_routes(app, call_factory, settings_for_test(CALL_RECORDS_DIR=str(tmp_path)))
     runner = web.AppRunner(app)
     await runner.setup()  # runs the cleanup contexts' start half: the AudioSocket server listens
     try:
@@ -195,14 +199,41 @@ async def test_a_call_that_fails_to_start_is_stopped_and_disconnected(audiosocke
 
 async def test_ended_calls_are_counted_in_the_metrics(audiosocket, connect, call_factory, wait_until):
     def ended() -> float:
-        return REGISTRY.get_sample_value("ivr_media_door_calls_total",
-                                         {"door": "AudioSocket", "cause": "remote_hangup"}) or 0.0
+        return REGISTRY.get_sample_value("ivr_telephony_calls_total",
+                                         {"door": "audiosocket", "outcome": "completed"}) or 0.0
 
     before = ended()
     server = await audiosocket()
     reader, writer = await connect(server)
-    await wait_until(lambda: REGISTRY.get_sample_value("ivr_media_door_active_calls", {"door": "AudioSocket"}) == 1)
+    await wait_until(lambda: REGISTRY.get_sample_value("ivr_telephony_active_calls", {"door": "audiosocket"}) == 1)
     writer.write(encode_message(KIND_HANGUP))
     await read_until_eof(reader)
     await wait_until(lambda: ended() == before + 1)
-    assert REGISTRY.get_sample_value("ivr_media_door_active_calls", {"door": "AudioSocket"}) == 0
+    assert REGISTRY.get_sample_value("ivr_telephony_active_calls", {"door": "audiosocket"}) == 0
+
+
+async def test_a_call_leaves_one_cdr_line_and_logs_no_key(call_factory, connect, wait_until, tone, tmp_path, caplog):
+    server = AudioSocketServer(call_factory, settings_for_test().gateway, CdrWriter(tmp_path))
+    await server.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="telephony"):
+            reader, writer = await connect(server)
+            for _ in range(3):
+                await read_message(reader)  # the greeting
+            writer.write(encode_message(KIND_AUDIO, tone(1500)))
+            for key in b"2580":
+                writer.write(encode_message(KIND_DTMF, bytes([key])))
+            await wait_until(lambda: bool(call_factory.calls) and call_factory.calls[0].keys == list("2580"))
+            writer.write(encode_message(KIND_HANGUP))
+            await read_until_eof(reader)
+            await wait_until(lambda: list(tmp_path.glob("cdr-*.jsonl")) != [])
+    finally:
+        await server.close()
+    [cdr] = [json.loads(line) for line in next(tmp_path.glob("cdr-*.jsonl")).read_text().splitlines()]
+    assert (cdr["call_id"], cdr["door"], cdr["codec"]) == (str(CALL_UUID), "audiosocket", "L16")
+    assert (cdr["cause"], cdr["outcome"], cdr["caller"]) == ("remote_hangup", "completed", "")
+    assert cdr["packets_in"] == 1 and cdr["packets_out"] == 4  # greeting 3 + the echo
+    call_id = str(CALL_UUID)
+    dtmf_lines = [r.getMessage() for r in caplog.records if "dtmf" in r.getMessage().lower()]
+    assert len(dtmf_lines) == 4 and all(line.startswith(f"call={call_id} ") for line in dtmf_lines)
+    assert not any(re.search(r"[0-9]", line.replace(f"call={call_id}", "")) for line in dtmf_lines), dtmf_lines

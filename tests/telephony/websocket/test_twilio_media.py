@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
+import re
 
 import aiohttp
 import numpy as np
@@ -27,12 +29,13 @@ def settings_for_test(**overrides: str) -> Settings:
 
 
 @pytest.fixture
-async def media_server(call_factory):
+async def media_server(call_factory, tmp_path):
     servers: list[TestServer] = []
 
     async def serve(**overrides: str) -> TestServer:
         app = web.Application()
-        add_media_routes(app, call_factory, settings_for_test(**overrides), audiosocket=False)
+        settings = settings_for_test(**{"CALL_RECORDS_DIR": str(tmp_path / "calls"), **overrides})
+        add_media_routes(app, call_factory, settings, audiosocket=False)
         server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         servers.append(server)
@@ -278,3 +281,33 @@ async def test_gateway_shutdown_ends_open_streams_and_their_calls(media_server, 
     await server.app[MEDIA_ENDPOINT_KEY].close_all()
     assert await codes == [aiohttp.WSCloseCode.OK, aiohttp.WSCloseCode.OK]
     assert call_factory.calls[0].stop_causes == ["shutdown"] and len(call_factory.calls) == 1
+
+
+async def test_a_call_leaves_one_cdr_line_and_its_logs_name_the_call_but_no_key(media_server, http, call_factory,
+                                                                                wait_until, tone, tmp_path, caplog):
+    server = await media_server()
+    with caplog.at_level(logging.DEBUG, logger="telephony"):
+        ws = await open_call(http, server)
+        for _ in range(3):
+            await next_event(ws, "media")  # the greeting
+        for _ in range(2):
+            await ws.send_str(media_message(tone(1500)))
+        for key in "1234":  # a PIN
+            await ws.send_str(dtmf_message(key))
+        (call,) = call_factory.calls
+        await wait_until(lambda: call.keys == list("1234"))
+        await ws.send_str(json.dumps({"event": "stop", "streamSid": STREAM, "stop": {"callSid": "CA42"}}))
+        assert await closed_code(ws) == aiohttp.WSCloseCode.OK
+        await wait_until(lambda: list((tmp_path / "calls").glob("cdr-*.jsonl")) != [])
+
+    [path] = (tmp_path / "calls").glob("cdr-*.jsonl")
+    [cdr] = [json.loads(line) for line in path.read_text().splitlines()]
+    assert (cdr["call_id"], cdr["door"], cdr["codec"], cdr["peer_call_id"]) == ("CA42", "media_stream", "PCMU", STREAM)
+    assert (cdr["cause"], cdr["outcome"], cdr["caller"]) == ("remote_hangup", "completed", "+86*******0001")
+    assert cdr["packets_in"] == 2 and cdr["packets_out"] >= 3 and cdr["answered_at"] is not None
+
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("telephony") and "CA42" in r.getMessage()]
+    assert lines and all(line.startswith("call=CA42 ") for line in lines)
+    dtmf_lines = [line for line in lines if "dtmf" in line.lower()]
+    assert len(dtmf_lines) == 4
+    assert not any(re.search(r"[0-9]", line.replace("call=CA42", "")) for line in dtmf_lines), dtmf_lines
