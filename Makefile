@@ -8,7 +8,7 @@ RASA_VENV := .venv-rasa
 VOICE_VENV := .venv
 RASA := $(RASA_VENV)/bin/rasa
 RASA_MODEL_DIR ?= models/rasa
-RASA_SOURCES := config.yml $(shell find domain data -name '*.yml' 2>/dev/null)
+RASA_SOURCES := config.yml $(shell find domain data -name '*.yml' 2>/dev/null) $(wildcard dialogue/jieba_dict/*.txt)
 
 .PHONY: help deps apt run test train nlu-report chat call models bench-voice bench-sip clean
 

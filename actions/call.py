@@ -172,5 +172,4 @@ class ActionTransferFailed(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
         dispatcher.utter_message(text="非常抱歉，人工客服暂时无法接通。需要我们稍后给您回电吗？需要请说「是」或按1，不需要请说「不用」或按2。")
-        dispatcher.utter_message(json_message=contract.expect_digits(max_length=1, secure=False))
         return [SlotSet("pending_offer", OFFER_CALLBACK)]

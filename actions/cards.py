@@ -161,7 +161,10 @@ class ActionReportCardLoss(VerifiedTaskAction):
 
     def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
         card = tracker.get_slot("card_last4")
-        if tracker.get_slot("confirmed") is not True:
+        already_lost = any(c.last4 == card and c.status == "lost" for c in bank.cards(customer_ref))
+        if already_lost:
+            dispatcher.utter_message(text=f"尾号{card}的卡已经挂失过了，不用重复挂失。")
+        elif tracker.get_slot("confirmed") is not True:
             dispatcher.utter_message(text="好的，已取消挂失。")
         else:
             result = bank.report_card_loss(customer_ref, card, request_id(tracker, "card_loss"))
@@ -232,8 +235,8 @@ class ActionAskConfirmed(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
         form = tracker.active_loop.get("name")
+        # no `expect` here: the answer may be spoken (「是」), and expect would switch the recogniser to digits only
         dispatcher.utter_message(text=f"{read_back(form, tracker)}{CONFIRM_QUESTION}")
-        dispatcher.utter_message(json_message=contract.expect_digits(max_length=1, secure=False))
         return []
 
 

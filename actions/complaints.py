@@ -18,6 +18,7 @@ from actions.verification import requested_slot
 
 MAX_COMPLAINT_CHARS = 500
 MIN_COMPLAINT_CHARS = 2
+OPENING_WITH_DESCRIPTION_CHARS = 12
 # While a description is asked for, these still act as commands instead of being written into the complaint.
 COMMAND_INTENTS = ("cancel", "human_agent", "green_channel", "repeat", "speak_slower", "goodbye", "dtmf")
 
@@ -27,7 +28,12 @@ class ValidateComplaintForm(FormValidationAction):
         return "validate_complaint_form"
 
     async def extract_complaint_text(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
-        if requested_slot(tracker) != "complaint_text" or latest_intent(tracker) in COMMAND_INTENTS:
+        asked = requested_slot(tracker)
+        if asked is None and latest_intent(tracker) == "complaint":
+            # 「我要投诉你们网点排队两个小时」: the request already says what happened
+            text = (tracker.latest_message.get("text") or "").strip()
+            return {"complaint_text": text[:MAX_COMPLAINT_CHARS]} if len(text) >= OPENING_WITH_DESCRIPTION_CHARS else {}
+        if asked != "complaint_text" or latest_intent(tracker) in COMMAND_INTENTS:
             return {}
         text = (tracker.latest_message.get("text") or "").strip()
         return {"complaint_text": None if text.startswith("/") else text[:MAX_COMPLAINT_CHARS]}

@@ -72,7 +72,8 @@ class ActionBranchLocator(Action):
 
 
 def speak_rate(rate: RateView) -> str:
-    return f"{rate.product}{rate.term}，年利率百分之{rate.rate_percent.normalize():f}"
+    name = rate.product if rate.term in rate.product else f"{rate.product}{rate.term}"  # 活期存款, not 活期存款活期
+    return f"{name}，年利率百分之{rate.rate_percent.normalize():f}"
 
 
 class ActionInterestRate(Action):

@@ -25,7 +25,8 @@ PIN_DIGITS = 6
 # Intents that may carry the digits a form asked for; anything else lets the rules handle the turn.
 ANSWER_INTENTS = ("inform", "dtmf", "out_of_scope", "nlu_fallback", "affirm", "deny")
 
-YES_WORDS = ("是", "是的", "对", "对的", "确认", "好", "好的", "可以", "行", "嗯", "没错", "确定")
+# no 「嗯」: a backchannel must never confirm moving money
+YES_WORDS = ("是", "是的", "对", "对的", "确认", "好", "好的", "可以", "行", "没错", "确定")
 NO_WORDS = ("否", "取消", "算了", "没有")
 
 PIN_WRONG = "卡号或密码不正确，请重新输入。您还可以再试{attempts}次。"
@@ -153,6 +154,35 @@ class ValidateBillForm(VerifiedTaskValidation):
 class ValidateCardLossForm(VerifiedTaskValidation):
     def name(self) -> str:
         return "validate_card_loss_form"
+
+    async def extract_card_last4(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        if requested_slot(tracker) == "confirmed":
+            # 「不是这张，是一二三四」 at the read-back: switch to that card and read back again
+            other = digits_in_latest_message(tracker, CARD_DIGITS)
+            if other and len(other) == CARD_DIGITS and other != tracker.get_slot("card_last4"):
+                return {"card_last4": other}
+            return {}
+        return await super().extract_card_last4(dispatcher, tracker, domain)
+
+    async def required_slots(
+        self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[str]:
+        required = await super().required_slots(domain_slots, dispatcher, tracker, domain)
+        if tracker.get_slot("verified") and self._already_lost(tracker):
+            return []  # nothing to confirm: the card loss action says it is already reported
+        return required
+
+    @staticmethod
+    def _already_lost(tracker: Tracker) -> bool:
+        card = tracker.get_slot("card_last4")
+        cards = bank_service().cards(tracker.get_slot("customer_ref"))
+        return any(c.last4 == card and c.status == "lost" for c in cards)
+
+    async def extract_confirmed(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        named = digits_in_latest_message(tracker, CARD_DIGITS)
+        if requested_slot(tracker) == "confirmed" and named and len(named) == CARD_DIGITS:
+            return {}  # a card number is a correction, not a yes or no
+        return await super().extract_confirmed(dispatcher, tracker, domain)
 
 
 class ValidateActivationForm(VerifiedTaskValidation):

@@ -76,8 +76,8 @@ class TurnTaker(FrameProcessor):
     ) -> None:
         """
         Args:
-            end_of_turn_s: extra silence after the VAD pause before the turn ends when Smart Turn says the caller
-                is not done (or there is no Smart Turn).
+            end_of_turn_s: silence after the VAD pause before the turn ends when Smart Turn says the caller is not
+                done (or there is no Smart Turn).
             end_of_turn_elderly_s: the same in elderly mode.
             transcript_wait_s: how long to wait for the recognizer's final transcript after the turn ended.
             turn_analyzer: pipecat's Smart Turn (LocalSmartTurnAnalyzerV3), one per call; None = silence only.
@@ -187,8 +187,10 @@ class TurnTaker(FrameProcessor):
     # -- end of turn -------------------------------------------------------------------------------------------
 
     async def _end_turn_when_done(self) -> None:
+        # The silence fallback counts from the VAD pause, so Smart Turn's own inference time is not added to it.
+        deadline = time.monotonic() + (self._end_of_turn_elderly_s if self._elderly else self._end_of_turn_s)
         if not await self._turn_is_complete():
-            await asyncio.sleep(self._end_of_turn_elderly_s if self._elderly else self._end_of_turn_s)
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
         if not self._segments:
             # The recognizer finalizes on the VAD pause; give it a moment to deliver.
             try:

@@ -11,7 +11,7 @@
 `make call WAV=...` (bot/call_cli.py) uses the same socket.
 
 The process-wide VoiceRuntime lives in `app[VOICE_RUNTIME_KEY]` (loaded at start-up, off the event loop), so
-telephony can share it: `runtime = app[VOICE_RUNTIME_KEY]`.
+telephony can share it: `runtime = app.get(VOICE_RUNTIME_KEY)` (None if it could not load: see the log).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "voice_static"
 VOICE_RUNTIME_KEY: web.AppKey[VoiceRuntime] = web.AppKey("voice_runtime", VoiceRuntime)
+VOICE_ERROR_KEY: web.AppKey[str] = web.AppKey("voice_runtime_error", str)
 BROWSER_SAMPLE_RATE = 16000
 MAX_AUDIO_MESSAGE_BYTES = 64 * 1024
 MAX_BROWSER_CALLS = 8
@@ -45,7 +46,10 @@ VOICE_PAGE_CALLS = Counter("ivr_voice_page_calls_total", "Browser and CLI voice 
 def add_voice_routes(app: web.Application, settings: Settings | None = None,
                      runtime: VoiceRuntime | None = None) -> None:
     """Adds /voice, /voice/ws and /voice/static; loads the VoiceRuntime at start-up unless one is given."""
-    settings = settings or get_settings()
+    if settings is None:
+        from bot.web.app import SETTINGS_KEY  # the gateway's own settings, when it made this app
+
+        settings = app.get(SETTINGS_KEY) or get_settings()
     app.router.add_get("/voice", voice_page)
     app.router.add_get("/voice/ws", voice_socket)
     app.router.add_static("/voice/static", STATIC_DIR, name="voice_static")
@@ -54,7 +58,13 @@ def add_voice_routes(app: web.Application, settings: Settings | None = None,
 
 def _runtime_ctx(settings: Settings, given: VoiceRuntime | None):
     async def ctx(app: web.Application):
-        runtime = given or await asyncio.to_thread(VoiceRuntime.load, settings)
+        try:
+            runtime = given or await asyncio.to_thread(VoiceRuntime.load, settings)
+        except Exception as exc:  # e.g. no TTS at all: the gateway still serves the text console and telephony
+            logger.error(f"voice loop unavailable: {exc}")
+            app[VOICE_ERROR_KEY] = str(exc)
+            yield
+            return
         app[VOICE_RUNTIME_KEY] = runtime
         yield
         await runtime.close()
@@ -67,7 +77,10 @@ async def voice_page(request: web.Request) -> web.Response:
 
 
 async def voice_socket(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[VOICE_RUNTIME_KEY]
+    runtime = request.app.get(VOICE_RUNTIME_KEY)
+    if runtime is None:
+        error = request.app.get(VOICE_ERROR_KEY, "still loading")
+        return web.json_response({"error": f"voice loop unavailable: {error}"}, status=503)
     caller = request.query.get("caller", DEFAULT_CALLER)
     if not CALLER_RE.match(caller):
         return web.json_response({"error": "caller must be 3-20 digits"}, status=400)

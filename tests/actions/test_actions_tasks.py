@@ -49,7 +49,7 @@ async def test_repayment_reads_back_then_pays_in_full(bank_for_actions):
     assert filled.slots_set()["amount_cents"] == "328000"
     read_back = await call.run(ActionAskConfirmed())
     assert "尾号1234" in read_back.text and "3280元" in read_back.text and "尾号8888" in read_back.text
-    assert read_back.custom("expect") == {"event": "expect", "input": "digits", "max_length": 1, "secure": False}
+    assert read_back.custom("expect") is None  # 「是」 must stay recognisable: no digits-only grammar
     await call.fill(form, "confirmed", dtmf("1"))
     assert call.slots["confirmed"] is True
     done = await call.run(ActionRepayCreditCard())
@@ -78,8 +78,9 @@ async def test_card_loss_reads_reference_digit_by_digit_then_says_already_lost(b
     reference = re.search(r"参考号是：([0-9 ，]+)", first.texts[0]).group(1)
     assert " " in reference and len(spoken_digits(reference)) >= 6
     assert bank_for_actions.find_card("1234").status == "lost"
-    call.say(user("是", "affirm"))  # a new request: another user turn, so another idempotency key
-    call.slots["confirmed"] = True
+    call.say(user("我的卡又丢了", "report_card_loss"))
+    required = await ValidateCardLossForm().required_slots(["card_last4", "pin", "confirmed"], None, call.tracker(), {})
+    assert required == []  # a lost card needs no confirmation: the caller hears at once that it is already lost
     second = await call.run(ActionReportCardLoss())
     assert "已经挂失" in second.text
 
@@ -182,3 +183,15 @@ async def test_activation_after_verifying_with_the_old_card_activates_the_new_on
     call = await verified_call(bank_for_actions, CHEN)  # verified with 4321, asks to activate the new card
     outcome = await call.run(ActionActivateCard())
     assert "尾号7777的卡已激活" in outcome.text
+
+
+async def test_a_complaint_told_in_one_breath_is_not_asked_again(bank_for_actions):
+    call = Call()
+    call.active_loop = "complaint_form"
+    call.say(user("我要投诉你们网点的工作人员态度太差了", "complaint"))
+    await call.run(ValidateComplaintForm())
+    assert call.slots["complaint_text"] == "我要投诉你们网点的工作人员态度太差了"
+    call.say(user("我要投诉", "complaint"))
+    call.slots["complaint_text"] = None
+    await call.run(ValidateComplaintForm())
+    assert call.slots["complaint_text"] is None  # a bare 「我要投诉」 still gets the question

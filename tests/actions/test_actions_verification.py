@@ -134,3 +134,20 @@ async def test_confirmation_understands_bare_yes_and_no(text, intent, expected):
     call.active_loop = "card_loss_form"
     outcome = await call.fill(ValidateCardLossForm(), "confirmed", user(text, intent))
     assert outcome.slots_set().get("confirmed", "unset") == expected
+
+
+async def test_card_loss_read_back_can_switch_to_another_card(bank_for_actions):
+    call, _ = await started(ELDERLY_PHONE)
+    call.slots.update(verified=True, customer_ref="C1001", card_last4="8888")
+    call.active_loop = "card_loss_form"
+    outcome = await call.fill(ValidateCardLossForm(), "confirmed", user("不是这张 是一二三四", "inform"))
+    assert call.slots["card_last4"] == "1234" and call.slots["confirmed"] is None
+    assert outcome.events  # the form is not rejected: it reads the new card back
+
+
+async def test_card_loss_confirmation_by_key_1_still_works(bank_for_actions):
+    call, _ = await started(ELDERLY_PHONE)
+    call.slots.update(verified=True, customer_ref="C1001", card_last4="8888")
+    call.active_loop = "card_loss_form"
+    await call.fill(ValidateCardLossForm(), "confirmed", dtmf("1"))
+    assert call.slots["confirmed"] is True and call.slots["card_last4"] == "8888"

@@ -113,3 +113,21 @@ def test_cli_reports_an_unreachable_gateway(tmp_path, capsys):
     wav = write_wav(tmp_path / "s.wav", b"\x00\x00" * 1600, 16000)
     assert call_cli.main([str(wav), "--url", "http://127.0.0.1:9"]) == 3
     assert "cannot reach the gateway" in capsys.readouterr().err
+
+
+async def test_socket_says_why_when_the_voice_loop_could_not_load(monkeypatch):
+    def broken_load(settings):
+        raise RuntimeError("no TTS: espeak-ng not installed")
+
+    monkeypatch.setattr(VoiceRuntime, "load", staticmethod(broken_load))
+    app = web.Application()
+    add_voice_routes(app, settings_module.Settings())
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{server.port}/voice/ws") as resp:
+                assert resp.status == 503
+                assert "espeak-ng not installed" in (await resp.json())["error"]
+    finally:
+        await server.close()

@@ -64,7 +64,8 @@ class RecordingEchoCall(MediaEchoCall):
 
 
 def read_cdrs(directory: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted(directory.glob("cdr-*.jsonl")) for line in path.read_text().splitlines()]
+    paths = sorted(directory.glob("cdr-*.jsonl"))
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines()]
 
 
 def metric(name: str, **labels: str) -> float:
