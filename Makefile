@@ -2,8 +2,15 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PY310 ?= $(shell command -v python3.10 2>/dev/null || ls /root/.pyenv/versions/3.10.*/bin/python 2>/dev/null | head -n1)
-PY311 ?= $(shell command -v python3.11 2>/dev/null || ls /root/.pyenv/versions/3.11.*/bin/python 2>/dev/null | head -n1)
+# The first interpreter of the wanted version that really runs (a pyenv shim may exist but refuse).
+find_python = $(shell for c in $(2) $$HOME/.pyenv/versions/$(1).*/bin/python /root/.pyenv/versions/$(1).*/bin/python; do \
+  "$$c" -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(1)".split("."))))' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
+ifndef PY310
+PY310 := $(call find_python,3.10,python3.10)
+endif
+ifndef PY311
+PY311 := $(call find_python,3.11,python3.11)
+endif
 RASA_VENV := .venv-rasa
 VOICE_VENV := .venv
 RASA := $(RASA_VENV)/bin/rasa
