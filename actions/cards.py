@@ -16,12 +16,12 @@ from actions.call import OFFER_HUMAN_FOR
 from actions.cn_numbers import amount_cents_from_speech, find_amount_cents, speak_amount, speak_digits
 from actions.common import bank_service, card_kind_name, keyed_digits, latest_intent, request_id
 from actions.tasks import VerifiedTaskAction
-from actions.verification import ANSWER_INTENTS, VerifiedTaskValidation, requested_slot
+from actions.verification import VerifiedTaskValidation, requested_slot
 
 MAX_AMOUNT_CENTS = 100_000_000  # 1,000,000 yuan: anything above is a mishearing, not a phone transaction
 FULL_AMOUNT_WORDS = ("全额", "全部", "全款", "还清", "账单金额", "所有")
 MINIMUM_WORDS = ("最低",)
-CONFIRM_QUESTION = "确认请说「是」或按1，取消请说「不」或按2。"
+CONFIRM_QUESTION = "确认请说「是」或按一，取消请说「不」或按二。"
 AMOUNT_UNCLEAR = "没有听清金额，请再说一遍，比如「五百元」。"
 
 
@@ -83,6 +83,8 @@ class ActionCreditCardBill(VerifiedTaskAction):
 
 
 class ValidateRepaymentForm(VerifiedTaskValidation):
+    task_intent = "credit_card_repayment"
+
     def name(self) -> str:
         return "validate_repayment_form"
 
@@ -106,7 +108,7 @@ class ValidateRepaymentForm(VerifiedTaskValidation):
         cents = spoken_amount_cents(tracker)
         if cents is not None:
             return {"amount_cents": str(cents)}
-        return {"amount_cents": None} if latest_intent(tracker) in ANSWER_INTENTS else {}
+        return {"amount_cents": None} if latest_intent(tracker) in self.answer_intents() else {}
 
     def validate_amount_cents(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         return validated_amount(value, dispatcher)

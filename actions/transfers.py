@@ -14,15 +14,17 @@ from actions.cn_numbers import speak_amount, speak_digits
 from actions.cards import spoken_amount_cents, validated_amount
 from actions.common import bank_service, latest_intent, request_id
 from actions.tasks import VerifiedTaskAction
-from actions.verification import ANSWER_INTENTS, CARD_DIGITS, VerifiedTaskValidation, answer_for, requested_slot
+from actions.verification import CARD_DIGITS, VerifiedTaskValidation, answer_for, requested_slot
 
 
 class ValidateTransferForm(VerifiedTaskValidation):
+    task_intent = "transfer_money"
+
     def name(self) -> str:
         return "validate_transfer_form"
 
     async def extract_to_card(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
-        return answer_for(tracker, "to_card", CARD_DIGITS) if requested_slot(tracker) == "to_card" else {}
+        return answer_for(tracker, "to_card", CARD_DIGITS, self.answer_intents()) if requested_slot(tracker) == "to_card" else {}
 
     def validate_to_card(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         if not (isinstance(value, str) and len(value) == CARD_DIGITS and value.isdigit()):
@@ -44,7 +46,7 @@ class ValidateTransferForm(VerifiedTaskValidation):
         cents = spoken_amount_cents(tracker)
         if cents is not None:
             return {"amount_cents": str(cents)}
-        return {"amount_cents": None} if latest_intent(tracker) in ANSWER_INTENTS else {}
+        return {"amount_cents": None} if latest_intent(tracker) in self.answer_intents() else {}
 
     def validate_amount_cents(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         return validated_amount(value, dispatcher)

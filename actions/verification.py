@@ -39,14 +39,16 @@ def requested_slot(tracker: Tracker) -> str | None:
     return tracker.get_slot("requested_slot")
 
 
-def answer_for(tracker: Tracker, slot: str, length: int | None = None) -> dict[str, Any]:
+def answer_for(
+    tracker: Tracker, slot: str, length: int | None = None, answer_intents: tuple[str, ...] = ANSWER_INTENTS
+) -> dict[str, Any]:
     """Digits for `slot` from the latest message, {slot: None} for an answer without usable digits, {} to pass the turn on."""
     digits = digits_in_latest_message(tracker, length)
     if digits:
         return {slot: digits}
     if keyed_digits(tracker) == "*":
         return {}  # the keypad menu key: let the rules answer it
-    return {slot: None} if latest_intent(tracker) in ANSWER_INTENTS else {}
+    return {slot: None} if latest_intent(tracker) in answer_intents else {}
 
 
 def yes_or_no(text: str) -> dict[str, Any]:
@@ -61,6 +63,12 @@ def yes_or_no(text: str) -> dict[str, Any]:
 
 class VerifiedTaskValidation(FormValidationAction):
     """Base of every form whose task needs a verified caller."""
+
+    # Asking for the same task again while its form runs (「我的卡丢了」 at the read-back) repeats the question.
+    task_intent: str = ""
+
+    def answer_intents(self) -> tuple[str, ...]:
+        return ANSWER_INTENTS + (self.task_intent,)
 
     @abstractmethod
     def name(self) -> str:
@@ -78,7 +86,7 @@ class VerifiedTaskValidation(FormValidationAction):
     async def extract_card_last4(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         asked = requested_slot(tracker)
         if asked == "card_last4":
-            return answer_for(tracker, "card_last4", CARD_DIGITS)
+            return answer_for(tracker, "card_last4", CARD_DIGITS, self.answer_intents())
         if asked is None:
             # the opening request may name the card: 「尾号一二三四的卡余额」
             named = [digits for digits in entity_values(tracker.latest_message, "card_last4") if len(digits) == CARD_DIGITS]
@@ -94,7 +102,7 @@ class VerifiedTaskValidation(FormValidationAction):
     async def extract_pin(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         if requested_slot(tracker) != "pin":
             return {}
-        return answer_for(tracker, "pin", PIN_DIGITS)
+        return answer_for(tracker, "pin", PIN_DIGITS, self.answer_intents())
 
     def validate_pin(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         if not (isinstance(value, str) and len(value) == PIN_DIGITS and value.isdigit()):
@@ -128,6 +136,8 @@ class VerifiedTaskValidation(FormValidationAction):
             return {"confirmed": True}
         if intent == "deny" or keyed == "2":
             return {"confirmed": False}
+        if intent == self.task_intent:
+            return {"confirmed": None}  # asked again: read the request back again
         if intent in ANSWER_INTENTS:
             return yes_or_no(tracker.latest_message.get("text") or "")
         return {}
@@ -137,21 +147,29 @@ class VerifiedTaskValidation(FormValidationAction):
 
 
 class ValidateBalanceForm(VerifiedTaskValidation):
+    task_intent = "check_balance"
+
     def name(self) -> str:
         return "validate_balance_form"
 
 
 class ValidateTransactionsForm(VerifiedTaskValidation):
+    task_intent = "query_transactions"
+
     def name(self) -> str:
         return "validate_transactions_form"
 
 
 class ValidateBillForm(VerifiedTaskValidation):
+    task_intent = "credit_card_bill"
+
     def name(self) -> str:
         return "validate_bill_form"
 
 
 class ValidateCardLossForm(VerifiedTaskValidation):
+    task_intent = "report_card_loss"
+
     def name(self) -> str:
         return "validate_card_loss_form"
 
@@ -186,5 +204,7 @@ class ValidateCardLossForm(VerifiedTaskValidation):
 
 
 class ValidateActivationForm(VerifiedTaskValidation):
+    task_intent = "activate_card"
+
     def name(self) -> str:
         return "validate_activation_form"

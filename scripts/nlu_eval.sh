@@ -11,7 +11,7 @@ MODEL=${NLU_EVAL_MODEL:-models/rasa}
 MIN_ACCURACY=${NLU_MIN_ACCURACY:-0.92}
 EXTERNAL=../shared/eval/nlu_external.yml
 
-if [ -d "$MODEL" ] && ! ls "$MODEL"/*.tar.gz >/dev/null 2>&1; then
+if [ ! -f "$MODEL" ] && ! ls "$MODEL"/*.tar.gz >/dev/null 2>&1; then
   echo "no trained model in $MODEL: run 'make train' first" >&2
   exit 1
 fi

@@ -15,6 +15,11 @@ MODEL=${NLU_EVAL_MODEL:-models/rasa}
 OUT=reports/nlu
 MODE=${NLU_REPORT_MODE:-heldout}
 
+if [ "$MODE" = heldout ] && [ ! -f "$MODEL" ] && ! ls "$MODEL"/*.tar.gz >/dev/null 2>&1; then
+  echo "no trained model in $MODEL: run 'make train' first" >&2
+  exit 1
+fi
+
 $PY scripts/split_nlu.py --check
 rm -rf "$OUT" && mkdir -p "$OUT"
 

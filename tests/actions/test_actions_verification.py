@@ -151,3 +151,11 @@ async def test_card_loss_confirmation_by_key_1_still_works(bank_for_actions):
     call.active_loop = "card_loss_form"
     await call.fill(ValidateCardLossForm(), "confirmed", dtmf("1"))
     assert call.slots["confirmed"] is True and call.slots["card_last4"] == "8888"
+
+
+async def test_asking_for_the_same_task_again_inside_its_form_repeats_the_question(bank_for_actions):
+    call, _ = await started(ELDERLY_PHONE)
+    call.slots.update(verified=True, customer_ref="C1001", card_last4="1234")
+    call.active_loop = "card_loss_form"
+    outcome = await call.fill(ValidateCardLossForm(), "confirmed", user("我的卡丢了 要挂失", "report_card_loss"))
+    assert outcome.slots_set().get("confirmed", "unset") is None  # not rejected: the read-back is asked again

@@ -124,6 +124,6 @@ def test_repayment_read_back_and_confirmation_by_keypad(dialogue_servers):
         _, reply = dialogue_servers.send(call, message)
     assert "还款多少" in texts(reply)
     _, read_back = dialogue_servers.send(call, '/dtmf{"digits":"500"}')
-    assert "500元" in texts(read_back) and "按1" in texts(read_back)
+    assert "500元" in texts(read_back) and "按一" in texts(read_back)
     _, done = dialogue_servers.send(call, '/dtmf{"digits":"1"}')
     assert "还款成功" in texts(done)
