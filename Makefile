@@ -1,5 +1,7 @@
 # Two commands for a fresh Debian 12 machine: `make run` and `make test` (see README.md).
 SHELL := /bin/bash
+# Rasa would otherwise try to reach its telemetry host, which a bank network (and this one) does not allow.
+export RASA_TELEMETRY_ENABLED := false
 .DEFAULT_GOAL := help
 
 # The first interpreter of the wanted version that really runs (a pyenv shim may exist but refuse).

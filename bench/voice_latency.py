@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -316,12 +317,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tts", choices=("espeak", "piper", "both"), default="both")
     parser.add_argument("--turns", type=int, default=2, help="caller utterances per call")
     parser.add_argument("--rasa-url", default="", help="use this running Rasa instead of starting one")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="size of the event loop's default thread pool (0: Python's default, cores + 4)")
     parser.add_argument("--log-level", default="WARNING", help="loguru level for the voice loop's own logs")
     return parser.parse_args(argv)
 
 
 async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> None:
     vosk.KaldiRecognizer = TimedKaldiRecognizer  # measure decoding where the loop does it
+    if args.workers:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=args.workers))
     model, model_name = asr_model_path(settings)
     cache = Path(tempfile.gettempdir()) / "ivr-bench-audio"
     cache.mkdir(exist_ok=True)

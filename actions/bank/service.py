@@ -123,6 +123,14 @@ class BankService:
 
     # ------------------------------------------------------------------ health
 
+    def prepare(self) -> bool:
+        """Create and seed the store now rather than at the first request; False (logged) if it is down."""
+        try:
+            self._ensure_ready()
+            return True
+        except BankUnavailable:
+            return False
+
     def ping(self) -> bool:
         """Whether the database answers `SELECT 1`; never raises."""
         try:
