@@ -84,6 +84,8 @@ class VoiceSettings:
     # extra silence after a speech pause before the turn ends when Smart Turn says the caller is not done
     end_of_turn_s: float = env("END_OF_TURN_S", 0.6)
     end_of_turn_elderly_s: float = env("END_OF_TURN_ELDERLY_S", 1.2)
+    # the gateway's default thread pool: every call's Vosk decoding hops to it per 20 ms chunk
+    worker_threads: int = env("VOICE_WORKER_THREADS", 32)
 
 
 @dataclass(frozen=True)

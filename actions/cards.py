@@ -63,6 +63,14 @@ def spoken_amount_cents(tracker: Tracker) -> int | None:
     return amount_cents_from_speech(text) or find_amount_cents(text)
 
 
+def amount_answer(tracker: Tracker, answer_intents: tuple[str, ...]) -> dict:
+    """The `amount_cents` slot from the latest message; an unclear answer empties the slot so the form re-asks."""
+    cents = spoken_amount_cents(tracker)
+    if cents is not None:
+        return {"amount_cents": str(cents)}
+    return {"amount_cents": None} if latest_intent(tracker) in answer_intents else {}
+
+
 class ActionCreditCardBill(VerifiedTaskAction):
     def name(self) -> str:
         return "action_credit_card_bill"
@@ -105,10 +113,7 @@ class ValidateRepaymentForm(VerifiedTaskValidation):
             return {"amount_cents": str(remaining_due(statement))}
         if statement and any(word in text for word in MINIMUM_WORDS):
             return {"amount_cents": str(statement.minimum_due_cents)}
-        cents = spoken_amount_cents(tracker)
-        if cents is not None:
-            return {"amount_cents": str(cents)}
-        return {"amount_cents": None} if latest_intent(tracker) in self.answer_intents() else {}
+        return amount_answer(tracker, self.answer_intents())
 
     def validate_amount_cents(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         return validated_amount(value, dispatcher)

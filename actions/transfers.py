@@ -11,8 +11,8 @@ from rasa_sdk.types import DomainDict
 from actions.bank.service import BankService
 from actions.bank.views import TransferResult
 from actions.cn_numbers import speak_amount, speak_digits
-from actions.cards import spoken_amount_cents, validated_amount
-from actions.common import bank_service, latest_intent, request_id
+from actions.cards import amount_answer, validated_amount
+from actions.common import bank_service, request_id
 from actions.tasks import VerifiedTaskAction
 from actions.verification import CARD_DIGITS, VerifiedTaskValidation, answer_for, requested_slot
 
@@ -41,12 +41,7 @@ class ValidateTransferForm(VerifiedTaskValidation):
         return {"to_card": value}
 
     async def extract_amount_cents(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
-        if requested_slot(tracker) != "amount_cents":
-            return {}
-        cents = spoken_amount_cents(tracker)
-        if cents is not None:
-            return {"amount_cents": str(cents)}
-        return {"amount_cents": None} if latest_intent(tracker) in self.answer_intents() else {}
+        return amount_answer(tracker, self.answer_intents()) if requested_slot(tracker) == "amount_cents" else {}
 
     def validate_amount_cents(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         return validated_amount(value, dispatcher)

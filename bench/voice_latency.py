@@ -318,15 +318,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=2, help="caller utterances per call")
     parser.add_argument("--rasa-url", default="", help="use this running Rasa instead of starting one")
     parser.add_argument("--workers", type=int, default=0,
-                        help="size of the event loop's default thread pool (0: Python's default, cores + 4)")
+                        help="size of the event loop's default thread pool (0: settings.voice.worker_threads, as the gateway)")
     parser.add_argument("--log-level", default="WARNING", help="loguru level for the voice loop's own logs")
     return parser.parse_args(argv)
 
 
 async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> None:
     vosk.KaldiRecognizer = TimedKaldiRecognizer  # measure decoding where the loop does it
-    if args.workers:
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=args.workers))
+    # The same thread pool the gateway sets up (bot/web/voice.py).
+    workers = args.workers or settings.voice.worker_threads
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
     model, model_name = asr_model_path(settings)
     cache = Path(tempfile.gettempdir()) / "ivr-bench-audio"
     cache.mkdir(exist_ok=True)

@@ -514,14 +514,12 @@ class BankService:
         if new_balance is None:
             balance = session.get(Account, debit_card.account_id).balance_cents
             return RepaymentResult("insufficient_funds", new_balance_cents=balance, remaining_due_cents=remaining)
-        credit_balance = _deposit(session, credit_card.account_id, amount)
+        _deposit_and_record(
+            session, now, amount,
+            source=(debit_card.account_id, new_balance, f"信用卡还款 尾号{credit_card.last4}"),
+            target=(credit_card.account_id, f"还款 来自尾号{debit_card.last4}"),
+        )
         statement.paid_cents += amount
-        session.add_all([
-            Transaction(account_id=debit_card.account_id, posted_at=now, amount_cents=-amount,
-                        description=f"信用卡还款 尾号{credit_card.last4}", balance_after_cents=new_balance),
-            Transaction(account_id=credit_card.account_id, posted_at=now, amount_cents=amount,
-                        description=f"还款 来自尾号{debit_card.last4}", balance_after_cents=credit_balance),
-        ])
         repayment = Repayment(statement_id=statement.id, from_account_id=debit_card.account_id,
                               amount_cents=amount, created_at=now)
         session.add(repayment)
@@ -550,13 +548,11 @@ class BankService:
         source_balance = _withdraw(session, source.account_id, amount)
         if source_balance is None:
             return TransferResult("insufficient_funds", limit_left_cents=limit_left)
-        target_balance = _deposit(session, target.account_id, amount)
-        session.add_all([
-            Transaction(account_id=source.account_id, posted_at=now, amount_cents=-amount,
-                        description=f"转账至尾号{target.last4}", balance_after_cents=source_balance),
-            Transaction(account_id=target.account_id, posted_at=now, amount_cents=amount,
-                        description=f"转入 来自尾号{source.last4}", balance_after_cents=target_balance),
-        ])
+        _deposit_and_record(
+            session, now, amount,
+            source=(source.account_id, source_balance, f"转账至尾号{target.last4}"),
+            target=(target.account_id, f"转入 来自尾号{source.last4}"),
+        )
         transfer = Transfer(customer_id=customer.id, from_account_id=source.account_id,
                             to_account_id=target.account_id, amount_cents=amount,
                             business_date=now.date(), created_at=now)
@@ -677,6 +673,25 @@ def _deposit(session: Session, account_id: int, amount: int) -> int:
         .execution_options(synchronize_session=False)
     )
     return session.scalar(select(Account.balance_cents).where(Account.id == account_id))
+
+
+def _deposit_and_record(
+    session: Session, now: datetime, amount: int,
+    source: tuple[int, int, str], target: tuple[int, str],
+) -> None:
+    """Finish a movement whose withdrawal already succeeded: credit the target and book both statement lines.
+
+    `source` is (account id, balance after the withdrawal, description); `target` is (account id, description).
+    """
+    source_account_id, source_balance, source_text = source
+    target_account_id, target_text = target
+    target_balance = _deposit(session, target_account_id, amount)
+    session.add_all([
+        Transaction(account_id=source_account_id, posted_at=now, amount_cents=-amount,
+                    description=source_text, balance_after_cents=source_balance),
+        Transaction(account_id=target_account_id, posted_at=now, amount_cents=amount,
+                    description=target_text, balance_after_cents=target_balance),
+    ])
 
 
 def _stored_result(

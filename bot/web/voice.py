@@ -20,6 +20,7 @@ import asyncio
 import json
 import re
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,10 @@ def add_voice_routes(app: web.Application, settings: Settings | None = None,
 
 def _runtime_ctx(settings: Settings, given: VoiceRuntime | None):
     async def ctx(app: web.Application):
+        # Python's default pool (cores + 4 threads) queues the per-chunk decoding of a few calls behind each
+        # other; the benchmark showed final transcripts seconds late at 8 calls on 2 cores (docs/VOICE.md).
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=settings.voice.worker_threads, thread_name_prefix="voice"))
         try:
             runtime = given or await asyncio.to_thread(VoiceRuntime.load, settings)
         except Exception as exc:  # e.g. no TTS at all: the gateway still serves the text console and telephony

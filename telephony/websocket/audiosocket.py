@@ -20,7 +20,7 @@ from settings import GatewaySettings
 from telephony.call_log import call_logger
 from telephony.cdr import CdrWriter
 from telephony.metrics import DOOR_AUDIOSOCKET
-from telephony.websocket.calls import MEDIA_SAMPLE_RATE, CallBinding, CallFactory, first_result
+from telephony.websocket.calls import MEDIA_SAMPLE_RATE, CallBinding, CallFactory, bind_call, first_result
 
 log = logging.getLogger(__name__)
 
@@ -152,16 +152,15 @@ class AudioSocketCall:
             return None
         info = CallInfo(call_id=str(uuid.UUID(bytes=first.payload)), caller_number="",
                         sample_rate=MEDIA_SAMPLE_RATE)
-        try:
-            call = self._call_factory(info)
-        except Exception:
-            call_logger(log, info.call_id).exception("the voice loop refused the call")
-            return None
-        call.on_audio = self._send_audio
-        call.on_clear = lambda: None  # nothing is queued on our side: Asterisk plays frames as they come
-        call_logger(log, info.call_id).info("AudioSocket call from %s", self.peer)
-        return CallBinding(call, DOOR_AUDIOSOCKET, codec=WIRE_CODEC, peer_call_id=info.call_id,
-                           cdr_writer=self._cdr_writer)
+        binding = bind_call(
+            self._call_factory, info, DOOR_AUDIOSOCKET, codec=WIRE_CODEC, peer_call_id=info.call_id,
+            on_audio=self._send_audio,
+            on_clear=lambda: None,  # nothing is queued on our side: Asterisk plays frames as they come
+            cdr_writer=self._cdr_writer,
+        )
+        if binding is not None:
+            call_logger(log, info.call_id).info("AudioSocket call from %s", self.peer)
+        return binding
 
     async def _receive_loop(self) -> str:
         assert self._binding is not None

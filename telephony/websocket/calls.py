@@ -119,6 +119,22 @@ class CallBinding:
             self.call.transfer_result, False, f"{self.door} calls cannot be transferred")
 
 
+def bind_call(
+    call_factory: CallFactory, info: CallInfo, door: str, *, codec: str, peer_call_id: str,
+    on_audio: Callable[[bytes], None], on_clear: Callable[[], None], cdr_writer: CdrWriter | None,
+) -> CallBinding | None:
+    """Create the voice loop's call for `info` and bind it to a door's audio callbacks; None (logged) when the
+    voice loop refuses the call, so the door can close the connection instead of crashing."""
+    try:
+        call = call_factory(info)
+    except Exception:
+        call_logger(log, info.call_id).exception("the voice loop refused the call")
+        return None
+    call.on_audio = on_audio
+    call.on_clear = on_clear
+    return CallBinding(call, door, codec=codec, peer_call_id=peer_call_id, cdr_writer=cdr_writer)
+
+
 async def first_result(*awaitables: Any) -> Any:
     """Wait for the first awaitable to finish, cancel and reap the others, return its result."""
     tasks = [asyncio.ensure_future(a) for a in awaitables]

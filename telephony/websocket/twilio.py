@@ -29,8 +29,8 @@ from settings import GatewaySettings
 from telephony.call_log import CallLoggerAdapter, call_logger
 from telephony.cdr import CdrWriter
 from telephony.metrics import DOOR_MEDIA_STREAM
-from telephony.websocket.calls import (MEDIA_SAMPLE_RATE, CallBinding, CallFactory, first_result, safe_call_id,
-                                       safe_caller_number)
+from telephony.websocket.calls import (MEDIA_SAMPLE_RATE, CallBinding, CallFactory, bind_call, first_result,
+                                       safe_call_id, safe_caller_number)
 
 log = logging.getLogger(__name__)
 
@@ -197,17 +197,14 @@ class TwilioMediaStream:
         caller = next((parameters[name] for name in _CALLER_PARAMETER_NAMES if name in parameters), "")
         info = CallInfo(call_id=safe_call_id(start.get("callSid") or stream_sid),
                         caller_number=safe_caller_number(caller), sample_rate=MEDIA_SAMPLE_RATE)
-        try:
-            call = self._call_factory(info)
-        except Exception:
-            call_logger(log, info.call_id).exception("the voice loop refused the call")
-            return None
-        self._codec = TwilioCodec(stream_sid)
-        call.on_audio = self._queue_audio
-        call.on_clear = self._queue_clear
-        call_logger(log, info.call_id).info("media stream %s started", stream_sid)
-        return CallBinding(call, DOOR_MEDIA_STREAM, codec=WIRE_CODEC, peer_call_id=stream_sid,
-                           cdr_writer=self._cdr_writer)
+        binding = bind_call(
+            self._call_factory, info, DOOR_MEDIA_STREAM, codec=WIRE_CODEC, peer_call_id=stream_sid,
+            on_audio=self._queue_audio, on_clear=self._queue_clear, cdr_writer=self._cdr_writer,
+        )
+        if binding is not None:
+            self._codec = TwilioCodec(stream_sid)
+            call_logger(log, info.call_id).info("media stream %s started", stream_sid)
+        return binding
 
     # ---- peer → call ------------------------------------------------------------------------
 

@@ -11,8 +11,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import signal
 import wave
 from pathlib import Path
 
@@ -27,9 +25,10 @@ from telephony.rtp.ports import PortAllocator
 from telephony.sip.transport import free_port
 from telephony.sip.uas import CallAnswered
 from telephony.sip_calls import MediaEchoCall, SipCallBridge
+from tests.telephony.sip_peers import (
+    BARESIP, BARESIP_MODULES, SIPP, run_peer, run_sipp, wait_until, write_baresip_config,
+)
 
-SCENARIOS = Path(__file__).parent / "sip" / "scenarios"
-SIPP = shutil.which("sipp")
 PCAP = Path("/usr/share/sip-tester/g711a.pcap")
 
 pytestmark = [
@@ -89,37 +88,9 @@ async def bridge(tmp_path):
         await sip_bridge.close()
 
 
-async def run_sipp(scenario: str, target, tmp_path: Path, *extra: str, timeout: float = 40.0) -> None:
-    command = [
-        SIPP, f"{target[0]}:{target[1]}", "-sf", str(SCENARIOS / scenario), "-s", "ivr",
-        "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
-        "-timeout", f"{int(timeout) - 5}s", "-timeout_error", "-nostdin",
-        "-trace_err", "-error_file", str(tmp_path / "sipp_errors.log"), *extra,
-    ]
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    log = tmp_path / "sipp_errors.log"
-    errors = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    assert process.returncode == 0, f"sipp {scenario} exited {process.returncode}\n{errors}\n{output.decode(errors='replace')[-1500:]}"
-
-
-async def wait_until(condition, timeout: float = 3.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition() and loop.time() < deadline:
-        await asyncio.sleep(0.02)
-
-
 async def test_pcma_audio_and_rfc4733_dtmf_are_echoed(bridge, tmp_path):
     sip_bridge, stats = bridge
-    await run_sipp("pcma_pcap_dtmf.xml", sip_bridge.address, tmp_path, "-m", "1")
+    await run_sipp("pcma_pcap_dtmf.xml", sip_bridge.address, tmp_path)
     await wait_until(lambda: not sip_bridge.legs)
     [echo] = RecordingEchoCall.instances
     assert echo.started and echo.stopped
@@ -139,7 +110,7 @@ async def test_pcma_audio_and_rfc4733_dtmf_are_echoed(bridge, tmp_path):
 async def test_twenty_concurrent_calls_with_audio_leave_nothing_behind(bridge, tmp_path):
     sip_bridge, stats = bridge
     tasks_before = len(asyncio.all_tasks())
-    await run_sipp("pcma_pcap_dtmf.xml", sip_bridge.address, tmp_path, "-m", "20", "-l", "20", "-r", "20")
+    await run_sipp("pcma_pcap_dtmf.xml", sip_bridge.address, tmp_path, "-l", "20", "-r", "20", calls=20)
     await wait_until(lambda: not sip_bridge.legs, timeout=5.0)
     assert len(RecordingEchoCall.instances) == 20
     assert all(echo.stopped and echo.loudest_rms > 500 for echo in RecordingEchoCall.instances)
@@ -148,26 +119,6 @@ async def test_twenty_concurrent_calls_with_audio_leave_nothing_behind(bridge, t
     assert sip_bridge.legs == {} and sip_bridge.server.active_calls == []
     assert sip_bridge.allocator.in_use == frozenset()
     assert len(asyncio.all_tasks()) <= tasks_before
-
-
-BARESIP = shutil.which("baresip")
-BARESIP_MODULES = Path("/usr/lib/baresip/modules")
-
-
-def write_baresip_config(folder: Path, tone: Path) -> None:
-    """A headless baresip: plays `tone` as its microphone, dumps what it hears with the sndfile filter."""
-    sip_port, rtp_port = free_port(), free_port() & ~1
-    folder.joinpath("config").write_text("\n".join([
-        "poll_method epoll",
-        f"module_path {BARESIP_MODULES}",
-        f"sip_listen 127.0.0.1:{sip_port}",
-        f"audio_source aufile,{tone}",
-        f"rtp_ports {rtp_port}-{rtp_port + 1}",
-        f"snd_path {folder}",
-        *[f"module {name}.so" for name in ("g711", "aufile", "sndfile", "account", "menu")],
-        "",
-    ]))
-    folder.joinpath("accounts").write_text("<sip:13800000002@127.0.0.1>;regint=0\n")
 
 
 @pytest.mark.skipif(BARESIP is None or not BARESIP_MODULES.is_dir(), reason="baresip (Debian baresip-core) is needed")
@@ -181,19 +132,10 @@ async def test_baresip_places_a_call_and_hears_its_audio_back(bridge, tmp_path):
         out.setsampwidth(2)
         out.setframerate(sample_rate)
         out.writeframes(samples.tobytes())
-    write_baresip_config(tmp_path, tone)
+    write_baresip_config(tmp_path, tone, caller_number="13800000002")
     host, port = sip_bridge.address
-    process = await asyncio.create_subprocess_exec(
-        BARESIP, "-f", str(tmp_path), "-e", f"/dial sip:ivr@{host}:{port}", "-t", "8",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), 15)
-    finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    text = output.decode(errors="replace")
+    _, text = await run_peer([BARESIP, "-f", str(tmp_path), "-e", f"/dial sip:ivr@{host}:{port}", "-t", "8"],
+                             tmp_path, timeout=15)
     assert "Call established" in text, text[-2000:]
     await wait_until(lambda: not sip_bridge.legs)
     [heard] = list(tmp_path.glob("dump-*-dec.wav"))
@@ -232,7 +174,7 @@ async def test_bot_handoff_becomes_a_refer_only_inside_the_routing_table(bridge,
     sip_bridge, _ = bridge
     sip_bridge.call_factory = HandoffBot
     HandoffBot.queue, HandoffBot.results = queue, []
-    await run_sipp(scenario, sip_bridge.address, tmp_path, "-m", "1")
+    await run_sipp(scenario, sip_bridge.address, tmp_path)
     await wait_until(lambda: not sip_bridge.legs)
     assert [ok for ok, _ in HandoffBot.results] == [expected_ok]
     assert sip_bridge.allocator.in_use == frozenset()
@@ -270,7 +212,7 @@ async def test_gateway_hook_serves_calls_with_the_apps_voice_runtime(tmp_path):
     runner = web.AppRunner(app)
     await runner.setup()
     try:
-        await run_sipp("basic_call.xml", ("127.0.0.1", port), tmp_path, "-m", "1")
+        await run_sipp("basic_call.xml", ("127.0.0.1", port), tmp_path)
         await wait_until(lambda: runtime.created and runtime.created[0].stopped)
         assert runtime.created[0].info.caller_number == "13800000001"
         await wait_until(lambda: bool(read_cdrs(tmp_path / "calls")))
@@ -291,7 +233,7 @@ async def test_pcmu_call_is_answered_in_pcmu_and_echoed(bridge, tmp_path):
 
     sip_bridge.server.on_event = record_codecs
     write_pcmu_pcap(tmp_path / "pcmu_tone.pcap", tone_pcm16(2.0))
-    await run_sipp("pcmu_pcap.xml", sip_bridge.address, tmp_path, "-m", "1")
+    await run_sipp("pcmu_pcap.xml", sip_bridge.address, tmp_path)
     await wait_until(lambda: not sip_bridge.legs)
     [echo] = RecordingEchoCall.instances
     assert answered_codecs == ["PCMU"]
@@ -319,7 +261,7 @@ async def test_green_channel_transfer_is_timed_from_answer_to_refer_accepted_and
     timed = dict(queue="elderly_priority", green_channel="true")
     before = (metric("ivr_time_to_agent_seconds_count", **timed), metric("ivr_time_to_agent_seconds_sum", **timed),
               metric("ivr_telephony_calls_total", door="sip", outcome="transferred"))
-    await run_sipp("refer_accepted.xml", sip_bridge.address, tmp_path, "-m", "1")
+    await run_sipp("refer_accepted.xml", sip_bridge.address, tmp_path)
     await wait_until(lambda: not sip_bridge.legs)
     assert [ok for ok, _ in GreenChannelBot.results] == [True]
     [cdr] = read_cdrs(tmp_path / "calls")
@@ -338,7 +280,7 @@ async def test_refused_transfer_is_recorded_without_a_time_to_agent(bridge, tmp_
     sip_bridge.call_factory = HandoffBot
     HandoffBot.queue, HandoffBot.results = "premium_rate", []
     refused_before = metric("ivr_telephony_transfers_total", queue="unrouted", result="failed")
-    await run_sipp("bye_from_ivr.xml", sip_bridge.address, tmp_path, "-m", "1")
+    await run_sipp("bye_from_ivr.xml", sip_bridge.address, tmp_path)
     await wait_until(lambda: not sip_bridge.legs)
     [cdr] = read_cdrs(tmp_path / "calls")
     assert (cdr["transfer_queue"], cdr["transfer_uri"], cdr["transfer_result"]) == ("premium_rate", None, "failed")
@@ -356,7 +298,7 @@ async def test_a_caller_on_hold_is_not_hung_up_for_silence_but_is_after_unhold(t
                                cdr_writer=CdrWriter(tmp_path / "calls"))
     await sip_bridge.start("127.0.0.1", free_port())
     try:
-        await run_sipp("hold_inactive.xml", sip_bridge.address, tmp_path, "-m", "1")  # fails on a BYE while held
+        await run_sipp("hold_inactive.xml", sip_bridge.address, tmp_path)  # fails on a BYE while held
         await wait_until(lambda: not sip_bridge.legs)
     finally:
         await sip_bridge.close()
@@ -369,7 +311,7 @@ async def test_a_caller_on_hold_is_not_hung_up_for_silence_but_is_after_unhold(t
 async def test_every_log_line_of_a_call_carries_its_call_id(bridge, tmp_path, caplog):
     sip_bridge, _ = bridge
     with caplog.at_level(logging.DEBUG, logger="telephony"):
-        await run_sipp("pcma_pcap_dtmf.xml", sip_bridge.address, tmp_path, "-m", "1")
+        await run_sipp("pcma_pcap_dtmf.xml", sip_bridge.address, tmp_path)
         await wait_until(lambda: not sip_bridge.legs)
     [echo] = RecordingEchoCall.instances
     lines = [r for r in caplog.records if r.name.startswith("telephony")]
@@ -386,7 +328,7 @@ async def test_every_log_line_of_a_call_carries_its_call_id(bridge, tmp_path, ca
 async def test_keypad_keys_never_appear_in_the_logs(bridge, tmp_path, caplog, scenario, keys):
     sip_bridge, _ = bridge
     with caplog.at_level(logging.DEBUG):
-        await run_sipp(scenario, sip_bridge.address, tmp_path, "-m", "1")
+        await run_sipp(scenario, sip_bridge.address, tmp_path)
         await wait_until(lambda: not sip_bridge.legs)
     [echo] = RecordingEchoCall.instances
     assert echo.dtmf == keys  # the keys did reach the bot
@@ -412,7 +354,7 @@ async def test_a_call_whose_voice_loop_crashes_is_hung_up_and_still_recorded(bri
     sip_bridge, _ = bridge
     sip_bridge.call_factory = CrashingBot
     failed_before = metric("ivr_telephony_calls_total", door="sip", outcome="failed")
-    await run_sipp("bye_from_ivr.xml", sip_bridge.address, tmp_path, "-m", "1")  # we BYE: internal error
+    await run_sipp("bye_from_ivr.xml", sip_bridge.address, tmp_path)  # we BYE: internal error
     await wait_until(lambda: not sip_bridge.legs)
     [cdr] = read_cdrs(tmp_path / "calls")
     assert (cdr["cause"], cdr["outcome"]) == ("internal_error", "failed")

@@ -8,9 +8,7 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import wave
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +21,11 @@ from telephony.rtp.ports import PortAllocator
 from telephony.sip.transport import free_port
 from telephony.sip.uas import TransferResult
 from telephony.sip_calls import SipCallBridge
+from tests.telephony.sip_peers import (
+    BARESIP, BARESIP_MODULES, SIPP, run_peer, run_sipp, wait_until, write_baresip_config,
+)
 
-SCENARIOS = Path(__file__).parent / "sip" / "scenarios"
-SIPP, BARESIP, ESPEAK = shutil.which("sipp"), shutil.which("baresip"), shutil.which("espeak-ng")
-BARESIP_MODULES = Path("/usr/lib/baresip/modules")
+ESPEAK = shutil.which("espeak-ng")
 GREETING = "您好，欢迎致电银行智能客服。"
 HANDOFF = {"event": "handoff", "queue": "general", "priority": 1, "reason": "human_agent",
            "context": {"intent": "human_agent", "verified": False, "customer_ref": None, "green_channel": False,
@@ -116,38 +115,11 @@ async def voice_bridge(tmp_path):
         await rasa.stop()
 
 
-async def run_peer(argv: list[str], cwd: Path, timeout: float) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True, cwd=cwd,
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    return process.returncode or 0, output.decode(errors="replace")
-
-
-async def wait_until(condition, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition() and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is needed")
 async def test_keypad_zero_transfers_the_call_with_refer(voice_bridge, tmp_path):
     bridge, rasa, results = voice_bridge
-    target = bridge.address
-    code, output = await run_peer([
-        SIPP, f"{target[0]}:{target[1]}", "-sf", str(SCENARIOS / "keypad0_transfer.xml"), "-s", "ivr",
-        "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
-        "-timeout", "40s", "-timeout_error", "-nostdin", "-trace_err", "-error_file", str(tmp_path / "errors.log"),
-    ], tmp_path, timeout=50)
-    errors = (tmp_path / "errors.log").read_text(errors="replace") if (tmp_path / "errors.log").exists() else ""
-    assert code == 0, f"sipp exited {code}\n{errors[-3000:]}\n{output[-1500:]}"
-    await wait_until(lambda: not bridge.legs)
+    await run_sipp("keypad0_transfer.xml", bridge.address, tmp_path, timeout=45)  # sipp itself gives up at 40 s
+    await wait_until(lambda: not bridge.legs, timeout=5.0)
     assert rasa.messages[:2] == ["/call_start", "/human_agent"]
     assert [(r.ok, r.detail) for r in results] == [(True, "200 OK")]
     assert bridge.allocator.in_use == frozenset()
@@ -165,18 +137,12 @@ async def test_baresip_hears_the_mandarin_greeting(voice_bridge, tmp_path):
         out.setsampwidth(2)
         out.setframerate(8000)
         out.writeframes(b"\x00\x00" * 8000 * 5)  # the caller listens for 5 s, then hangs up
-    rtp_port = free_port() & ~1
-    (tmp_path / "config").write_text("\n".join([
-        "poll_method epoll", f"module_path {BARESIP_MODULES}", f"sip_listen 127.0.0.1:{free_port()}",
-        f"audio_source aufile,{silence}", f"rtp_ports {rtp_port}-{rtp_port + 1}", f"snd_path {tmp_path}",
-        *[f"module {name}.so" for name in ("g711", "aufile", "sndfile", "account", "menu")], "",
-    ]))
-    (tmp_path / "accounts").write_text("<sip:13800000001@127.0.0.1>;regint=0\n")
+    write_baresip_config(tmp_path, silence, caller_number="13800000001")
     host, port = bridge.address
     _, output = await run_peer([BARESIP, "-f", str(tmp_path), "-e", f"/dial sip:ivr@{host}:{port}", "-t", "10"],
                                tmp_path, timeout=20)
     assert "Call established" in output, output[-2000:]
-    await wait_until(lambda: not bridge.legs)
+    await wait_until(lambda: not bridge.legs, timeout=5.0)
     assert rasa.messages[:1] == ["/call_start"]
     [heard] = list(tmp_path.glob("dump-*-dec.wav"))
     with wave.open(str(heard)) as dump:

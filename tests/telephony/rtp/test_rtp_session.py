@@ -2,7 +2,9 @@
 bleed rejection, media timeout, counters, and no leaked ports or file descriptors."""
 
 import asyncio
+import contextlib
 import os
+from typing import AsyncIterator
 
 import numpy as np
 import pytest
@@ -27,6 +29,16 @@ def allocator(udp_peer) -> PortAllocator:
 
 async def open_session(allocator, remote, **kwargs) -> RtpSession:
     return await RtpSession.open(allocator, remote, media_timeout_s=kwargs.pop("media_timeout_s", 30.0), **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def rtp_session(allocator, remote, **kwargs) -> AsyncIterator[RtpSession]:
+    """An open session, closed when the block ends however it ends (no port or socket outlives a test)."""
+    session = await open_session(allocator, remote, **kwargs)
+    try:
+        yield session
+    finally:
+        session.close()
 
 
 def tone(n_frames: int, amplitude: int = 8000) -> bytes:
@@ -75,8 +87,7 @@ async def test_two_sessions_exchange_audio_and_dtmf(allocator):
 
 async def test_outgoing_packets_are_20ms_frames_with_a_marked_first_packet(allocator, udp_peer):
     peer = udp_peer()
-    session = await open_session(allocator, peer.getsockname())
-    try:
+    async with rtp_session(allocator, peer.getsockname()) as session:
         session.send_audio(tone(3)[:FRAME * 2 + 100])  # the partial third frame waits for more audio
         first, second = await receive(peer, 2)
         assert (first.marker, second.marker) == (True, False)
@@ -86,37 +97,29 @@ async def test_outgoing_packets_are_20ms_frames_with_a_marked_first_packet(alloc
         session.send_audio(bytes(FRAME - 100))
         await asyncio.sleep(0.05)
         assert session.stats().packets_out == 2
-    finally:
-        session.close()
 
 
 async def test_sent_dtmf_is_read_back_as_one_key_by_an_independent_receiver(allocator, udp_peer):
     peer = udp_peer()
-    session = await open_session(allocator, peer.getsockname())
-    try:
+    async with rtp_session(allocator, peer.getsockname()) as session:
         await session.send_dtmf("#", duration_ms=60)
         packets = await receive(peer, 5)  # start, continuation, end x3
         assert packets[0].marker and {p.timestamp for p in packets} == {packets[0].timestamp}
         assert {p.payload_type for p in packets} == {101}
         receiver = DtmfReceiver()
         assert [k for p in packets for k in receiver.feed(p)] == ["#"]
-    finally:
-        session.close()
 
 
 async def test_latches_on_a_nat_rewritten_port_and_replies_there(allocator, udp_peer):
     signalled = udp_peer()
     behind_nat = udp_peer()  # same IP, different port: a NAT rewrote the source port
-    session = await open_session(allocator, signalled.getsockname())
-    try:
+    async with rtp_session(allocator, signalled.getsockname()) as session:
         behind_nat.sendto(rtp_datagram(1), ("127.0.0.1", session.local_port))
         await until(lambda: session.stats().packets_in == 1)
         assert session.remote_address == behind_nat.getsockname()
         session.send_audio(bytes(FRAME))
         (packet,) = await receive(behind_nat, 1)
         assert packet.payload == b"\xff" * 160
-    finally:
-        session.close()
 
 
 async def test_latches_on_the_signalled_port_from_another_address(allocator, udp_peer):
@@ -125,23 +128,19 @@ async def test_latches_on_the_signalled_port_from_another_address(allocator, udp
     actual = udp_peer("127.0.0.4")
     actual.close()
     actual = udp_peer("127.0.0.4", port)  # NAT kept the port, changed the address
-    session = await open_session(allocator, signalled)
-    try:
+    async with rtp_session(allocator, signalled) as session:
         actual.sendto(rtp_datagram(1), ("127.0.0.1", session.local_port))
         await until(lambda: session.stats().packets_in == 1)
         assert session.remote_address == ("127.0.0.4", port)
-    finally:
-        session.close()
 
 
 async def test_packets_from_other_sources_are_ignored(allocator, udp_peer):
     caller = udp_peer()
     stranger_before = udp_peer("127.0.0.9")  # matches neither the signalled address nor port
     stranger_after = udp_peer()  # matches the signalled IP, but arrives after latching
-    session = await open_session(allocator, caller.getsockname())
-    heard = []
-    session.on_audio = heard.append
-    try:
+    async with rtp_session(allocator, caller.getsockname()) as session:
+        heard = []
+        session.on_audio = heard.append
         stranger_before.sendto(rtp_datagram(1, b"\x00" * 160), ("127.0.0.1", session.local_port))
         caller.sendto(rtp_datagram(2), ("127.0.0.1", session.local_port))
         await until(lambda: session.stats().packets_in == 1)
@@ -149,31 +148,25 @@ async def test_packets_from_other_sources_are_ignored(allocator, udp_peer):
         await until(lambda: session.stats().packets_ignored == 2)
         assert session.remote_address == caller.getsockname()
         assert heard == [bytes(FRAME)]  # only the caller's silence, never the strangers' loud audio
-    finally:
-        session.close()
 
 
 async def test_garbage_datagrams_are_counted_not_fatal(allocator, udp_peer):
     caller = udp_peer()
-    session = await open_session(allocator, caller.getsockname())
-    heard = []
-    session.on_audio = heard.append
-    try:
+    async with rtp_session(allocator, caller.getsockname()) as session:
+        heard = []
+        session.on_audio = heard.append
         for garbage in (b"", b"\x00" * 5, os.urandom(200), b"\x40" * 40):
             caller.sendto(garbage, ("127.0.0.1", session.local_port))
         caller.sendto(rtp_datagram(1), ("127.0.0.1", session.local_port))
         await until(lambda: len(heard) == 1)
         assert session.stats().packets_malformed >= 3
-    finally:
-        session.close()
 
 
 async def test_reordered_and_lost_packets_are_resequenced_and_concealed(allocator, udp_peer):
     caller = udp_peer()
-    session = await open_session(allocator, caller.getsockname())
-    heard = []
-    session.on_audio = heard.append
-    try:
+    async with rtp_session(allocator, caller.getsockname()) as session:
+        heard = []
+        session.on_audio = heard.append
         payloads = {s: g711.pcm16_to_ulaw(np.full(160, s * 100, dtype="<i2").tobytes()) for s in range(1, 6)}
         for sequence in (1, 3, 2, 5):  # 4 never arrives
             caller.sendto(rtp_datagram(sequence, payloads[sequence]), ("127.0.0.1", session.local_port))
@@ -181,8 +174,6 @@ async def test_reordered_and_lost_packets_are_resequenced_and_concealed(allocato
         levels = [int(np.frombuffer(pcm, "<i2")[0]) for pcm in heard]
         assert levels[3] == 0 and [round(level, -2) for level in levels[:3]] == [100, 200, 300]
         assert session.stats().packets_lost == 1
-    finally:
-        session.close()
 
 
 async def test_no_media_fires_the_timeout_callback_once(allocator, udp_peer):
@@ -221,29 +212,25 @@ async def test_close_releases_the_port_and_the_socket(allocator):
 
 async def test_a_failing_consumer_does_not_stop_the_media_leg(allocator, udp_peer):
     caller = udp_peer()
-    session = await open_session(allocator, caller.getsockname())
-    calls = []
+    async with rtp_session(allocator, caller.getsockname()) as session:
+        calls = []
 
-    def broken(pcm16):
-        calls.append(pcm16)
-        raise RuntimeError("consumer bug")
+        def broken(pcm16):
+            calls.append(pcm16)
+            raise RuntimeError("consumer bug")
 
-    session.on_audio = broken
-    try:
+        session.on_audio = broken
         for sequence in (1, 2):
             caller.sendto(rtp_datagram(sequence), ("127.0.0.1", session.local_port))
         await until(lambda: len(calls) == 2)
-    finally:
-        session.close()
 
 
 async def test_replaying_sipps_alaw_capture_delivers_all_of_its_audio(allocator, udp_peer, pcap_payloads):
     caller = udp_peer()
-    session = await open_session(allocator, caller.getsockname(), payload_type=g711.PCMA_PAYLOAD_TYPE)
-    heard = bytearray()
-    session.on_audio = heard.extend
-    datagrams = pcap_payloads("g711a.pcap")
-    try:
+    async with rtp_session(allocator, caller.getsockname(), payload_type=g711.PCMA_PAYLOAD_TYPE) as session:
+        heard = bytearray()
+        session.on_audio = heard.extend
+        datagrams = pcap_payloads("g711a.pcap")
         for i, datagram in enumerate(datagrams):
             caller.sendto(datagram, ("127.0.0.1", session.local_port))
             if i % 20 == 0:
@@ -252,16 +239,13 @@ async def test_replaying_sipps_alaw_capture_delivers_all_of_its_audio(allocator,
         stats = session.stats()
         assert stats.packets_in == 236 and stats.packets_lost == 0
         assert np.abs(np.frombuffer(bytes(heard), "<i2")).max() > 1000
-    finally:
-        session.close()
 
 
 async def test_on_hold_nothing_is_sent_and_silence_does_not_time_out(allocator, udp_peer):
     phone = udp_peer()
-    session = await open_session(allocator, phone.getsockname(), media_timeout_s=0.15)
-    timeouts = []
-    session.on_timeout = lambda: timeouts.append(1)
-    try:
+    async with rtp_session(allocator, phone.getsockname(), media_timeout_s=0.15) as session:
+        timeouts = []
+        session.on_timeout = lambda: timeouts.append(1)
         session.set_direction("inactive")  # the caller put us on hold (re-INVITE a=inactive)
         session.send_audio(bytes(FRAME))
         await asyncio.sleep(0.4)
@@ -270,19 +254,14 @@ async def test_on_hold_nothing_is_sent_and_silence_does_not_time_out(allocator, 
         session.send_audio(bytes(FRAME))
         await receive(phone, 1)
         await until(lambda: timeouts == [1])
-    finally:
-        session.close()
     with pytest.raises(ValueError):
         session.set_direction("sideways")
 
 
 async def test_without_a_negotiated_telephone_event_dtmf_cannot_be_sent(allocator):
-    session = await open_session(allocator, ("127.0.0.1", 9), dtmf_payload_type=None)
-    try:
+    async with rtp_session(allocator, ("127.0.0.1", 9), dtmf_payload_type=None) as session:
         with pytest.raises(RuntimeError, match="telephone-event"):
             await session.send_dtmf("1")
-    finally:
-        session.close()
 
 
 async def test_a_non_g711_codec_is_refused_without_leaking_the_port(allocator):

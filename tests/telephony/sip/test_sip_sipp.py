@@ -7,21 +7,16 @@ not exercised at this level. Each sipp runs in its own process group, killed in 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from telephony.sip.sdp import LocalMedia
 from telephony.sip.transport import SipServer, free_port
 from telephony.sip.uas import CallAnswered, CallEnded, DtmfInfo, IncomingCall, TransferResult
+from tests.telephony.sip_peers import SIPP, run_sipp
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-SIPP = shutil.which("sipp")
-SIPP_TIMEOUT_S = 20
+SIPP_TIMEOUT_S = 20  # signalling only: a scenario that takes longer is stuck
 
 pytestmark = [
     pytest.mark.integration,
@@ -70,29 +65,6 @@ async def sip_server(sip_settings):
         await server.close()
 
 
-async def run_sipp(scenario: str, target: tuple[str, int], tmp_path: Path, *extra: str) -> str:
-    """Run one sipp UAC scenario to completion; returns its output, fails the test on a non-zero exit."""
-    command = [
-        SIPP, f"{target[0]}:{target[1]}", "-sf", str(SCENARIOS / scenario), "-s", "ivr",
-        "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()), "-m", "1",
-        "-timeout", f"{SIPP_TIMEOUT_S - 5}s", "-timeout_error", "-nostdin",
-        "-trace_err", "-error_file", str(tmp_path / "sipp_errors.log"), *extra,
-    ]
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), SIPP_TIMEOUT_S)
-    finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    errors = (tmp_path / "sipp_errors.log").read_text(errors="replace") if (tmp_path / "sipp_errors.log").exists() else ""
-    text = output.decode(errors="replace")
-    assert process.returncode == 0, f"sipp {scenario} exited {process.returncode}\n{errors[-3000:]}\n{text[-2000:]}"
-    return text
-
-
 async def settle(app: ScriptedCallApp, kind: type, count: int = 1, timeout: float = 3.0) -> None:
     """Wait until the app has seen `count` events of `kind` (sipp may exit just before our last event)."""
     loop = asyncio.get_running_loop()
@@ -103,7 +75,7 @@ async def settle(app: ScriptedCallApp, kind: type, count: int = 1, timeout: floa
 
 async def test_basic_call_with_bye_from_caller(sip_server, tmp_path):
     server, app = sip_server
-    await run_sipp("basic_call.xml", server.address, tmp_path)
+    await run_sipp("basic_call.xml", server.address, tmp_path, timeout=SIPP_TIMEOUT_S)
     await settle(app, CallEnded)
     assert len(app.of_type(CallAnswered)) == 1
     assert [e.cause for e in app.of_type(CallEnded)] == ["remote_bye"]
@@ -113,33 +85,33 @@ async def test_basic_call_with_bye_from_caller(sip_server, tmp_path):
 async def test_bye_from_our_side(sip_server, tmp_path):
     server, app = sip_server
     app.hangup_after_s = 0.2
-    await run_sipp("bye_from_ivr.xml", server.address, tmp_path)
+    await run_sipp("bye_from_ivr.xml", server.address, tmp_path, timeout=SIPP_TIMEOUT_S)
     assert [e.cause for e in app.of_type(CallEnded)] == ["local_hangup"]
 
 
 async def test_cancel_before_answer(sip_server, tmp_path):
     server, app = sip_server
     app.answer = False  # the test app holds the call in ringing so the caller can cancel
-    await run_sipp("cancel.xml", server.address, tmp_path)
+    await run_sipp("cancel.xml", server.address, tmp_path, timeout=SIPP_TIMEOUT_S)
     assert [e.cause for e in app.of_type(CallEnded)] == ["cancelled"]
     assert app.of_type(CallAnswered) == []
 
 
 async def test_options(sip_server, tmp_path):
     server, _ = sip_server
-    await run_sipp("options.xml", server.address, tmp_path)
+    await run_sipp("options.xml", server.address, tmp_path, timeout=SIPP_TIMEOUT_S)
 
 
 async def test_info_dtmf(sip_server, tmp_path):
     server, app = sip_server
-    await run_sipp("info_dtmf.xml", server.address, tmp_path)
+    await run_sipp("info_dtmf.xml", server.address, tmp_path, timeout=SIPP_TIMEOUT_S)
     assert [(e.digit, e.duration_ms) for e in app.of_type(DtmfInfo)] == [("5", 160), ("#", 160)]
 
 
 async def test_refer_accepted_ends_our_leg(sip_server, tmp_path):
     server, app = sip_server
     app.refer_queue = "general"
-    await run_sipp("refer_accepted.xml", server.address, tmp_path)
+    await run_sipp("refer_accepted.xml", server.address, tmp_path, timeout=SIPP_TIMEOUT_S)
     assert [(e.ok, e.detail) for e in app.of_type(TransferResult)] == [(True, "200 OK")]
     assert [e.cause for e in app.of_type(CallEnded)] == ["transferred"]
 
@@ -147,7 +119,7 @@ async def test_refer_accepted_ends_our_leg(sip_server, tmp_path):
 async def test_refer_refused_keeps_the_call(sip_server, tmp_path):
     server, app = sip_server
     app.refer_queue = "general"
-    await run_sipp("refer_refused.xml", server.address, tmp_path)
+    await run_sipp("refer_refused.xml", server.address, tmp_path, timeout=SIPP_TIMEOUT_S)
     results = app.of_type(TransferResult)
     assert len(results) == 1 and not results[0].ok and "503" in results[0].detail
     assert [e.cause for e in app.of_type(CallEnded)] == ["remote_bye"]  # the caller hung up later, not us
@@ -155,6 +127,6 @@ async def test_refer_refused_keeps_the_call(sip_server, tmp_path):
 
 async def test_basic_call_over_tcp(sip_server, tmp_path):
     server, app = sip_server
-    await run_sipp("basic_call.xml", server.address, tmp_path, "-t", "t1")
+    await run_sipp("basic_call.xml", server.address, tmp_path, "-t", "t1", timeout=SIPP_TIMEOUT_S)
     await settle(app, CallEnded)
     assert [e.cause for e in app.of_type(CallEnded)] == ["remote_bye"]

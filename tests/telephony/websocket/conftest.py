@@ -92,6 +92,15 @@ def call_factory() -> EchoCallFactory:
     return EchoCallFactory()
 
 
+@pytest.fixture
+async def close_at_end():
+    """close_at_end(server): the server (anything with an async close()) is closed when the test ends, pass or fail."""
+    servers: list[Any] = []
+    yield servers.append
+    for server in servers:
+        await server.close()
+
+
 async def until(condition, timeout: float = 2.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():

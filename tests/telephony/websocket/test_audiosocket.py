@@ -30,18 +30,14 @@ def settings_for_test(**overrides: str) -> Settings:
 
 
 @pytest.fixture
-async def audiosocket(call_factory):
-    servers: list[AudioSocketServer] = []
-
+def audiosocket(call_factory, close_at_end):
     async def serve(**overrides: str) -> AudioSocketServer:
         server = AudioSocketServer(call_factory, settings_for_test(**overrides).gateway)
         await server.start()
-        servers.append(server)
+        close_at_end(server)
         return server
 
-    yield serve
-    for server in servers:
-        await server.close()
+    return serve
 
 
 @pytest.fixture

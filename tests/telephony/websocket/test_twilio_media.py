@@ -29,21 +29,17 @@ def settings_for_test(**overrides: str) -> Settings:
 
 
 @pytest.fixture
-async def media_server(call_factory, tmp_path):
-    servers: list[TestServer] = []
-
+def media_server(call_factory, tmp_path, close_at_end):
     async def serve(**overrides: str) -> TestServer:
         app = web.Application()
         settings = settings_for_test(**{"CALL_RECORDS_DIR": str(tmp_path / "calls"), **overrides})
         add_media_routes(app, call_factory, settings, audiosocket=False)
         server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
-        servers.append(server)
+        close_at_end(server)
         return server
 
-    yield serve
-    for server in servers:
-        await server.close()
+    return serve
 
 
 @pytest.fixture
