@@ -14,6 +14,7 @@ import sys
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from loguru import logger as loguru_logger
 
 from bot.web.app import AppSetup, create_app
 from settings import Settings, get_settings
@@ -47,9 +48,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _set_pipecat_log_level(level: str) -> None:
+    """pipecat logs through loguru at DEBUG by default (every frame, every TTS text): follow --log-level instead."""
+    loguru_logger.remove()
+    loguru_logger.add(sys.stderr, level=level)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _set_pipecat_log_level(args.log_level.upper())
     settings = get_settings()
     app = build_app(settings)
     log.info("gateway on http://%s:%d (console /console, health /healthz, metrics /metrics)",

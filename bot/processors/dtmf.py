@@ -96,8 +96,8 @@ class DTMFGatherer(FrameProcessor):
         if not digits:
             return
         secure = self._expect is not None and self._expect.secure
-        if not secure:
-            logger.debug(f"{self}: keypad digits gathered: {digits}")
+        # Never the digits themselves: a PIN keyed before its `expect secure` arrives is not marked secure.
+        logger.debug(f"{self}: keypad input gathered ({len(digits)} keys)")
         await self.push_frame(CallerTurnFrame(text=dtmf_message(digits), source="keypad", secure=secure))
 
     async def _restart_timeout(self) -> None:
