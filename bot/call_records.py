@@ -20,20 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from bot.frames import SECURE_MASK
+from bot.masking import mask_caller_number
 
 OUTCOME_SERVED = "served_by_bot"
 OUTCOME_HANDOFF = "handoff"
 OUTCOME_ABANDONED = "abandoned"
 
 _write_lock = threading.Lock()
-
-
-def mask_caller_number(number: str) -> str:
-    """138****0001 style: keeps the first 3 and last 4 characters of numbers longer than 7."""
-    number = (number or "").strip()
-    if len(number) <= 7:
-        return "*" * len(number)
-    return number[:3] + "*" * (len(number) - 7) + number[-4:]
 
 
 @dataclass

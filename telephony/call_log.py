@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, MutableMapping
 
+
 UNKNOWN_CALL = "-"
 
 
@@ -28,15 +29,6 @@ class CallLoggerAdapter(logging.LoggerAdapter):
         extra.setdefault("call_id", self.call_id)
         kwargs["extra"] = extra
         return f"call={self.call_id} {msg}", kwargs
-
-
-def mask_caller_number(number: str) -> str:
-    """138****0001: at most the first 3 and last 4 characters stay, and never more than half of a short number."""
-    number = (number or "").strip()
-    if len(number) >= 11:
-        return number[:3] + "*" * (len(number) - 7) + number[-4:]
-    visible = min(4, len(number) // 2)
-    return "*" * (len(number) - visible) + (number[-visible:] if visible else "")
 
 
 def call_logger(logger: logging.Logger, call_id: str | None) -> CallLoggerAdapter:

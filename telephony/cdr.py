@@ -26,7 +26,7 @@ from typing import Any
 
 from settings import Settings
 from telephony import metrics
-from telephony.call_log import mask_caller_number
+from bot.masking import mask_caller_number
 
 log = logging.getLogger(__name__)
 

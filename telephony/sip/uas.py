@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from settings import SipSettings
-from telephony.call_log import CallLoggerAdapter, call_logger, mask_caller_number
+from bot.masking import mask_caller_number
+from telephony.call_log import CallLoggerAdapter, call_logger
 from telephony.sip.dialog import Dialog, new_tag
 from telephony.sip.message import (
     SIP_VERSION,

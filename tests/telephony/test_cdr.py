@@ -67,7 +67,7 @@ def test_a_failed_transfer_has_no_time_to_agent():
 
 @pytest.mark.parametrize("number,masked", [
     ("13800000001", "138****0001"), ("+8613800000001", "+86*******0001"), ("02512345678", "025****5678"),
-    ("95588", "***88"), ("1234", "**34"), ("", ""),
+    ("95588", "*****"), ("1234", "****"), ("", ""),
 ])
 def test_caller_numbers_keep_at_most_the_first_three_and_last_four_digits(number, masked):
     record = CallDetailRecord.begin("c", DOOR_SIP, caller=number)
