@@ -71,6 +71,7 @@ def child_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), base.get("PYTHONPATH", "")) if p),
         "PYTHONUNBUFFERED": "1",
         "RASA_TELEMETRY_ENABLED": "false",  # banks run offline: no phoning home to Rasa's telemetry
+        "SANIC_HOST": LOOPBACK,  # rasa_sdk's only way to bind the action server; it defaults to 0.0.0.0
     })
     return env
 

@@ -119,6 +119,7 @@ def test_children_get_ports_and_urls_from_settings(tmp_path):
     assert env["RASA_URL"] == "http://127.0.0.1:6005"
     assert env["ACTION_SERVER_URL"] == "http://127.0.0.1:6055/webhook"
     assert env["BANK_DB_URL"] == f"sqlite:///{tmp_path}/b.db" and env["PATH"] == "/bin"
+    assert env["SANIC_HOST"] == "127.0.0.1"  # the action server listens on loopback only
     actions, rasa, gateway = build_specs(settings, env)
     assert actions.argv[-2:] == ("-p", "6055") and actions.ready_url.endswith(":6055/health")
     assert "--enable-api" in rasa.argv and ("--auth-token", "tok") == rasa.argv[3:5]
