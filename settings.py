@@ -82,9 +82,9 @@ class VoiceSettings:
     human_key: str = env("HUMAN_KEY", "0")
     interdigit_timeout_s: float = env("INTERDIGIT_TIMEOUT_S", 3.0)
     # extra silence after a speech pause before the turn ends when Smart Turn says the caller is not done
-    end_of_turn_s: float = env("END_OF_TURN_S", 0.6)
+    end_of_turn_s: float = env("END_OF_TURN_S", 0.3)  # 0.6 cost ~300 ms per turn (bench/voice_latency.py)
     end_of_turn_elderly_s: float = env("END_OF_TURN_ELDERLY_S", 1.2)
-    # the gateway's default thread pool: every call's Vosk decoding hops to it per 20 ms chunk
+    # the gateway's default thread pool: every call's Vosk decoding hops to it per 100 ms of speech
     worker_threads: int = env("VOICE_WORKER_THREADS", 32)
 
 

@@ -50,8 +50,10 @@ HandoffCallback = Callable[[dict[str, Any]], Awaitable[None]]
 HangupCallback = Callable[[], Awaitable[None]]
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 48000)
-# VAD pause that ends a stretch of speech; Smart Turn then decides whether the turn is over.
-VAD_STOP_S = 0.2
+# VAD pause that ends a stretch of speech; Smart Turn then decides whether the turn is over. Every 50 ms here is
+# 50 ms of voice-to-voice latency; a short pause only asks Smart Turn earlier, the END_OF_TURN_S fallback guards
+# against cutting the caller off.
+VAD_STOP_S = 0.15
 
 
 @dataclass(frozen=True)

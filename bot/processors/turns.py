@@ -68,7 +68,7 @@ class TurnTaker(FrameProcessor):
     def __init__(
         self,
         *,
-        end_of_turn_s: float = 0.6,
+        end_of_turn_s: float = 0.3,
         end_of_turn_elderly_s: float = 1.2,
         transcript_wait_s: float = 1.5,
         turn_analyzer: BaseTurnAnalyzer | None = None,

@@ -12,7 +12,10 @@ arrives gives partial results for the console and leaves only the last ~100 ms t
 segmented service would decode the whole utterance after the caller stopped.
 
 Vosk models are trained on 16 kHz audio; 8 kHz telephone audio is resampled (soxr, via pipecat's stream
-resampler) before decoding. Decoding runs in a worker thread, off the event loop. A recognizer is only ever touched
+resampler) before decoding. Decoding runs in a worker thread, off the event loop, in ~100 ms batches (one thread hop
+per 20 ms chunk cost more in scheduling than in decoding once several calls speak at once). Only speech is decoded:
+while the VAD hears nobody, the last ~0.6 s of audio is kept as a pre-roll and handed to Vosk when speech starts, so
+the words the VAD needed to notice the caller are not lost. A recognizer is only ever touched
 from that sequential decode path; the event loop only flips the wanted mode, which is applied at a safe point
 (Kaldi aborts the whole process if a grammar is set on a recognizer in the middle of an utterance).
 """
@@ -36,6 +39,7 @@ from pipecat.frames.frames import (
     Frame,
     InterimTranscriptionFrame,
     TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.services.settings import STTSettings
@@ -112,6 +116,10 @@ class VoskSTTSettings(STTSettings):
 # Computing a partial result costs about a third of the decoding; a fresh one every 100 ms is enough for
 # interim transcripts (console, backchannel detection).
 PARTIAL_INTERVAL_BYTES = VOSK_SAMPLE_RATE * 2 // 10
+# Audio handed to the decoding thread at once while the caller speaks (100 ms).
+DECODE_BATCH_BYTES = VOSK_SAMPLE_RATE * 2 // 10
+# Audio kept while the VAD hears nobody: it declares speech ~0.2 s (start_secs) after it began, plus its own lag.
+PREROLL_BYTES = VOSK_SAMPLE_RATE * 2 * 6 // 10
 
 
 @dataclass
@@ -163,14 +171,20 @@ class VoskDecoder:
         self._bytes_since_partial = 0
         return Decoded(partial=transcript_text(recognizer.PartialResult(), "partial"))
 
-    def finalize(self) -> str:
-        """End the current utterance now (the caller stopped speaking) and return its text, "" for none."""
+    def finalize(self, trailing_pcm16k: bytes = b"") -> str:
+        """End the current utterance now (the caller stopped speaking) and return its text, "" for none.
+
+        `trailing_pcm16k`: the utterance's last audio not decoded yet, decoded first (same thread hop).
+        """
+        earlier = ""
+        if trailing_pcm16k:
+            earlier = self.accept(trailing_pcm16k, caller_speaking=True).final or ""
         if self._recognizer is None:
-            return ""
+            return earlier
         text = transcript_text(self._recognizer.FinalResult())
         self._bytes_since_partial = 0
         self._apply_wanted_mode()
-        return text
+        return " ".join(part for part in (earlier, text) if part)
 
     def close(self) -> None:
         self._recognizer = None
@@ -209,7 +223,10 @@ class VoskDecoder:
 
 
 class VoskSTTService(STTService):
-    """Vosk streaming STT for one call; build one per call, the model is shared (see `load_vosk_model`)."""
+    """Vosk streaming STT for one call; build one per call, the model is shared (see `load_vosk_model`).
+
+    Needs a VAD upstream (VADProcessor): audio is decoded only between VADUserStarted/StoppedSpeakingFrame.
+    """
 
     Settings = VoskSTTSettings
     _settings: VoskSTTSettings
@@ -243,6 +260,8 @@ class VoskSTTService(STTService):
         self._decoder.want_digits = bool(store.expect_digits)
         self._resampler = create_stream_resampler(quality="HQ", clear_after_secs=None)
         self._last_partial = ""
+        self._preroll = bytearray()  # 16 kHz audio while nobody speaks (see PREROLL_BYTES)
+        self._pending = bytearray()  # 16 kHz speech not yet handed to the decoder
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -285,8 +304,15 @@ class VoskSTTService(STTService):
         pcm = await self._resampler.resample(audio, self.sample_rate, VOSK_SAMPLE_RATE)
         if not pcm:
             return
+        if not self._user_speaking:
+            self._keep_preroll(pcm)
+            return
+        self._pending += pcm
+        if len(self._pending) < DECODE_BATCH_BYTES:
+            return
+        batch, self._pending = bytes(self._pending), bytearray()
         try:
-            decoded = await asyncio.to_thread(self._decoder.accept, pcm, caller_speaking=self._user_speaking)
+            decoded = await asyncio.to_thread(self._decoder.accept, batch, caller_speaking=self._user_speaking)
         except Exception as exc:  # a decoder error must not end the call: the caller can still use the keypad
             await self.push_error(f"{self}: decoding failed: {exc}", exception=exc)
             return
@@ -299,11 +325,23 @@ class VoskSTTService(STTService):
                 decoded.partial, self._user_id, time_now_iso8601(), result=None if self._secure else decoded.partial
             )
 
+    def _keep_preroll(self, pcm: bytes) -> None:
+        self._preroll += pcm
+        if len(self._preroll) > PREROLL_BYTES:
+            del self._preroll[: len(self._preroll) - PREROLL_BYTES]
+
+    async def _handle_vad_user_started_speaking(self, frame: VADUserStartedSpeakingFrame):
+        """Speech began ~start_secs ago: its first audio is in the pre-roll, decode from there."""
+        await super()._handle_vad_user_started_speaking(frame)
+        self._pending = self._preroll + self._pending
+        self._preroll = bytearray()
+
     async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame):
         """End of the caller's speech: ask Vosk for the final result of the utterance now, not at its own endpoint."""
         await super()._handle_vad_user_stopped_speaking(frame)
+        trailing, self._pending = bytes(self._pending), bytearray()
         try:
-            text = await asyncio.to_thread(self._decoder.finalize)
+            text = await asyncio.to_thread(self._decoder.finalize, trailing)
         except Exception as exc:
             await self.push_error(f"{self}: finalizing failed: {exc}", exception=exc)
             return

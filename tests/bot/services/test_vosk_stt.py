@@ -169,3 +169,30 @@ def test_transcript_text_drops_unknown_words_and_survives_garbage():
 
 def test_vosk_sample_rate_is_16k():
     assert VOSK_SAMPLE_RATE == 16000
+
+
+async def test_speech_before_the_vad_noticed_it_is_still_decoded(
+    korean_model, korean_model_path, korean_16k, monkeypatch
+):
+    # The VAD declares speech ~0.2-0.3 s after it began: that audio must come from the pre-roll, not be dropped.
+    decoded_bytes = []
+    accept = VoskDecoder.accept
+    monkeypatch.setattr(VoskDecoder, "accept", lambda self, pcm, **kw: decoded_bytes.append(len(pcm)) or accept(self, pcm, **kw))
+    late = VOSK_SAMPLE_RATE * 2 * 3 // 10
+    # VAD frames are system frames and overtake queued audio: let the early audio be taken in first, as in a live
+    # call, where the VAD needs that audio before it can say speech started.
+    frames = [*audio_frames(korean_16k[:late], 16000), SleepFrame(0.2), *utterance(korean_16k[late:], 16000)]
+
+    finals, _ = await transcribe(VoskSTTService(model_path=korean_model_path), frames, 16000)
+
+    assert sum(decoded_bytes) == len(korean_16k)
+    assert len(finals) == 1 and len(finals[0].split()) >= 3
+
+
+async def test_audio_outside_speech_is_not_decoded(korean_model, korean_model_path, korean_16k):
+    # No VAD start: the caller is not speaking as far as the loop knows, so Vosk must not spend CPU on it.
+    finals, partials = await transcribe(
+        VoskSTTService(model_path=korean_model_path), audio_frames(korean_16k, 16000), 16000
+    )
+
+    assert finals == [] and partials == []
