@@ -29,20 +29,6 @@ async def rasa():
 
 
 @pytest.fixture
-async def make_call(tmp_path):
-    harnesses: list[CallHarness] = []
-
-    def _make(rasa: ScriptedRasa, **kwargs) -> CallHarness:
-        harness = CallHarness.create(rasa, tmp_path=tmp_path, **kwargs)
-        harnesses.append(harness)
-        return harness
-
-    yield _make
-    for harness in harnesses:
-        await harness.close()
-
-
-@pytest.fixture
 def captured_logs():
     lines: list[str] = []
     # DEBUG: the most the gateway ever logs (pipecat's TRACE frame dumps are never enabled in production).

@@ -23,20 +23,6 @@ async def rasa():
     await server.stop()
 
 
-@pytest.fixture
-async def make_call(tmp_path):
-    harnesses: list[CallHarness] = []
-
-    def _make(rasa: ScriptedRasa, **kwargs) -> CallHarness:
-        harness = CallHarness.create(rasa, tmp_path=tmp_path, **kwargs)
-        harnesses.append(harness)
-        return harness
-
-    yield _make
-    for harness in harnesses:
-        await harness.close()
-
-
 def bot_texts(call: CallHarness) -> list[str]:
     return [text for e in call.events if e["type"] == "bot" for text in e["texts"]]
 

@@ -33,20 +33,6 @@ async def rasa():
     await server.stop()
 
 
-@pytest.fixture
-async def make_call(tmp_path):
-    harnesses: list[CallHarness] = []
-
-    def _make(rasa: ScriptedRasa, **kwargs) -> CallHarness:
-        harness = CallHarness.create(rasa, tmp_path=tmp_path, **kwargs)
-        harnesses.append(harness)
-        return harness
-
-    yield _make
-    for harness in harnesses:
-        await harness.close()
-
-
 async def test_greeting_then_spoken_turn_reaches_rasa_with_metadata(rasa, make_call, audio_dir, tmp_path):
     rasa.replies["/call_start"] = SHORT_GREETING
     rasa.replies["我要查余额"] = [{"text": "好的。"}]
