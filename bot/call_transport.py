@@ -33,7 +33,7 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
-from bot.frames import HandoffFrame, HangupFrame
+from bot.frames import HandoffFrame, HangupFrame, PromptInterruptibleFrame
 
 PIPELINE_SAMPLE_RATE = 16000
 CHUNK_MS = 20
@@ -128,9 +128,11 @@ class CallInputTransport(BaseInputTransport):
 
 
 class CallOutputTransport(BaseOutputTransport):
-    """Output side of a call. Frames in: OutputAudioRawFrame (any rate), HandoffFrame, HangupFrame, InterruptionFrame.
+    """Output side of a call. Frames in: OutputAudioRawFrame (any rate), HandoffFrame, HangupFrame,
+    PromptInterruptibleFrame, InterruptionFrame.
 
-    Frames out (upstream, from the base class): BotStartedSpeakingFrame, BotStoppedSpeakingFrame.
+    Frames out (upstream): BotStartedSpeakingFrame, BotStoppedSpeakingFrame (from the base class), and
+    PromptInterruptibleFrame once the audio queued before it has played.
     """
 
     def __init__(self, params: TransportParams, **kwargs) -> None:
@@ -163,7 +165,10 @@ class CallOutputTransport(BaseOutputTransport):
 
     async def write_transport_frame(self, frame: Frame) -> None:
         """Runs in order with the audio: reached only after the audio queued before `frame` was written."""
-        if isinstance(frame, (HandoffFrame, HangupFrame)) and self.on_control is not None:
+        if isinstance(frame, PromptInterruptibleFrame):
+            # The prompts after this point are now the ones playing: tell the turn taker and the keypad.
+            await self.push_frame(PromptInterruptibleFrame(value=frame.value), FrameDirection.UPSTREAM)
+        elif isinstance(frame, (HandoffFrame, HangupFrame)) and self.on_control is not None:
             # Let the last chunk finish playing before the transfer or the BYE.
             await asyncio.sleep(max(0.0, self._next_due - time.monotonic()))
             await self.on_control(frame)

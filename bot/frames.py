@@ -6,8 +6,11 @@ the Rasa bridge turns Rasa's `custom` events into these frames, the processors a
 Direction conventions:
 - `HandoffFrame`, `HangupFrame` travel downstream in order after the texts of the same reply, so the output
   transport acts on them only once the audio before them has been played.
-- `SpeechRateFrame`, `ExpectInputFrame`, `PromptInterruptibleFrame` are broadcast (both directions): the
-  recognizer, turn taker, DTMF gatherer and no-input ladder sit upstream of the bridge, the TTS downstream.
+- `SpeechRateFrame`, `ExpectInputFrame` are broadcast (both directions): the recognizer, turn taker, DTMF
+  gatherer and no-input ladder sit upstream of the bridge, the TTS downstream.
+- `PromptInterruptibleFrame` travels downstream in order with the texts and comes back upstream from the output
+  transport when it is reached, so the turn taker and DTMF gatherer know about the prompt that is playing now,
+  not the one Rasa sent last.
 """
 
 from __future__ import annotations
@@ -112,13 +115,16 @@ class ExpectInputFrame(SystemFrame):
 
 
 @dataclass
-class PromptInterruptibleFrame(SystemFrame):
+class PromptInterruptibleFrame(ControlFrame):
     """The contract's `interruptible` event: may the caller barge into the prompts that follow.
 
-    Resets to True at the start of every reply.
+    Every reply starts with one (True). Downstream it is queued behind the audio before it; the output transport
+    pushes it back upstream once that audio has played. Never dropped by an interruption: losing a `True` would
+    leave the caller unable to barge in for the rest of the call.
     """
 
     value: bool = True
+    interruptible: bool = field(default=False, init=False)
 
 
 @dataclass

@@ -64,7 +64,9 @@ class DTMFGatherer(FrameProcessor):
         await self.push_frame(frame, direction)
 
     async def _on_key(self, key: str) -> None:
-        if self._bot_speaking and self._interruptible:
+        # The first key of an entry also stops a prompt that is queued but not yet playing: the caller has
+        # answered already (a key pressed as a reply starts would otherwise wait behind all of it).
+        if self._interruptible and (self._bot_speaking or not self._digits):
             self._bot_speaking = False
             await self.broadcast_interruption()
         if self._expect is None and not self._digits:

@@ -67,8 +67,9 @@ class CallMetadata:
 class RasaBridge(FrameProcessor):
     """Frames in: StartFrame (→ `/call_start`), CallerTurnFrame, NoInputFrame, TransferResultFrame.
 
-    Frames out, per reply item, in order: TTSSpeakFrame (texts), HandoffFrame / HangupFrame (downstream, after
-    the texts), SpeechRateFrame / ExpectInputFrame / PromptInterruptibleFrame (broadcast), BotReplyTextFrame.
+    Frames out, per reply item, in order: TTSSpeakFrame (texts; `interruptible=False` under the dialogue's flag),
+    HandoffFrame / HangupFrame / PromptInterruptibleFrame (downstream, in order with the texts),
+    SpeechRateFrame / ExpectInputFrame (broadcast), BotReplyTextFrame.
     """
 
     def __init__(self, *, client: RasaClient, call_id: str, metadata: CallMetadata,
@@ -84,6 +85,7 @@ class RasaBridge(FrameProcessor):
         self._last_prompt: list[str] = []
         self._ending = False
         self._rasa_down = False
+        self._interruptible = True  # the dialogue's flag for the prompts being pushed now
 
     @property
     def record(self) -> CallRecord:
@@ -146,11 +148,12 @@ class RasaBridge(FrameProcessor):
 
     async def _play_reply(self, reply: BotReply) -> None:
         texts: list[str] = []
-        await self.broadcast_frame(PromptInterruptibleFrame, value=True)
+        self._interruptible = True
+        await self.push_frame(PromptInterruptibleFrame(value=True))
         for item in reply.items:
             if item.get("text"):
                 texts.append(item["text"])
-                await self.push_frame(TTSSpeakFrame(text=item["text"], append_to_context=False))
+                await self._push_text(item["text"])
             elif isinstance(item.get("custom"), dict):
                 await self._on_event(item["custom"])
         if texts:
@@ -177,7 +180,8 @@ class RasaBridge(FrameProcessor):
                 secure=bool(event.get("secure", False)),
             )
         elif kind == "interruptible":
-            await self.broadcast_frame(PromptInterruptibleFrame, value=bool(event.get("value", True)))
+            self._interruptible = bool(event.get("value", True))
+            await self.push_frame(PromptInterruptibleFrame(value=self._interruptible))
         else:
             logger.warning(f"{self}: ignoring unknown custom event {kind!r}")
 
@@ -232,11 +236,18 @@ class RasaBridge(FrameProcessor):
         await self._send_turn(CallerTurnFrame(text=TRANSFER_FAILED, source="transfer"))
 
     async def _speak(self, texts: list[str]) -> None:
-        await self.broadcast_frame(PromptInterruptibleFrame, value=True)
+        self._interruptible = True
+        await self.push_frame(PromptInterruptibleFrame(value=True))
         for text in texts:
-            await self.push_frame(TTSSpeakFrame(text=text, append_to_context=False))
+            await self._push_text(text)
         self._record.add_bot_texts(texts)
         await self.push_frame(BotReplyTextFrame(texts=list(texts)))
+
+    async def _push_text(self, text: str) -> None:
+        """One prompt for the TTS; a non-interruptible one keeps its synthesis and audio through a barge-in."""
+        frame = TTSSpeakFrame(text=text, append_to_context=False)
+        frame.interruptible = self._interruptible
+        await self.push_frame(frame)
 
     async def _record_intent(self) -> None:
         """Best effort: the intent of the turn just sent, from Rasa's tracker, for the call record."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from loguru import logger
 
-from tests.bot.test_pipeline_turns import caller_audio
+from tests.bot.test_pipeline_turns import LONG_PROMPT, caller_audio
 from tests.bot.voice_doubles import CallHarness, ScriptedRasa
 
 GREETING = [{"text": "您好。"}]
@@ -87,6 +88,43 @@ async def test_human_key_asks_for_an_agent_and_handoff_follows_the_spoken_text(r
     # The transfer only starts once the announcement has been played to its last 20 ms chunk.
     assert call.handoff_times[0] >= call.audio_times[-1] + 0.015
     assert call.call.record.outcome == "handoff"
+
+
+async def test_a_key_pressed_as_the_reply_starts_stops_all_of_it(rasa, make_call):
+    # The greeting and a long menu are queued; the caller keys 0 before the bot is known to be speaking.
+    rasa.replies["/call_start"] = [{"text": "您好。"}, {"text": LONG_PROMPT}]
+    rasa.replies["/human_agent"] = [
+        {"text": "正在转接。"},
+        {"custom": {"event": "handoff", "queue": "general", "priority": 1, "reason": "human_agent"}},
+    ]
+    call = make_call(rasa, script=[])
+    await call.call.start()
+    await call.wait_for(lambda: call.audio_times, timeout=3)
+    call.call.feed_dtmf("0")
+
+    await call.wait_for(lambda: call.handoffs, timeout=5)  # the long menu (≈8 s of audio) was never played
+    assert call.clears
+    assert call.audio_bytes < 8000 * 2 * 5
+
+
+async def test_a_non_interruptible_prompt_plays_through_a_key_press(rasa, make_call):
+    # The dialogue's flag is back to True by the end of the reply: what counts is the flag of the prompt playing.
+    rasa.replies["/call_start"] = [
+        {"custom": {"event": "interruptible", "value": False}},
+        {"text": LONG_PROMPT},
+        {"custom": {"event": "interruptible", "value": True}},
+        {"text": "还有什么可以帮您？"},
+    ]
+    rasa.replies['/dtmf{"digits":"5"}'] = [{"text": "好的。"}]
+    call = make_call(rasa, script=[])
+    await call.call.start()
+    await call.wait_for(lambda: call.audio_bytes > 8000 * 2, timeout=3)
+
+    call.call.feed_dtmf("5")
+    await call.wait_for(lambda: '/dtmf{"digits":"5"}' in rasa.messages, timeout=2)  # the key still counts
+    await asyncio.sleep(0.5)
+    assert call.clears == []
+    assert call.bot_is_speaking(0.2)  # the long prompt is still playing
 
 
 async def test_failed_transfer_goes_back_to_the_dialogue(rasa, make_call):
