@@ -75,7 +75,7 @@ models: deps
 	$(VOICE_VENV)/bin/python -m bot.models download
 
 bench-voice: train
-	$(VOICE_VENV)/bin/python bench/voice_latency.py
+	$(VOICE_VENV)/bin/python bench/voice_latency.py $(BENCH_ARGS)
 
 bench-sip: deps
 	@bash bench/sip_load.sh

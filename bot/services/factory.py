@@ -25,11 +25,12 @@ from settings import Settings, get_settings
 class SpeechRecognizerEngine:
     """The process-wide Vosk model; `create_service()` gives each call its own recognizer service."""
 
-    model_path: Path
+    model_path: Path  # what Vosk loads: the installed model, or a view of it with decoder limits
+    installed_path: Path | None = None
 
     @property
     def name(self) -> str:
-        return self.model_path.name
+        return (self.installed_path or self.model_path).name
 
     def create_service(self, **kwargs):
         """A VoskSTTService for one call (kwargs go to VoskSTTService, e.g. `sample_rate`)."""
@@ -71,15 +72,18 @@ def load_stt(settings: Settings | None = None) -> SpeechRecognizerEngine | None:
             "running KEYPAD-ONLY (run `make models` to enable speech input)"
         )
         return None
+    from bot.services.vosk.limits import DecoderLimits, model_view_with_limits
     from bot.services.vosk.stt import VoskModelError, load_vosk_model
 
     try:
-        load_vosk_model(str(path))
-    except VoskModelError as exc:
+        limits = DecoderLimits.from_settings(settings.voice.vosk_max_active, settings.voice.vosk_beam)
+        loaded = model_view_with_limits(path, limits)
+        load_vosk_model(str(loaded))
+    except (ValueError, OSError, VoskModelError) as exc:
         logger.error(f"ASR: {exc}; running KEYPAD-ONLY")
         return None
-    logger.info(f"ASR: Vosk model {path.name} ({path})")
-    return SpeechRecognizerEngine(path)
+    logger.info(f"ASR: Vosk model {path.name} ({path}), decoder {limits.describe()}")
+    return SpeechRecognizerEngine(loaded, installed_path=path)
 
 
 def load_tts(settings: Settings | None = None) -> SpeechSynthesizerEngine:

@@ -29,6 +29,7 @@ from telephony.sip.message import (
     check_request,
     media_type,
     parse_message,
+    parse_name_addr,
     parse_uri,
 )
 from telephony.sip.refer import RoutingTable, TransferNotAllowed, context_headers, sipfrag_status
@@ -150,7 +151,18 @@ class TransferResult:
     time_to_agent_s: float | None = None  # ok only: from our 200 OK to the REFER being accepted (green channel)
 
 
-Event = Union[IncomingCall, CallAnswered, CallEnded, DtmfInfo, ReInvite, TransferResult]
+@dataclass(frozen=True)
+class CallRefused:
+    """A new INVITE this core refused with a final error itself (406, 400 bad SDP, 488 no common codec, 503 over
+    the call limit). No Call exists, but operators still count and record it."""
+
+    sip_call_id: str
+    caller: str
+    status: int
+    id: str = field(default_factory=lambda: f"sip-{next(_call_numbers)}")  # numbered like the calls
+
+
+Event = Union[IncomingCall, CallAnswered, CallEnded, DtmfInfo, ReInvite, TransferResult, CallRefused]
 Output = Union[Datagram, Event]
 
 
@@ -349,22 +361,34 @@ class UserAgent:
         if request.to_tag():
             return self._on_reinvite(tx, request, source, now)
         if not self._sdp_acceptable_to_caller(request):
-            return self._respond(tx, 406, source, now=now, headers=[("accept", "application/sdp")])
+            return self._refuse(tx, request, 406, source, now=now, headers=[("accept", "application/sdp")])
         if len(self.calls) >= self.settings.max_calls:
             retry = [("retry-after", str(self.settings.retry_after_s))]
-            return self._respond(tx, 503, source, now=now, headers=retry)
+            return self._refuse(tx, request, 503, source, now=now, headers=retry)
         media: MediaPlan | None = None
         if request.body.strip():
             try:
                 media = negotiate(parse_sdp(request.body))
             except NoCommonCodec:
-                return self._respond(tx, 488, source, now=now, headers=[("warning", '304 - "PCMU/PCMA only"')])
+                return self._refuse(tx, request, 488, source, now=now, headers=[("warning", '304 - "PCMU/PCMA only"')])
             except SdpError as error:
-                return self._respond(tx, 400, source, now=now, reason=f"Bad SDP: {error}"[:80])
+                return self._refuse(tx, request, 400, source, now=now, reason=f"Bad SDP: {error}"[:80])
         call = self._new_call(tx, request, source, media, now)
         out = self._respond(tx, 100, source, now=now)
         call.log.info("INVITE from %s (Call-ID %s)", mask_caller_number(call.caller) or "anonymous", call.sip_call_id)
         return out + [IncomingCall(call)]
+
+    def _refuse(self, tx: ServerTransaction, request: SipMessage, status: int, source: Address, *, now: float,
+                headers: list[tuple[str, str]] | None = None, reason: str | None = None) -> list[Output]:
+        """A final error to a new INVITE, and the CallRefused event that lets the application record it."""
+        try:
+            caller = _uri_user(parse_name_addr(request.get("from") or "").uri)
+        except SipSyntaxError:
+            caller = ""
+        log.info("INVITE from %s refused with %d (Call-ID %s)", mask_caller_number(caller) or "anonymous", status,
+                 request.call_id)
+        out = self._respond(tx, status, source, now=now, headers=headers, reason=reason)
+        return out + [CallRefused(request.call_id, caller, status)]
 
     @staticmethod
     def _sdp_acceptable_to_caller(request: SipMessage) -> bool:

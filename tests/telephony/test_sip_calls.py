@@ -361,3 +361,28 @@ async def test_a_call_whose_voice_loop_crashes_is_hung_up_and_still_recorded(bri
     assert metric("ivr_telephony_calls_total", door="sip", outcome="failed") == failed_before + 1
     assert metric("ivr_telephony_active_calls", door="sip") == 0
     assert sip_bridge.allocator.in_use == frozenset()
+
+
+async def test_an_invite_refused_in_the_sip_core_still_gets_a_cdr(bridge, tmp_path):
+    from tests.telephony.sip.sip_test_support import OFFER, Uac
+
+    sip_bridge, _ = bridge
+    g729_only = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18").replace(
+        "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n", "")
+    loop = asyncio.get_running_loop()
+    replies: asyncio.Queue[bytes] = asyncio.Queue()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: type("P", (asyncio.DatagramProtocol,), {"datagram_received": lambda self, d, a: replies.put_nowait(d)})(),
+        local_addr=("127.0.0.1", 0))
+    try:
+        transport.sendto(Uac().invite(g729_only), sip_bridge.address)
+        reply = await asyncio.wait_for(replies.get(), timeout=2.0)
+    finally:
+        transport.close()
+
+    assert reply.startswith(b"SIP/2.0 488")
+    await wait_until(lambda: read_cdrs(tmp_path / "calls"))
+    [cdr] = read_cdrs(tmp_path / "calls")
+    assert (cdr["door"], cdr["cause"], cdr["outcome"], cdr["answered_at"]) == ("sip", "refused_488", "rejected", None)
+    assert cdr["caller"] == "138****0001" and cdr["peer_call_id"]
+    assert sip_bridge.legs == {}

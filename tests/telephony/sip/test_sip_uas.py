@@ -14,6 +14,7 @@ from telephony.sip.uas import (
     CallAnswered,
     CallEnded,
     CallError,
+    CallRefused,
     CallState,
     DtmfInfo,
     IncomingCall,
@@ -202,8 +203,15 @@ def test_reinvite_hold_and_unhold(ua):
 
 def test_no_common_codec_is_488(ua):
     g729 = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18").replace("a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n", "")
-    out = ua.feed(Uac().invite(g729), CALLER, 0.0)
-    assert statuses(out) == [488] and events(out) == []
+    uac = Uac()
+    out = ua.feed(uac.invite(g729), CALLER, 0.0)
+    assert statuses(out) == [488]
+    [refused] = events(out)  # no call, but the application hears of it (for the CDR)
+    assert isinstance(refused, CallRefused) and refused.status == 488
+    assert refused.sip_call_id == uac.call_id and refused.caller
+    # The INVITE's retransmission gets the same 488 from the transaction, and no second event.
+    again = ua.feed(uac.invite(g729), CALLER, 0.1)
+    assert statuses(again) == [488] and events(again) == []
 
 
 def test_invite_without_sdp_gets_an_offer_and_the_answer_in_ack(ua):
@@ -221,8 +229,10 @@ def test_invite_without_sdp_gets_an_offer_and_the_answer_in_ack(ua):
 def test_call_limit_answers_503_with_retry_after(ua, sip_settings):
     for _ in range(sip_settings.max_calls):
         assert events(ua.feed(Uac().invite(), CALLER, 0.0), IncomingCall)
-    response = datagrams(ua.feed(Uac().invite(), CALLER, 0.0))[0]
+    out = ua.feed(Uac().invite(), CALLER, 0.0)
+    response = datagrams(out)[0]
     assert response.status == 503 and response.get("retry-after") == str(sip_settings.retry_after_s)
+    assert [e.status for e in events(out, CallRefused)] == [503]
 
 
 def test_max_call_length_hangs_up(sip_settings):
