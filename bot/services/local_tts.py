@@ -27,6 +27,10 @@ from pipecat.utils.types import NOT_GIVEN, NotGiven
 MAX_TEXT_CHARS = 2000
 # A sentence longer than this is cut at a comma (or hard) so its audio starts without a long synthesis wait.
 MAX_SENTENCE_CHARS = 120
+# An engine that synthesises a whole chunk before its first audio (Piper) gets the reply's first sentence cut after
+# its first clause when the sentence is longer than this: the caller hears "您好，" while the rest is synthesised.
+FIRST_CHUNK_MAX_CHARS = 10
+MIN_CLAUSE_CHARS = 2
 MIN_SPEECH_RATE = 0.5
 MAX_SPEECH_RATE = 2.0
 
@@ -56,6 +60,22 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
     for sentence in _SENTENCE_END.split(text):
         sentences.extend(_cut_long(sentence.strip(), max_chars))
     return [s for s in sentences if _SPEAKABLE.search(s)]
+
+
+def first_clause_chunks(text: str, first_max_chars: int = FIRST_CHUNK_MAX_CHARS) -> list[str]:
+    """`split_sentences(text)`, with a long first sentence cut after its first clause (of at least
+    MIN_CLAUSE_CHARS): the first audio then waits only for that clause to be synthesised."""
+    chunks = split_sentences(text)
+    if not chunks or len(chunks[0]) <= first_max_chars:
+        return chunks
+    clauses = [c for c in _CLAUSE_END.split(chunks[0]) if c]
+    head = ""
+    while clauses and len(head) < MIN_CLAUSE_CHARS:
+        head += clauses.pop(0)
+    tail = "".join(clauses).strip()
+    if not tail or not _SPEAKABLE.search(tail):
+        return chunks
+    return [head.strip(), tail, *chunks[1:]]
 
 
 def _cut_long(sentence: str, max_chars: int) -> list[str]:
@@ -103,6 +123,9 @@ class LocalTTSService(TTSService):
 
     Settings = LocalTTSSettings
     _settings: LocalTTSSettings
+    # False for engines whose first audio comes only once a whole chunk is synthesised (Piper): their replies are
+    # chunked by `first_clause_chunks` so the first audio comes sooner.
+    streams_within_sentence: bool = True
 
     def __init__(self, *, voice: str, speech_rate: float = 1.0, settings: LocalTTSSettings | None = None, **kwargs):
         """Args:
@@ -145,7 +168,8 @@ class LocalTTSService(TTSService):
             text = text[:MAX_TEXT_CHARS]
         await self.start_tts_usage_metrics(text)
         try:
-            for sentence in split_sentences(text):
+            chunks = split_sentences(text) if self.streams_within_sentence else first_clause_chunks(text)
+            for sentence in chunks:
                 async for pcm, in_rate in self.synthesize_sentence(sentence, self.speech_rate):
                     audio = await self._resampler.resample(pcm, in_rate, self.sample_rate)
                     await self.stop_ttfb_metrics()

@@ -52,6 +52,8 @@ def length_scale_for(rate: float, voice_length_scale: float) -> float:
 class PiperTTSService(LocalTTSService):
     """Piper TTS with sentence streaming and speech-rate control; one instance per call, one voice per process."""
 
+    streams_within_sentence = False  # a sentence's audio comes all at once: the first clause goes first
+
     def __init__(self, *, voice_path: str | Path, speech_rate: float = 1.0, **kwargs):
         """Args:
         voice_path: the `.onnx` voice file (its `.onnx.json` config sits next to it).

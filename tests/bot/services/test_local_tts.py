@@ -10,6 +10,7 @@ from bot.services.local_tts import (
     MIN_SPEECH_RATE,
     clamp_speech_rate,
     speakable_text,
+    first_clause_chunks,
     split_sentences,
 )
 
@@ -29,6 +30,19 @@ def test_long_sentences_are_cut_at_commas_then_hard():
     assert all(len(p) <= 40 for p in pieces)
     assert "".join(pieces) == clauses
     assert all(len(p) <= 10 for p in split_sentences("一" * 95, max_chars=10))
+
+
+def test_a_long_first_sentence_goes_out_as_its_first_clause_then_the_rest():
+    text = "您好，请问您要查询哪张卡的余额？请说出卡号后四位。"
+    assert first_clause_chunks(text) == ["您好，", "请问您要查询哪张卡的余额？", "请说出卡号后四位。"]
+    assert "".join(first_clause_chunks(text)) == "".join(split_sentences(text))  # nothing lost or repeated
+
+
+def test_short_or_clauseless_first_sentences_are_left_whole():
+    assert first_clause_chunks("好的。请稍候，正在查询。") == ["好的。", "请稍候，正在查询。"]  # only the first is cut
+    assert first_clause_chunks("请说出您要查询的银行卡号后四位数字。") == ["请说出您要查询的银行卡号后四位数字。"]
+    assert first_clause_chunks("请稍候请稍候请稍候，！") == ["请稍候请稍候请稍候，！"]  # nothing to say after the comma
+    assert first_clause_chunks("") == []
 
 
 def test_fragments_without_anything_to_say_are_dropped():
