@@ -148,8 +148,7 @@ class RasaBridge(FrameProcessor):
 
     async def _play_reply(self, reply: BotReply) -> None:
         texts: list[str] = []
-        self._interruptible = True
-        await self.push_frame(PromptInterruptibleFrame(value=True))
+        await self._set_interruptible(True)  # every reply starts interruptible
         for item in reply.items:
             if item.get("text"):
                 texts.append(item["text"])
@@ -180,8 +179,7 @@ class RasaBridge(FrameProcessor):
                 secure=bool(event.get("secure", False)),
             )
         elif kind == "interruptible":
-            self._interruptible = bool(event.get("value", True))
-            await self.push_frame(PromptInterruptibleFrame(value=self._interruptible))
+            await self._set_interruptible(bool(event.get("value", True)))
         else:
             logger.warning(f"{self}: ignoring unknown custom event {kind!r}")
 
@@ -236,12 +234,16 @@ class RasaBridge(FrameProcessor):
         await self._send_turn(CallerTurnFrame(text=TRANSFER_FAILED, source="transfer"))
 
     async def _speak(self, texts: list[str]) -> None:
-        self._interruptible = True
-        await self.push_frame(PromptInterruptibleFrame(value=True))
+        await self._set_interruptible(True)
         for text in texts:
             await self._push_text(text)
         self._record.add_bot_texts(texts)
         await self.push_frame(BotReplyTextFrame(texts=list(texts)))
+
+    async def _set_interruptible(self, value: bool) -> None:
+        """The dialogue's flag for the prompts pushed after it, in order with them (see PromptInterruptibleFrame)."""
+        self._interruptible = value
+        await self.push_frame(PromptInterruptibleFrame(value=value))
 
     async def _push_text(self, text: str) -> None:
         """One prompt for the TTS; a non-interruptible one keeps its synthesis and audio through a barge-in."""
