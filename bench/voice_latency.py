@@ -34,9 +34,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,8 +244,8 @@ async def run_round(runtime: VoiceRuntime, calls: int, utterances: list[bytes], 
         load.compute_s = load.audio_s = 0.0
     cpu_before, wall_before = time.process_time(), time.monotonic()
     results: list = []
+    delays = arrival_delays(calls, arrival)
     for _ in range(max(1, MIN_CALLS_PER_ROUND // calls)):  # enough turns for a p95 at low N
-        delays = arrival_delays(calls, arrival)
         results += await asyncio.gather(*(one_call(runtime, i, utterances, turns, delays[i]) for i in range(calls)),
                                         return_exceptions=True)
     cpu, wall = time.process_time() - cpu_before, time.monotonic() - wall_before
