@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent
+# Time for the dialogue's reply (or its apology at the turn budget) to reach the gateway.
+RASA_REPLY_MARGIN_S = 1.0
 
 
 def env(name: str, default: Any) -> Any:
@@ -30,6 +32,7 @@ class RasaSettings:
     token: str = env("RASA_TOKEN", "ivr-local-token")
     model_dir: str = env("RASA_MODEL_DIR", str(REPO_ROOT / "models" / "rasa"))
     tracker_db_url: str = env("TRACKER_DB_URL", f"sqlite:///{REPO_ROOT / 'var' / 'tracker.db'}")
+    # After this long without a reply the voice loop says 「请稍候」; it keeps waiting (Settings.rasa_reply_timeout_s).
     timeout_s: float = env("RASA_TIMEOUT_S", 3.0)
 
 
@@ -39,12 +42,19 @@ class ActionSettings:
     url: str = env("ACTION_SERVER_URL", "http://127.0.0.1:5055/webhook")
     timeout_s: float = env("ACTION_TIMEOUT_S", 3.0)
 
+    @property
+    def turn_budget_s(self) -> float:
+        """The dialogue's budget for a whole turn: a form validation and a task action, each within timeout_s."""
+        return self.timeout_s * 2
+
 
 @dataclass(frozen=True)
 class BankSettings:
     db_url: str = env("BANK_DB_URL", f"sqlite:///{REPO_ROOT / 'var' / 'bank.db'}")
     pin_salt_rounds: int = env("BANK_PIN_HASH_ITERATIONS", 200_000)
     max_pin_attempts: int = env("BANK_MAX_PIN_ATTEMPTS", 3)
+    # wrong PINs and unknown cards from one calling number per bank day, whatever the cards
+    max_pin_failures_per_caller: int = env("BANK_MAX_PIN_FAILURES_PER_CALLER", 5)
     daily_transfer_limit_cents: int = env("BANK_DAILY_TRANSFER_LIMIT_CENTS", 5_000_000)
     elderly_age: int = env("BANK_ELDERLY_AGE", 65)
 
@@ -64,6 +74,12 @@ class GatewaySettings:
     media_idle_timeout_s: float = env("MEDIA_IDLE_TIMEOUT_S", 15.0)  # no message this long ends the call
     audiosocket_host: str = env("AUDIOSOCKET_HOST", "127.0.0.1")
     audiosocket_port: int = env("AUDIOSOCKET_PORT", 9092)
+    # who may connect to AudioSocket (comma-separated CIDRs); anyone else is closed at once and counted
+    audiosocket_allow_cidrs: str = env("AUDIOSOCKET_ALLOW_CIDRS", "127.0.0.0/8,::1/128")
+    # consoles (/console, /voice): required, long and not a default when GATEWAY_HOST is not loopback
+    console_token: str = env("CONSOLE_TOKEN", "")
+    # extra origins (comma-separated, e.g. https://ivr.bank.example) whose pages may use the consoles
+    console_allowed_origins: str = env("CONSOLE_ALLOWED_ORIGINS", "")
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,13 @@ class SipSettings:
     digest_user: str = env("SIP_DIGEST_USER", "")
     digest_password: str = env("SIP_DIGEST_PASSWORD", "")
     user_agent: str = env("SIP_USER_AGENT", "yinling-ivr")
+    # Flood bounds (issue 7 §4): the rate limiter's table of sources, and TCP. Over the total cap the connection
+    # idle longest is closed to make room; a source over its own cap has its new connection refused.
+    rate_limit_max_sources: int = env("SIP_RATE_LIMIT_MAX_SOURCES", 10_000)
+    tcp_idle_timeout_s: float = env("SIP_TCP_IDLE_TIMEOUT_S", 300.0)  # no byte received this long: closed
+    tcp_message_timeout_s: float = env("SIP_TCP_MESSAGE_TIMEOUT_S", 10.0)  # a message begun must be complete by then
+    tcp_max_connections: int = env("SIP_TCP_MAX_CONNECTIONS", 512)
+    tcp_max_connections_per_source: int = env("SIP_TCP_MAX_CONNECTIONS_PER_SOURCE", 32)
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,13 @@ class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     sip: SipSettings = field(default_factory=SipSettings)
+
+    @property
+    def rasa_reply_timeout_s(self) -> float:
+        """How long the gateway waits for Rasa's reply: longer than the dialogue's turn budget, so the caller always
+        hears the turn's real outcome (a money movement, or the dialogue's own apology), never a gateway apology
+        for a turn that then completes."""
+        return max(self.rasa.timeout_s, self.actions.turn_budget_s + RASA_REPLY_MARGIN_S)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":

@@ -13,7 +13,13 @@ from actions import contract
 from actions.bank.service import BankService
 from actions.bank.views import CardView, StatementView
 from actions.call import OFFER_HUMAN_FOR
-from actions.cn_numbers import amount_cents_from_speech, find_amount_cents, speak_amount, speak_digits
+from actions.cn_numbers import (
+    amount_cents_from_speech,
+    find_amount_cents,
+    says_negative_amount,
+    speak_amount,
+    speak_digits,
+)
 from actions.common import bank_service, card_kind_name, keyed_digits, latest_intent, request_id
 from actions.tasks import VerifiedTaskAction
 from actions.verification import VerifiedTaskValidation, requested_slot
@@ -23,6 +29,7 @@ FULL_AMOUNT_WORDS = ("全额", "全部", "全款", "还清", "账单金额", "�
 MINIMUM_WORDS = ("最低",)
 CONFIRM_QUESTION = "确认请说「是」或按一，取消请说「不」或按二。"
 AMOUNT_UNCLEAR = "没有听清金额，请再说一遍，比如「五百元」。"
+AMOUNT_NOT_POSITIVE = "金额必须大于零，请重新说一个金额，比如「五百元」。"
 
 
 def due_date_text(statement: StatementView) -> str:
@@ -53,14 +60,16 @@ def can_repay(bank: BankService, tracker: Tracker) -> bool:
 
 
 def spoken_amount_cents(tracker: Tracker) -> int | None:
-    """An amount keyed (whole yuan) or spoken (三千二百八十 / 3280元) in the latest message."""
+    """An amount keyed (whole yuan) or spoken (三千二百八十 / 3280元) in the latest message; negative when said so
+    (「负五百」 → -50000), so validation refuses it instead of moving 500元."""
     keyed = keyed_digits(tracker)
     if keyed is not None:
         return int(keyed) * 100 if keyed.isdigit() else None
     text = tracker.latest_message.get("text") or ""
     if text.startswith("/"):
         return None
-    return amount_cents_from_speech(text) or find_amount_cents(text)
+    cents = amount_cents_from_speech(text) or find_amount_cents(text)
+    return -cents if cents is not None and says_negative_amount(text) else cents
 
 
 def amount_answer(tracker: Tracker, answer_intents: tuple[str, ...]) -> dict:
@@ -122,7 +131,8 @@ class ValidateRepaymentForm(VerifiedTaskValidation):
 def validated_amount(value: Any, dispatcher: CollectingDispatcher) -> dict:
     if isinstance(value, str) and value.isdigit() and 0 < int(value) <= MAX_AMOUNT_CENTS:
         return {"amount_cents": value}
-    dispatcher.utter_message(text=AMOUNT_UNCLEAR)
+    not_positive = isinstance(value, str) and value.lstrip("-").isdigit() and int(value) <= 0
+    dispatcher.utter_message(text=AMOUNT_NOT_POSITIVE if not_positive else AMOUNT_UNCLEAR)
     return {"amount_cents": None}
 
 
@@ -142,7 +152,7 @@ class ActionRepayCreditCard(VerifiedTaskAction):
         else:
             amount = int(tracker.get_slot("amount_cents"))
             result = bank.repay_credit_card(
-                customer_ref, statement.card_last4, source.last4, amount, request_id(tracker, "repay")
+                customer_ref, statement.card_last4, source.last4, amount, request_id(tracker, "repay", statement.card_last4, source.last4, amount)
             )
             dispatcher.utter_message(text=repayment_outcome(result, amount, source.last4))
         dispatcher.utter_message(response="utter_anything_else")
@@ -150,6 +160,8 @@ class ActionRepayCreditCard(VerifiedTaskAction):
 
 
 def repayment_outcome(result: Any, amount: int, source_last4: str) -> str:
+    if result.status == "ok" and result.repeated:
+        return f"这笔{speak_amount(amount)}的还款本次通话中已经办理过了，没有重复扣款。"
     if result.status == "ok":
         remaining = f"本期还需还款{speak_amount(result.remaining_due_cents)}。" if result.remaining_due_cents else "本期账单已还清。"
         return f"还款成功，已从尾号{source_last4}的借记卡还款{speak_amount(amount)}。{remaining}"
@@ -174,7 +186,7 @@ class ActionReportCardLoss(VerifiedTaskAction):
         elif tracker.get_slot("confirmed") is not True:
             dispatcher.utter_message(text="好的，已取消挂失。")
         else:
-            result = bank.report_card_loss(customer_ref, card, request_id(tracker, "card_loss"))
+            result = bank.report_card_loss(customer_ref, card, request_id(tracker, "card_loss", card))
             if result.status == "reported":
                 dispatcher.utter_message(json_message=contract.interruptible(False))  # the reference must be heard
                 dispatcher.utter_message(

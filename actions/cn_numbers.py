@@ -137,6 +137,15 @@ def amount_cents_from_speech(text: str) -> int | None:
     return int(cents)
 
 
+# Words or signs that make the amount after them negative: 「负五百」「-500」「减五百」.
+_NEGATIVE_AMOUNT = re.compile(r"(?:负|减|[-−－﹣])\s*[0-9零〇一二两三四五六七八九十百千万壹贰叁肆伍陆柒捌玖拾佰仟]")
+
+
+def says_negative_amount(text: str) -> bool:
+    """True when the text puts a minus sign or 负 before a number: such an amount is refused, never made positive."""
+    return isinstance(text, str) and bool(_NEGATIVE_AMOUNT.search(unicodedata.normalize("NFKC", text)))
+
+
 def find_amount_cents(text: str) -> int | None:
     """The amount inside a sentence: "我要还三千二百八十块钱" -> 328000 (the longest part that is an amount)."""
     if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS * 4:

@@ -5,6 +5,7 @@ Actions stay thin: they read the tracker, call BankService and choose what to sa
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Iterable
 
 from rasa_sdk import Tracker
@@ -91,10 +92,17 @@ def digits_in_latest_message(tracker: Tracker, length: int | None = None) -> str
     return digits_from_speech(text) or extract_digits(text, length)
 
 
-def request_id(tracker: Tracker, task: str) -> str:
-    """Idempotency key of a money-moving request: the call plus the user turn that confirmed it."""
-    message_id = tracker.latest_message.get("message_id") or str(len(tracker.events))
-    return f"{tracker.sender_id}:{task}:{message_id}"
+def request_id(tracker: Tracker, task: str, *details: object) -> str:
+    """Idempotency key of a money-moving request: this call's conversation session, the task and what it moves.
+
+    Asking for the same movement again in the same call (say after an apology for a slow turn) gets the bank's
+    stored result back instead of moving the money twice. A new call (a new session) is a new request.
+    """
+    session = next((str(event.get("timestamp")) for event in reversed(tracker.events)
+                    if event.get("event") in ("session_started", "restart")), "0")
+    what = ":".join(str(detail) for detail in details)
+    key = f"{tracker.sender_id}:{session}:{task}:{what}"
+    return key if len(key) <= 128 else f"{task}:{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
 
 
 def clear_task_slots() -> list[dict[str, Any]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from abc import abstractmethod
 from typing import Any
 
@@ -11,10 +13,11 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.bank.errors import NotYourCard
-from actions.bank.service import BankService
+from actions.bank.service import BankService, commit_deadline
 from actions.call import OFFER_HUMAN_FOR
 from actions.common import bank_service, clear_task_slots
 from actions.handoff import HANDOFF_TEXT_UNAVAILABLE, hand_off
+from settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +26,8 @@ PIN_LOCKED = (
     "需要人工服务请说「人工」或按0。"
 )
 NOT_VERIFIED = "请先完成身份验证。"
+# Time kept back from the action budget for the reply to reach Rasa after the bank committed.
+COMMIT_MARGIN_S = 0.5
 NOT_YOUR_CARD = "尾号{card}的卡不在您本人名下，无法办理。请问还有什么可以帮您？"
 
 
@@ -41,8 +46,11 @@ class VerifiedTaskAction(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
         if not tracker.get_slot("verified"):
             return refuse_unverified(dispatcher, tracker) + clear_task_slots()
+        # The bank work (SQL, row locks) runs off the action server's event loop, and a money movement commits only
+        # while Rasa still waits for this action: later, the caller has already heard an apology.
+        deadline = time.monotonic() + get_settings().actions.timeout_s - COMMIT_MARGIN_S
         try:
-            events = self.perform(dispatcher, tracker, bank_service(), tracker.get_slot("customer_ref"))
+            events = await asyncio.to_thread(self._perform_by, deadline, dispatcher, tracker)
         except NotYourCard:
             dispatcher.utter_message(text=NOT_YOUR_CARD.format(card=tracker.get_slot("card_last4") or ""))
             events = []
@@ -50,6 +58,11 @@ class VerifiedTaskAction(Action):
             logger.exception("task %s failed", self.name())
             return hand_off(dispatcher, tracker, reason="action_unavailable", text=HANDOFF_TEXT_UNAVAILABLE)
         return events + clear_task_slots()
+
+
+    def _perform_by(self, deadline: float, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:
+        with commit_deadline(deadline):
+            return self.perform(dispatcher, tracker, bank_service(), tracker.get_slot("customer_ref"))
 
 
 def refuse_unverified(dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:

@@ -49,6 +49,8 @@ class ValidateTransferForm(VerifiedTaskValidation):
 
 def transfer_outcome(result: TransferResult, source: str, target: str, amount: int) -> str:
     left = f"今天还可以转账{speak_amount(result.limit_left_cents)}。" if result.limit_left_cents is not None else ""
+    if result.status == "ok" and result.repeated:
+        return (f"这笔转账本次通话中已经办理过了，没有重复转账。参考号是：{speak_digits(result.reference or '')}。")
     if result.status == "ok":
         return (
             f"转账成功，已从尾号{source}的卡向尾号{target}的卡转账{speak_amount(amount)}。"
@@ -77,7 +79,8 @@ class ActionTransferMoney(VerifiedTaskAction):
         if tracker.get_slot("confirmed") is not True or not (target and amount):
             dispatcher.utter_message(text="好的，已取消转账。")
         else:
-            result = bank.transfer(customer_ref, source, target, int(amount), request_id(tracker, "transfer"))
+            key = request_id(tracker, "transfer", source, target, int(amount))
+            result = bank.transfer(customer_ref, source, target, int(amount), key)
             dispatcher.utter_message(text=transfer_outcome(result, source, target, int(amount)))
         dispatcher.utter_message(response="utter_anything_else")
         return []

@@ -9,6 +9,7 @@ message itself).
 
 from __future__ import annotations
 
+import asyncio
 from abc import abstractmethod
 from typing import Any
 
@@ -94,7 +95,7 @@ class VerifiedTaskValidation(FormValidationAction):
         return {}
 
     def validate_card_last4(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
-        if isinstance(value, str) and len(value) == CARD_DIGITS and value.isdigit():
+        if isinstance(value, str) and len(value) == CARD_DIGITS and value.isascii() and value.isdigit():
             return {"card_last4": value}
         dispatcher.utter_message(text=CARD_FORMAT)
         return {"card_last4": None}
@@ -104,12 +105,14 @@ class VerifiedTaskValidation(FormValidationAction):
             return {}
         return answer_for(tracker, "pin", PIN_DIGITS, self.answer_intents())
 
-    def validate_pin(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
-        if not (isinstance(value, str) and len(value) == PIN_DIGITS and value.isdigit()):
+    async def validate_pin(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        if not (isinstance(value, str) and len(value) == PIN_DIGITS and value.isascii() and value.isdigit()):
             dispatcher.utter_message(text=PIN_FORMAT)
             return {"pin": None}
         card = tracker.get_slot("card_last4")
-        result = bank_service().verify_pin(card, value, caller_phone=tracker.get_slot("caller_number"))
+        # PBKDF2 and the SQL row lock take a while: off the event loop, so other calls' actions go on meanwhile.
+        result = await asyncio.to_thread(
+            bank_service().verify_pin, card, value, caller_phone=tracker.get_slot("caller_number"))
         if result.status == "ok":
             dispatcher.utter_message(text=VERIFIED)
             return {"pin": None, "verified": True, "customer_ref": result.customer_ref, "failed_verifications": 0.0}
@@ -123,10 +126,8 @@ class VerifiedTaskValidation(FormValidationAction):
         if status == "locked" or attempts <= 0:
             return {"pin": None, "pin_locked": True, "failed_verifications": float(failures)}
         dispatcher.utter_message(text=PIN_WRONG.format(attempts=attempts))
-        slots: dict[str, Any] = {"pin": None, "failed_verifications": float(failures)}
-        if status == "unknown_card":
-            slots["card_last4"] = None  # ask for the card again as well, without saying which part was wrong
-        return slots
+        # Card and PIN are both asked again, whichever was wrong: the next prompt must not tell them apart.
+        return {"pin": None, "card_last4": None, "failed_verifications": float(failures)}
 
     async def extract_confirmed(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         if requested_slot(tracker) != "confirmed":

@@ -292,7 +292,7 @@ def build_runtime(settings: Settings, tts_kind: str, rasa_url: str, asr_model: P
         tts_factory = lambda rate: tts_cls(sample_rate=rate)  # noqa: E731
     return VoiceRuntime(
         settings=settings,
-        rasa=RasaClient(rasa_url, settings.rasa.token, timeout_s=settings.rasa.timeout_s),
+        rasa=RasaClient(rasa_url, settings.rasa.token, timeout_s=settings.rasa_reply_timeout_s),
         tts_factory=tts_factory,
         stt_factory=lambda: VoskSTTService(model_path=asr_model),
         turn_analyzer_factory=local_smart_turn,

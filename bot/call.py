@@ -99,7 +99,7 @@ class VoiceRuntime:
         tts_engine = load_tts(settings)
         return cls(
             settings=settings,
-            rasa=RasaClient(settings.rasa.url, settings.rasa.token, timeout_s=settings.rasa.timeout_s),
+            rasa=RasaClient(settings.rasa.url, settings.rasa.token, timeout_s=settings.rasa_reply_timeout_s),
             tts_factory=lambda sample_rate: tts_engine.create_service(sample_rate=sample_rate),
             stt_factory=(lambda: stt_engine.create_service()) if stt_engine is not None else None,
             turn_analyzer_factory=local_smart_turn if smart_turn else None,
@@ -251,6 +251,7 @@ class CallHandle:
                                       asr_available=self._runtime.asr_available),
                 record=self.record,
                 third_silence_action=voice.third_silence_action,
+                hold_after_s=self._runtime.settings.rasa.timeout_s,
             ),
             EngineControls(tts=tts, stt=stt),
             tts,

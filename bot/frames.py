@@ -6,7 +6,7 @@ the Rasa bridge turns Rasa's `custom` events into these frames, the processors a
 Direction conventions:
 - `HandoffFrame`, `HangupFrame` travel downstream in order after the texts of the same reply, so the output
   transport acts on them only once the audio before them has been played.
-- `SpeechRateFrame`, `ExpectInputFrame` are broadcast (both directions): the recognizer, turn taker, DTMF
+- `SpeechRateFrame`, `ExpectInputFrame`, `DialogueTurnFrame` are broadcast (both directions): the recognizer, turn taker, DTMF
   gatherer and no-input ladder sit upstream of the bridge, the TTS downstream.
 - `PromptInterruptibleFrame` travels downstream in order with the texts and comes back upstream from the output
   transport when it is reached, so the turn taker and DTMF gatherer know about the prompt that is playing now,
@@ -112,6 +112,17 @@ class ExpectInputFrame(SystemFrame):
     @property
     def active(self) -> bool:
         return self.input is not None
+
+
+@dataclass
+class DialogueTurnFrame(SystemFrame):
+    """A caller turn is with the dialogue (`pending=True`), or its reply is in (`pending=False`).
+
+    Broadcast by the Rasa bridge around every request; `pending=False` comes after the reply's ExpectInputFrame, so
+    the keypad gatherer knows what the next prompt expects before it applies keys typed ahead.
+    """
+
+    pending: bool = False
 
 
 @dataclass

@@ -1,6 +1,9 @@
 """CallChannel: the REST channel of the call contract (docs/ARCHITECTURE.md), hardened for callers.
 
-It is Rasa's REST channel (name "rest", so the URL stays /webhooks/rest/webhook) with three additions:
+It is Rasa's REST channel (name "rest", so the URL stays /webhooks/rest/webhook) with four additions:
+- `/call_start` always starts a fresh conversation, even for a sender id seen before: the stored tracker is
+  restarted first, so no slot, form, verification state or failure counter of an earlier call carries over
+  (defence in depth behind the gateway's unique call ids);
 - the request's `metadata` (caller_number, channel, asr_available) reaches the tracker, checked and trimmed;
 - bad input never reaches the dialogue as is: empty or huge text, control characters, malformed
   `/dtmf{...}` payloads and unknown `/intent` strings are normalised (unknown → out_of_scope);
@@ -11,6 +14,7 @@ It is Rasa's REST channel (name "rest", so the URL stays /webhooks/rest/webhook)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -20,6 +24,7 @@ from typing import Any, Awaitable, Callable
 import rasa.core.actions.action as rasa_action
 from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 from rasa.core.channels.rest import RestInput
+from rasa.shared.core.events import Restarted
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -32,6 +37,7 @@ MAX_TEXT_CHARS = 500
 MAX_SENDER_CHARS = 128
 MAX_DIGITS = 32
 FALLBACK_INTENT = "out_of_scope"
+CALL_START = "/call_start"
 DTMF_INTENT = "dtmf"
 INTENT_MESSAGE = re.compile(r"^/(?P<intent>[A-Za-z_][A-Za-z0-9_]{0,63})(?P<entities>\{.*\})?$", re.DOTALL)
 DTMF_DIGITS = re.compile(r"^[0-9*#]{1,%d}$" % MAX_DIGITS)
@@ -122,7 +128,11 @@ class CallChannel(RestInput):
         return "rest"
 
     def __init__(self, timeout_s: float | None = None) -> None:
-        self.timeout_s = float(timeout_s or app_settings.get_settings().actions.timeout_s)
+        actions = app_settings.get_settings().actions
+        if timeout_s:
+            actions = dataclasses.replace(actions, timeout_s=float(timeout_s))
+        self.timeout_s = actions.timeout_s
+        self.turn_budget_s = actions.turn_budget_s  # the gateway waits longer than this (Settings.rasa_reply_timeout_s)
         # Rasa 3.6 has no setting for the action-server request timeout (it waits 5 minutes); a caller cannot.
         rasa_action.DEFAULT_REQUEST_TIMEOUT = self.timeout_s
 
@@ -165,10 +175,12 @@ class CallChannel(RestInput):
         collector = CollectingOutputChannel()
         message = UserMessage(text, collector, sender_id, input_channel=self.name(), metadata=metadata)
         try:
+            if text == CALL_START:
+                await _start_fresh_conversation(request, sender_id)
             # the budget covers the whole turn; each action call also times out after timeout_s (set above)
-            await asyncio.wait_for(on_new_message(message), timeout=self.timeout_s * 2)
+            await asyncio.wait_for(on_new_message(message), timeout=self.turn_budget_s)
         except asyncio.TimeoutError:
-            logger.warning("turn of %s exceeded %.1f s; apologising and handing off", sender_id, self.timeout_s * 2)
+            logger.warning("turn of %s exceeded %.1f s; apologising and handing off", sender_id, self.turn_budget_s)
             return apology_reply(sender_id, await _slots(request, sender_id))
         except Exception:  # noqa: BLE001 - any failure becomes an apology, never a 500
             logger.exception("turn of %s failed; apologising and handing off", sender_id)
@@ -196,6 +208,26 @@ def _known_intents(request: Request) -> set[str] | None:
     agent = _agent(request)
     domain = getattr(agent, "domain", None)
     return set(domain.intents) if domain is not None else None
+
+
+async def _start_fresh_conversation(request: Request, sender_id: str) -> None:
+    """Restart a stored conversation under the sender's lock, so the call that follows begins with nothing.
+
+    After `Restarted` the tracker has no applied events, so Rasa opens a new session (`action_session_start`)
+    for the `/call_start` message that follows. Raises when the stores cannot be reached: a call must not go on
+    over a conversation that may hold another caller's verification.
+    """
+    agent = _agent(request)
+    store = getattr(agent, "tracker_store", None)
+    if store is None:
+        return
+    async with agent.lock_store.lock(sender_id):
+        tracker = await store.retrieve(sender_id)
+        if tracker is None or not tracker.events:
+            return
+        logger.info("call %s: /call_start on a conversation seen before; restarting it", sender_id)
+        tracker.update(Restarted())
+        await store.save(tracker)
 
 
 async def _slots(request: Request, sender_id: str) -> dict[str, Any]:

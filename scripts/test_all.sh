@@ -12,8 +12,8 @@ step() {
 step "rasa data validate" bash scripts/validate_rasa.sh
 step "rasa test stories" bash scripts/test_stories.sh
 step "nlu held-out accuracy" bash scripts/nlu_eval.sh
-step "pytest (.venv-rasa: actions, dialogue)" .venv-rasa/bin/python -m pytest -q tests/actions tests/dialogue
-step "pytest (.venv: bot, telephony, integration)" .venv/bin/python -m pytest -q tests --ignore=tests/actions --ignore=tests/dialogue
+step "pytest (.venv-rasa: actions, dialogue, security/rasa)" .venv-rasa/bin/python -m pytest -q tests/actions tests/dialogue tests/security/rasa
+step "pytest (.venv: bot, telephony, security, integration)" .venv/bin/python -m pytest -q tests --ignore=tests/actions --ignore=tests/dialogue --ignore=tests/security/rasa
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED steps: ${failed[*]}"

@@ -21,3 +21,11 @@ class NotYourCard(BankError):
 
 class IdempotencyConflict(BankError):
     """A request id was reused for a different request; the original request is not repeated."""
+
+
+class DeadlineExceeded(BankUnavailable):
+    """A money movement finished after the caller's reply deadline and was rolled back: nothing changed.
+
+    The dialogue gives up on a slow action and apologises; a movement committed after that would be money moved
+    behind an apology. So it is not committed, and the apology is the truth.
+    """

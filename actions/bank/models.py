@@ -146,6 +146,19 @@ class PinAttemptState(Base):
     locked_until = Column(DateTime)
 
 
+class CallerPinAttemptState(Base):
+    """Wrong PINs and unknown cards per calling number and day, so one PIN cannot be sprayed across many cards.
+
+    Keyed by a SHA-256 of the normalised number: the table is not a list of who called.
+    """
+
+    __tablename__ = "caller_pin_attempts"
+    caller_key = Column(String(64), primary_key=True)
+    failed_count = Column(Integer, nullable=False, default=0)
+    failed_on = Column(Date)
+    locked_until = Column(DateTime)
+
+
 class IdempotencyRecord(Base):
     """The stored outcome of a money-moving or reporting request, keyed by the caller's request id."""
 

@@ -3,8 +3,11 @@
 Rules kept here:
 - money is integer cents (Decimal for rates), never float;
 - every public call is one database transaction (see `_transaction`);
-- repayment, transfer and card loss are idempotent per request id: a retry returns the stored result;
-- PINs exist only as salted PBKDF2 hashes, are compared in constant time and are never logged;
+- repayment, transfer and card loss are idempotent per request id: a retry returns the stored result, marked
+  `repeated`; and they commit only before the caller's reply deadline (`commit_deadline`), so a movement is never
+  done after the dialogue gave up and apologised;
+- PINs exist only as salted PBKDF2 hashes, are compared in constant time and are never logged; an unknown card
+  costs the same hashing as a wrong PIN; wrong PINs count per customer and per caller number and bank day;
 - operations on a customer's money lock that customer's row first, so concurrent requests are serialised.
 """
 
@@ -15,9 +18,12 @@ import functools
 import hashlib
 import json
 import logging
+import secrets
 import threading
+import time as clock
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TypeVar
 
@@ -27,7 +33,7 @@ from sqlalchemy.orm import Session
 
 import settings as app_settings
 from actions.bank.database import build_engine, read_only
-from actions.bank.errors import BankUnavailable, IdempotencyConflict, NotYourCard, UnknownCustomer
+from actions.bank.errors import BankUnavailable, DeadlineExceeded, IdempotencyConflict, NotYourCard, UnknownCustomer
 from actions.bank.models import (
     Account,
     Base,
@@ -37,6 +43,7 @@ from actions.bank.models import (
     Customer,
     FxRate,
     HandoffRecord,
+    CallerPinAttemptState,
     IdempotencyRecord,
     PinAttemptState,
     Rate,
@@ -48,7 +55,7 @@ from actions.bank.models import (
 )
 from actions.bank.money import is_valid_amount, tidy_decimal
 from actions.bank.normalise import CURRENCY_ALIASES, branch_search_terms, clean_last4, normalise_phone
-from actions.bank.security import pin_matches
+from actions.bank.security import hash_pin, pin_matches
 from actions.bank.seed import seed_bank
 from actions.bank.views import (
     ActivationResult,
@@ -168,13 +175,20 @@ class BankService:
 
         Wrong PINs count per customer and bank day; the last allowed wrong PIN locks PIN service until
         midnight, and while locked even the right PIN gives "locked". A success resets the count.
+        Wrong PINs and unknown cards also count per caller number and bank day (`max_pin_failures_per_caller`),
+        so one PIN cannot be sprayed across many cards; an unknown card costs the same hashing as a wrong PIN.
         """
         now = bank_now(now)
         max_attempts = self._config.max_pin_attempts
         with self._transaction() as session:
+            caller = self._caller_pin_state(session, caller_phone, now)
+            if caller is not None and caller.locked_until is not None and caller.locked_until > now:
+                pin_matches(str(pin), self._decoy_hash)  # the same work as any other answer
+                return PinResult("locked", 0, None)
             found = self._card_by_last4(session, card_last4, caller_phone)
             if found is None:
-                return PinResult("unknown_card", max_attempts, None)
+                pin_matches(str(pin), self._decoy_hash)  # timing must not tell an unknown card from a wrong PIN
+                return self._caller_failed(caller, PinResult("unknown_card", max_attempts, None), now)
             customer = self._lock_customer(session, found[1].ref)
             state = self._pin_state(session, customer.id)
             if state.locked_until is not None and state.locked_until > now:
@@ -186,11 +200,42 @@ class BankService:
                 return PinResult("ok", max_attempts, customer.ref)
             state.failed_count += 1
             attempts_left = max(max_attempts - state.failed_count, 0)
+            result = self._caller_failed(caller, PinResult("wrong", attempts_left, None), now)
             if attempts_left == 0:
-                state.locked_until = datetime.combine(now.date() + timedelta(days=1), time.min)
+                state.locked_until = _end_of_bank_day(now)
                 log.warning("PIN service locked for customer %s until %s", customer.ref, state.locked_until)
                 return PinResult("locked", 0, None)
-            return PinResult("wrong", attempts_left, None)
+            return result
+
+    @functools.cached_property
+    def _decoy_hash(self) -> str:
+        """The hash of a random secret: checking a PIN against it costs what a real check costs, and never matches."""
+        return hash_pin(secrets.token_hex(16), self._config.pin_salt_rounds)
+
+    def _caller_pin_state(self, session: Session, caller_phone: str | None, now: datetime) -> CallerPinAttemptState | None:
+        """Today's failure count of the calling number (None for an anonymous caller), keyed by a hash of it."""
+        phone = normalise_phone(caller_phone)
+        if not phone:
+            return None
+        key = hashlib.sha256(phone.encode("utf-8")).hexdigest()
+        state = session.get(CallerPinAttemptState, key, with_for_update=True)
+        if state is None:
+            state = CallerPinAttemptState(caller_key=key, failed_count=0, failed_on=now.date())
+            session.add(state)
+        if state.failed_on != now.date():
+            state.failed_count, state.failed_on, state.locked_until = 0, now.date(), None
+        return state
+
+    def _caller_failed(self, caller: CallerPinAttemptState | None, result: PinResult, now: datetime) -> PinResult:
+        if caller is None:
+            return result
+        caller.failed_count += 1
+        left = max(self._config.max_pin_failures_per_caller - caller.failed_count, 0)
+        if left == 0:
+            caller.locked_until = _end_of_bank_day(now)
+            log.warning("PIN service locked for a calling number until %s", caller.locked_until)
+            return PinResult("locked", 0, None)
+        return dataclasses.replace(result, attempts_left=min(result.attempts_left, left))
 
     # ------------------------------------------------------------------ accounts (verified customer)
 
@@ -482,6 +527,8 @@ class BankService:
                         operation=operation, request_id=request_id, fingerprint=fingerprint,
                         result_json=json.dumps(dataclasses.asdict(result)), created_at=now,
                     ))
+                    session.flush()
+                    _check_commit_deadline(operation)  # raising here rolls the whole movement back
                 return result
         except IntegrityError:
             with self._transaction(read_only=True) as session:
@@ -694,6 +741,26 @@ def _deposit_and_record(
     ])
 
 
+# time.monotonic() by which a money movement must be ready to commit; None: no deadline (tests, the CLI).
+_COMMIT_DEADLINE: ContextVar[float | None] = ContextVar("bank_commit_deadline", default=None)
+
+
+@contextmanager
+def commit_deadline(deadline: float | None) -> Iterator[None]:
+    """Money movements inside this block roll back, raising DeadlineExceeded, when ready after `deadline`."""
+    token = _COMMIT_DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _COMMIT_DEADLINE.reset(token)
+
+
+def _check_commit_deadline(operation: str) -> None:
+    deadline = _COMMIT_DEADLINE.get()
+    if deadline is not None and clock.monotonic() > deadline:
+        raise DeadlineExceeded(f"the {operation} was ready after the caller's deadline; rolled back")
+
+
 def _stored_result(
     session: Session, operation: str, request_id: str, fingerprint: str, result_type: type[Result]
 ) -> Result | None:
@@ -706,7 +773,8 @@ def _stored_result(
         return None
     if record.fingerprint != fingerprint:
         raise IdempotencyConflict(f"request id {request_id!r} was already used for a different {operation}")
-    return result_type(**json.loads(record.result_json))
+    stored = result_type(**json.loads(record.result_json))
+    return dataclasses.replace(stored, repeated=True) if hasattr(stored, "repeated") else stored
 
 
 def _fingerprint(operation: str, customer_ref: str, params: dict) -> str:
@@ -732,6 +800,10 @@ def _branch_score(branch: Branch, terms: list[str]) -> int:
         if term in branch.district:
             score += 1
     return score
+
+
+def _end_of_bank_day(now: datetime) -> datetime:
+    return datetime.combine(now.date() + timedelta(days=1), time.min)
 
 
 def _age_on(born: date, today: date) -> int:

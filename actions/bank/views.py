@@ -63,12 +63,14 @@ class RepaymentResult:
     reference: str | None = None
     new_balance_cents: int | None = None  # the debit account's balance after the repayment
     remaining_due_cents: int | None = None
+    repeated: bool = False  # the same request was already carried out in this call: nothing moved again
 
 
 @dataclass(frozen=True)
 class CardLossResult:
     status: str  # "reported" | "already_lost" | "not_your_card"
     reference: str | None = None  # digits only
+    repeated: bool = False  # the same request was already carried out in this call: nothing moved again
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class TransferResult:
     status: str
     reference: str | None = None
     limit_left_cents: int | None = None  # what may still be transferred today, after this transfer
+    repeated: bool = False  # the same request was already carried out in this call: nothing moved again
 
 
 @dataclass(frozen=True)

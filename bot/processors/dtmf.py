@@ -3,6 +3,12 @@
 Gathering ends on `#`, on the expected maximum length, or after the inter-digit timeout. When no digits are
 expected, the human key (0 by default) asks for an agent (`/human_agent`), `*` asks for the keypad menu and any
 other single key is a menu choice, sent at once. A key pressed during an interruptible prompt stops the prompt.
+
+Type-ahead, as bank IVRs do it: keys pressed while a turn is with the dialogue are held, never sent, logged or
+recorded, until its reply is in; then they answer the prompt that reply brings. A caller who keys card and PIN
+in one go (`1234135790#`) is verified: 4 digits answer the card prompt, the rest wait for the PIN prompt and are
+sent as secure input. Keys held after a digits entry whose reply expects no digits are dropped, never used as
+menu keys: they may be a PIN. Inside a digits entry every digit, 0 included, is a digit.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from bot.frames import CallerTurnFrame, ExpectInputFrame, PromptInterruptibleFrame
+from bot.frames import CallerTurnFrame, DialogueTurnFrame, ExpectInputFrame, PromptInterruptibleFrame
 from bot.rasa_client import dtmf_message
 
 HUMAN_AGENT_MESSAGE = "/human_agent"
@@ -28,10 +34,13 @@ END_KEY = "#"
 MENU_KEY = "*"
 # Digits expected without a max_length (the dialogue did not say): a card or account number fits.
 DEFAULT_MAX_DIGITS = 19
+# Keys held while the dialogue answers: a card number and a PIN fit; a stuck key or a flood does not grow memory.
+MAX_TYPEAHEAD_KEYS = 32
 
 
 class DTMFGatherer(FrameProcessor):
-    """Frames in: InputDTMFFrame, ExpectInputFrame, PromptInterruptibleFrame, BotStarted/StoppedSpeakingFrame.
+    """Frames in: InputDTMFFrame, ExpectInputFrame, DialogueTurnFrame, PromptInterruptibleFrame,
+    BotStarted/StoppedSpeakingFrame.
 
     Frames out: CallerTurnFrame(source="keypad"), InterruptionFrame (a key during an interruptible prompt).
     InputDTMFFrame is forwarded so the no-input ladder sees the caller is active.
@@ -46,6 +55,10 @@ class DTMFGatherer(FrameProcessor):
         self._timeout_task: asyncio.Task | None = None
         self._bot_speaking = False
         self._interruptible = True
+        self._awaiting_reply = False  # a turn is with the dialogue: keys are held (type-ahead)
+        self._typeahead: list[str] = []
+        self._held_after_entry = False  # the pending turn was a digits entry: held keys may be a PIN
+        self._end_key_optional = False  # the last entry ended on max length: a `#` right after it closes it
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -53,6 +66,8 @@ class DTMFGatherer(FrameProcessor):
             await self._on_key(frame.button.value)
         elif isinstance(frame, ExpectInputFrame):
             self._expect = frame if frame.active else None
+        elif isinstance(frame, DialogueTurnFrame):
+            await self._on_dialogue_turn(frame.pending)
         elif isinstance(frame, PromptInterruptibleFrame):
             self._interruptible = frame.value
         elif isinstance(frame, BotStartedSpeakingFrame):
@@ -66,9 +81,19 @@ class DTMFGatherer(FrameProcessor):
     async def _on_key(self, key: str) -> None:
         # The first key of an entry also stops a prompt that is queued but not yet playing: the caller has
         # answered already (a key pressed as a reply starts would otherwise wait behind all of it).
-        if self._interruptible and (self._bot_speaking or not self._digits):
+        first_held = self._awaiting_reply and not self._typeahead
+        if self._interruptible and (self._bot_speaking or (not self._digits and not self._typeahead)):
             self._bot_speaking = False
             await self.broadcast_interruption()
+        if self._awaiting_reply and not self._digits:
+            self._hold(key, first_held)
+            return
+        await self._apply_key(key)
+
+    async def _apply_key(self, key: str) -> None:
+        end_key_optional, self._end_key_optional = self._end_key_optional, False
+        if key == END_KEY and end_key_optional and not self._digits:
+            return  # the `#` of an entry already sent on max length
         if self._expect is None and not self._digits:
             await self._on_menu_key(key)
             return
@@ -78,13 +103,45 @@ class DTMFGatherer(FrameProcessor):
         self._digits += key
         if len(self._digits) >= self._max_length():
             await self._flush()
+            self._end_key_optional = True
         else:
             await self._restart_timeout()
+
+    def _hold(self, key: str, first: bool) -> None:
+        """A key pressed while the dialogue answers: kept for the next prompt, never logged by value."""
+        if len(self._typeahead) >= MAX_TYPEAHEAD_KEYS:
+            return
+        if first:
+            logger.debug(f"{self}: keys typed ahead are held until the reply is in")
+        self._typeahead.append(key)
+
+    async def _on_dialogue_turn(self, pending: bool) -> None:
+        if pending:
+            self._awaiting_reply = True
+            return
+        self._awaiting_reply = False
+        held, self._typeahead = self._typeahead, []
+        after_entry, self._held_after_entry = self._held_after_entry, False
+        if not held:
+            return
+        if after_entry and self._expect is None:
+            # The prompt wants no digits (or the dialogue moved on): these keys may be a PIN, never menu keys.
+            logger.debug(f"{self}: {len(held)} keys typed ahead dropped: the reply expects no digits")
+            return
+        if self._interruptible:
+            await self.broadcast_interruption()  # the caller has answered the prompt this reply brings
+        for index, key in enumerate(held):
+            await self._apply_key(key)
+            if self._awaiting_reply:  # that key completed a turn: the rest wait for the next reply
+                self._typeahead = held[index + 1:]
+                return
 
     async def _on_menu_key(self, key: str) -> None:
         if key == END_KEY:
             return
         text = HUMAN_AGENT_MESSAGE if key == self._human_key else dtmf_message(key)
+        self._awaiting_reply = True  # until the bridge says the reply is in
+        self._held_after_entry = False
         await self.push_frame(CallerTurnFrame(text=text, source="keypad"))
 
     def _max_length(self) -> int:
@@ -98,7 +155,11 @@ class DTMFGatherer(FrameProcessor):
         if not digits:
             return
         secure = self._expect is not None and self._expect.secure
-        # Never the digits themselves: a PIN keyed before its `expect secure` arrives is not marked secure.
+        # The expectation is used up by this entry; until the reply is in, further keys are held, so a PIN keyed
+        # right after a card number can never be gathered under the card prompt's (non-secure) expectation.
+        self._expect = None
+        self._awaiting_reply = True
+        self._held_after_entry = True
         logger.debug(f"{self}: keypad input gathered ({len(digits)} keys)")
         await self.push_frame(CallerTurnFrame(text=dtmf_message(digits), source="keypad", secure=secure))
 

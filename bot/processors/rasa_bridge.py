@@ -5,8 +5,10 @@ message) goes to Rasa, and every reply comes back as TTS text frames and control
 time, in order, in the bridge's own task, so a barge-in (which resets processors' queues) never loses a reply
 that is on its way.
 
-When Rasa is slow or down (`settings.rasa.timeout_s`), the caller hears a Mandarin apology and an offer of an
-agent; asking for one while Rasa is still down transfers the call directly to the general queue.
+A reply slower than `hold_after_s` (settings.rasa.timeout_s) gets 「请稍候」 and is still waited for, up to the client's
+timeout (settings.rasa_reply_timeout_s, longer than the dialogue's own turn budget), so a turn that moves money is
+never apologised for and then done. When Rasa is down or past that timeout, the caller hears a Mandarin apology
+and an offer of an agent; asking for one while Rasa is still down transfers the call to the general queue.
 Secure input (after `expect secure=true`) goes to Rasa and nowhere else: logs and records see `****`.
 """
 
@@ -30,6 +32,7 @@ from bot.call_records import CallRecord
 from bot.frames import (
     BotReplyTextFrame,
     CallerTurnFrame,
+    DialogueTurnFrame,
     ExpectInputFrame,
     HandoffFrame,
     HangupFrame,
@@ -50,6 +53,7 @@ CALLER_SOURCES = frozenset({"speech", "keypad"})
 APOLOGY_TEXT = "抱歉，系统暂时无法处理您的请求。如需人工服务，请按0；您也可以稍后再拨。"
 DIRECT_HANDOFF_TEXT = "抱歉，系统暂时繁忙，正在为您转接人工客服，请稍候。"
 NO_INPUT_GOODBYE_TEXT = "您好像一直没有说话。感谢您的来电，再见。"
+HOLD_TEXT = "正在为您办理，请稍候。"
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,15 @@ class RasaBridge(FrameProcessor):
 
     Frames out, per reply item, in order: TTSSpeakFrame (texts; `interruptible=False` under the dialogue's flag),
     HandoffFrame / HangupFrame / PromptInterruptibleFrame (downstream, in order with the texts),
-    SpeechRateFrame / ExpectInputFrame (broadcast), BotReplyTextFrame.
+    SpeechRateFrame / ExpectInputFrame (broadcast), BotReplyTextFrame;
+    DialogueTurnFrame (broadcast) before each request (pending) and after its reply (not pending).
     """
 
     def __init__(self, *, client: RasaClient, call_id: str, metadata: CallMetadata,
-                 record: CallRecord | None = None, third_silence_action: str = "handoff", **kwargs) -> None:
+                 record: CallRecord | None = None, third_silence_action: str = "handoff",
+                 hold_after_s: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)
+        self._hold_after_s = hold_after_s
         self._client = client
         self._call_id = call_id
         self._metadata = metadata
@@ -133,9 +140,18 @@ class RasaBridge(FrameProcessor):
         if turn.source != "call":
             # The expectation is used up by this turn; the reply may set a new one.
             await self.broadcast_frame(ExpectInputFrame, input=None)
-        logger.info(f"{self}: call {self._call_id} → Rasa: {turn.loggable_text()!r}")
+        # Keys typed from now until the reply is in wait for the prompt it brings (keypad type-ahead).
+        await self.broadcast_frame(DialogueTurnFrame, pending=True)
         try:
-            reply = await self._client.send(self._call_id, turn.text, self._metadata.as_dict())
+            await self._exchange(turn, from_caller)
+        finally:
+            await self.broadcast_frame(DialogueTurnFrame, pending=False)
+
+    async def _exchange(self, turn: CallerTurnFrame, from_caller: bool) -> None:
+        logger.info(f"{self}: call {self._call_id} → Rasa: {turn.loggable_text()!r}")
+        request = asyncio.ensure_future(self._client.send(self._call_id, turn.text, self._metadata.as_dict()))
+        try:
+            reply = await self._reply_holding_the_line(request)
         except RasaUnavailable as exc:
             logger.warning(f"{self}: call {self._call_id}: Rasa unavailable ({exc})")
             await self._on_rasa_unavailable(turn)
@@ -145,6 +161,18 @@ class RasaBridge(FrameProcessor):
         await self._play_reply(reply)
         if from_caller:
             self.create_task(self._record_intent(), name="record_intent")
+
+    async def _reply_holding_the_line(self, request: asyncio.Future[BotReply]) -> BotReply:
+        """Rasa's reply; a slow one gets 「请稍候」 first, and is still waited for: the caller hears the real outcome
+        of the turn (a transfer done, or the dialogue's own apology), never a guess while the turn goes on."""
+        try:
+            if self._hold_after_s > 0:
+                done, _ = await asyncio.wait({request}, timeout=self._hold_after_s)
+                if not done:
+                    await self._speak([HOLD_TEXT])
+            return await request
+        finally:
+            request.cancel()  # no-op when done; a cancelled call must not leave the request running
 
     async def _play_reply(self, reply: BotReply) -> None:
         texts: list[str] = []

@@ -101,8 +101,8 @@ async def test_malformed_pin_is_asked_again(bank_for_actions, bad_pin):
 async def test_three_wrong_pins_lock_for_the_day_and_offer_a_human(bank_for_actions):
     call, _ = await started(ELDERLY_PHONE)
     form = ValidateBalanceForm()
-    await call.fill(form, "card_last4", dtmf("1234"))
     for wrong in ("000000", "111111", "222222"):
+        await call.fill(form, "card_last4", dtmf("1234"))  # a failure asks for card and PIN again
         outcome = await call.fill(form, "pin", dtmf(wrong))
     assert call.slots["pin_locked"] is True
     required = await form.required_slots(["card_last4", "pin"], None, call.tracker(), {})

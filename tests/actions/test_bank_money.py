@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import re
 import threading
 from datetime import date
@@ -36,7 +38,7 @@ def test_repayment_moves_money_once(bank_service: BankService) -> None:
 def test_repayment_retry_returns_the_original_result(bank_service: BankService) -> None:
     first = bank_service.repay_credit_card("C1001", "8888", "1234", 32_800, request_id="r-1")
     again = bank_service.repay_credit_card("C1001", "8888", "1234", 32_800, request_id="r-1")
-    assert again == first
+    assert again == replace(first, repeated=True)  # the stored result, marked as a repeat
     assert bank_service.balance("C1001", "1234") == 5_234_050 - 32_800
     assert bank_service.credit_card_statement("C1001").paid_cents == 32_800
 
@@ -118,7 +120,8 @@ def test_concurrent_retries_move_money_once(bank_service: BankService) -> None:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert len(results) == 4 and len(set(results)) == 1 and results[0].status == "ok"
+    assert len(results) == 4 and len({replace(r, repeated=False) for r in results}) == 1
+    assert results[0].status == "ok" and sum(not r.repeated for r in results) == 1  # moved once, 3 repeats
     assert bank_service.balance("C1001", "1234") == 5_234_050 - 10_000
 
 
@@ -153,7 +156,7 @@ def test_transfer_between_own_cards(bank_service: BankService) -> None:
 
 def test_transfer_retry_moves_money_once(bank_service: BankService) -> None:
     first = bank_service.transfer("C1003", "4321", "9999", 50_000, "t-1")
-    assert bank_service.transfer("C1003", "4321", "9999", 50_000, "t-1") == first
+    assert bank_service.transfer("C1003", "4321", "9999", 50_000, "t-1") == replace(first, repeated=True)
     assert bank_service.balance("C1003", "4321") == 70_000
 
 
@@ -210,7 +213,7 @@ def test_report_card_loss(bank_service: BankService) -> None:
     assert reported.status == "reported"
     assert REFERENCE.fullmatch(reported.reference) and reported.reference.startswith("1")
     assert bank_service.find_card("1234").status == "lost"
-    assert bank_service.report_card_loss("C1001", "1234", "loss-1") == reported  # a retry
+    assert bank_service.report_card_loss("C1001", "1234", "loss-1") == replace(reported, repeated=True)  # a retry
     second_report = bank_service.report_card_loss("C1001", "1234", "loss-2")
     assert second_report == CardLossResult("already_lost", reported.reference)
 
@@ -230,7 +233,7 @@ def test_loss_reports_survive_a_restart(bank_db_url, bank_settings) -> None:
     first.close()
     second = BankService(bank_db_url, bank_settings)
     try:
-        assert second.report_card_loss("C1001", "1234", "loss-1") == reported
+        assert second.report_card_loss("C1001", "1234", "loss-1") == replace(reported, repeated=True)
         assert second.find_card("1234").status == "lost"
     finally:
         second.close()

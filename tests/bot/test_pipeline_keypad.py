@@ -172,3 +172,60 @@ async def test_secure_spoken_digits_are_masked(rasa, make_call, captured_logs, t
     assert not [line for line in captured_logs if SPOKEN_PIN in line]
     partials = [e["text"] for e in call.events if e["type"] in ("partial", "caller")]
     assert partials and all(text == "****" for text in partials)
+
+
+# -- type-ahead: keys pressed before the next prompt arrives answer that prompt ---------------------------------
+
+BALANCE = [{"text": "您的余额是一百元。"}]
+
+
+async def test_card_and_pin_keyed_in_one_go_verify_without_leaking_the_pin(rasa, make_call, captured_logs,
+                                                                          tmp_path):
+    # Reproduction (issue 7): press 1 (balance), then 1234135790# in one go, before the card prompt arrives.
+    rasa.delay_s = 0.2  # each reply takes a moment, as a real dialogue does
+    rasa.replies['/dtmf{"digits":"1"}'] = ASK_CARD
+    rasa.replies['/dtmf{"digits":"1234"}'] = ASK_PIN
+    rasa.replies['/dtmf{"digits":"%s"}' % PIN] = BALANCE
+    call = make_call(rasa, script=[], interdigit_timeout_s=5.0)
+    await call.call.start()
+    await call.wait_until_quiet()
+
+    await press(call, "1" + "1234" + PIN + "#")
+    await call.wait_for(lambda: len(rasa.messages) == 4, timeout=5)
+    await asyncio.sleep(0.5)  # nothing else may follow: the `#` closes the PIN entry
+    await call.call.stop("remote_hangup")
+
+    assert rasa.messages[1:] == ['/dtmf{"digits":"1"}', '/dtmf{"digits":"1234"}', '/dtmf{"digits":"%s"}' % PIN]
+    assert "/human_agent" not in rasa.messages  # the PIN's 0 is a digit, not the agent key
+    record_text = next((tmp_path / "calls").glob("*.jsonl")).read_text()
+    assert PIN not in record_text and '"1"' not in record_text.replace('"digits":"1"', "")
+    assert not [line for line in captured_logs if PIN in line or "135790" in line]
+    assert not [e for e in call.events if PIN in json.dumps(e, ensure_ascii=False)]
+
+
+async def test_keys_held_after_an_entry_are_dropped_when_the_reply_expects_no_digits(rasa, make_call,
+                                                                                     captured_logs):
+    # The card is refused without a new digit prompt: the keys after it may be a PIN, never menu keys.
+    rasa.delay_s = 0.2
+    rasa.replies["/call_start"] = GREETING + ASK_CARD[1:]
+    rasa.replies['/dtmf{"digits":"1234"}'] = [{"text": "这张卡暂时不能办理。"}]
+    call = make_call(rasa, script=[], interdigit_timeout_s=5.0)
+    await call.call.start()
+    await call.wait_until_quiet()
+
+    await press(call, "1234" + PIN)
+    await call.wait_for(lambda: len(rasa.messages) == 2, timeout=3)
+    await asyncio.sleep(1.0)
+
+    assert rasa.messages[1:] == ['/dtmf{"digits":"1234"}']
+    assert not [line for line in captured_logs if PIN in line]
+
+
+async def test_a_key_typed_during_the_greeting_request_answers_the_greeting(rasa, make_call):
+    rasa.delay_s = 0.5
+    call = make_call(rasa, script=[])
+    await call.call.start()
+    call.call.feed_dtmf("*")  # before the greeting has arrived: held, then a menu request
+
+    await call.wait_for(lambda: len(rasa.messages) == 2, timeout=5)
+    assert rasa.messages == ["/call_start", '/dtmf{"digits":"*"}']

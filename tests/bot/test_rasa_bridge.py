@@ -6,6 +6,8 @@ The same bridge against the real Rasa server: tests/integration/test_voice_rasa_
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from pipecat.frames.frames import TTSSpeakFrame
 from pipecat.tests.utils import SleepFrame, run_test
@@ -21,8 +23,9 @@ from bot.frames import (
     PromptInterruptibleFrame,
     SpeechRateFrame,
 )
-from bot.processors.rasa_bridge import APOLOGY_TEXT, CallMetadata, RasaBridge
+from bot.processors.rasa_bridge import APOLOGY_TEXT, HOLD_TEXT, CallMetadata, RasaBridge
 from bot.rasa_client import RasaClient
+from settings import Settings
 from tests.bot.voice_doubles import CALLER, ScriptedRasa
 
 HANDOFF = {"event": "handoff", "queue": "elderly_priority", "priority": 9, "reason": "human_agent",
@@ -39,9 +42,10 @@ async def rasa():
 
 
 def make_bridge(rasa: ScriptedRasa, *, timeout_s: float = 1.0, asr: bool = True,
-                record: CallRecord | None = None) -> RasaBridge:
+                record: CallRecord | None = None, hold_after_s: float = 0.0) -> RasaBridge:
     return RasaBridge(client=RasaClient(rasa.url, "t", timeout_s=timeout_s), call_id="c1",
-                      metadata=CallMetadata(caller_number=CALLER, asr_available=asr), record=record)
+                      metadata=CallMetadata(caller_number=CALLER, asr_available=asr), record=record,
+                      hold_after_s=hold_after_s)
 
 
 def of_type(frames, cls):
@@ -89,6 +93,23 @@ async def test_slow_rasa_becomes_an_apology(rasa):
     rasa.delay_s = 0.8
     down, _ = await run_test(make_bridge(rasa, timeout_s=0.2), frames_to_send=[SleepFrame(sleep=0.5)])
     assert [f.text for f in of_type(down, TTSSpeakFrame)] == [APOLOGY_TEXT]
+
+
+async def test_a_slow_turn_is_held_and_its_real_outcome_is_spoken_never_an_apology(rasa):
+    # Issue 7: the gateway gave up after 3 s while the dialogue's budget is 6 s, so a transfer could complete after
+    # the caller heard an apology. Now a slow turn gets 「请稍候」 and the reply that really comes.
+    rasa.delay_s = 0.8
+    rasa.replies["/call_start"] = [{"text": "转账成功。"}]
+    down, _ = await run_test(make_bridge(rasa, timeout_s=3.0, hold_after_s=0.2),
+                             frames_to_send=[SleepFrame(sleep=1.2)])
+    assert [f.text for f in of_type(down, TTSSpeakFrame)] == [HOLD_TEXT, "转账成功。"]
+
+
+def test_the_gateway_waits_longer_than_the_dialogue_turn_budget():
+    settings = Settings()
+    assert settings.rasa_reply_timeout_s > settings.actions.turn_budget_s > settings.actions.timeout_s
+    slow_actions = dataclasses.replace(settings, actions=dataclasses.replace(settings.actions, timeout_s=10.0))
+    assert slow_actions.rasa_reply_timeout_s > 20.0
 
 
 async def test_dead_rasa_becomes_an_apology():

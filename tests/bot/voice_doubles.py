@@ -151,15 +151,18 @@ class CallHarness:
 
     @classmethod
     def create(cls, rasa: ScriptedRasa, *, script: list[str] | None, tmp_path: Path, sample_rate: int = 8000,
-               rasa_timeout_s: float = 1.0, **voice_overrides: Any) -> "CallHarness":
+               rasa_timeout_s: float = 1.0, hold_after_s: float | None = None,
+               **voice_overrides: Any) -> "CallHarness":
+        """rasa_timeout_s: how long the call waits for a reply; hold_after_s: when 「请稍候」 is said (never unless set)."""
         base = settings_module.Settings()
         voice = dataclasses.replace(base.voice, **voice_overrides)
         gateway = dataclasses.replace(base.gateway, call_records_dir=str(tmp_path / "calls"))
-        rasa_settings = dataclasses.replace(base.rasa, url=rasa.url, timeout_s=rasa_timeout_s)
+        rasa_settings = dataclasses.replace(base.rasa, url=rasa.url,
+                                            timeout_s=hold_after_s if hold_after_s is not None else 3600.0)
         settings = dataclasses.replace(base, voice=voice, gateway=gateway, rasa=rasa_settings)
         runtime = VoiceRuntime(
             settings=settings,
-            rasa=RasaClient(rasa.url, "t", timeout_s=settings.rasa.timeout_s),
+            rasa=RasaClient(rasa.url, "t", timeout_s=rasa_timeout_s),
             tts_factory=lambda rate: EspeakTTSService(sample_rate=rate),
             stt_factory=(lambda: ScriptedSTT(script)) if script is not None else None,
             record_writer=CallRecordWriter(tmp_path / "calls"),

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.rasa_servers import custom, texts
+
 pytestmark = pytest.mark.integration
 
 ELDERLY = {"caller_number": "13800000001", "channel": "voice", "asr_available": True}
@@ -19,14 +21,6 @@ CALL_IDS = itertools.count(1)
 
 def new_call() -> str:
     return f"dlg-live-{time.time_ns()}-{next(CALL_IDS)}"
-
-
-def texts(reply: list) -> str:
-    return " ".join(m.get("text") or "" for m in reply)
-
-
-def custom(reply: list, event: str) -> dict | None:
-    return next((m["custom"] for m in reply if (m.get("custom") or {}).get("event") == event), None)
 
 
 def test_elderly_greeting_then_green_channel_in_the_same_turn(dialogue_servers):

@@ -59,6 +59,8 @@ def write_baresip_config(folder: Path, audio_source: Path, caller_number: str) -
         "poll_method epoll",
         f"module_path {BARESIP_MODULES}",
         f"sip_listen 127.0.0.1:{sip_port}",
+        # Signal the loopback address it really sends from: the gateway latches media only from the SDP's address.
+        "net_interface 127.0.0.1",
         f"audio_source aufile,{audio_source}",
         f"rtp_ports {rtp_port}-{rtp_port + 1}",
         f"snd_path {folder}",

@@ -1,4 +1,4 @@
-"""A real Rasa server and action server for the dialogue tests, on free ports with temporary databases.
+"""A real Rasa server and action server for the dialogue and security tests, on free ports with temporary databases.
 
 Rasa reaches the action server through a small HTTP relay in this test process, which can be told to answer
 slowly or to drop connections: that is how "the action server is slow / down" is produced without touching
@@ -104,6 +104,16 @@ class DialogueServers:
         url = f"{self.rasa_url}/conversations/{sender}/tracker?token={TOKEN}"
         with urllib.request.urlopen(url, timeout=10) as answer:
             return json.loads(answer.read())
+
+
+def texts(reply: list) -> str:
+    """The spoken texts of a reply, joined."""
+    return " ".join(m.get("text") or "" for m in reply)
+
+
+def custom(reply: list, event: str) -> dict | None:
+    """The reply's first custom event of kind `event`."""
+    return next((m["custom"] for m in reply if (m.get("custom") or {}).get("event") == event), None)
 
 
 def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
