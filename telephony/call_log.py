@@ -1,7 +1,7 @@
 """Per-call logging: every telephony log line about a call carries `call=<id>`, so one grep finds a whole call.
 
     log = call_logger(logging.getLogger(__name__), call.id)
-    log.info("answered (%s)", codec)        # → "call=sip-3 answered (PCMU)"
+    log.info("answered (%s)", codec)        # → "call=sip-5f0c…e1 answered (PCMU)"
 
 The id also travels as `record.call_id`, for handlers that format or ship structured logs.
 Nothing secret goes through here in clear: keypad keys are logged as "dtmf key received", never the key (a PIN is

@@ -1,6 +1,6 @@
 """Per-call detail records (CDR): one JSON line per call, whatever door it came through.
 
-    record = CallDetailRecord.begin("sip-3", DOOR_SIP, caller="13800000001", codec="PCMA")
+    record = CallDetailRecord.begin(call.id, DOOR_SIP, caller="13800000001", codec="PCMA")
     record.answered(); record.transfer_requested("general", "sip:general@pbx", green_channel=True)
     record.transfer_finished(True, "202 Accepted", time_to_agent_s=4.2)
     finish_call(record, "transferred", writer)      # in a `finally`: counted, then written
@@ -9,7 +9,9 @@ Lines are appended to `<settings.gateway.call_records_dir>/cdr-YYYYMMDD.jsonl` (
 loop's `calls-*.jsonl`. Fields: call_id, door, peer_call_id (SIP Call-ID / stream id), caller (masked: at
 most the first 3 and last 4 digits), start/answer/end (ISO 8601 UTC), duration_s, cause, outcome, codec,
 packets_in/out/lost, jitter_ms (SIP/RTP only), transfer_queue/uri/result/detail, green_channel, time_to_agent_s.
-A record that cannot be written is logged, never raised: a full disk must not take calls down.
+A record that cannot be written is logged, never raised: a full disk must not take calls down. Text that came from
+a peer (a SIP Call-ID, a reason phrase) may hold bytes that are not UTF-8 (kept as surrogate escapes by the SIP
+parser): they are written as `\\xNN`, so such a call still gets its line.
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ class CallDetailRecord:
         self.outcome = _outcome(self)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["caller"] = mask_caller_number(self.caller)
+        data = {name: _printable(value) if isinstance(value, str) else value for name, value in asdict(self).items()}
+        data["caller"] = mask_caller_number(data["caller"])
         for name in ("started_at", "answered_at", "ended_at"):
             data[name] = _iso(data[name])
         data["duration_s"] = round(self.ended_at - self.started_at, 3) if self.ended_at else None
@@ -120,6 +122,16 @@ def _outcome(record: CallDetailRecord) -> str:
     if (record.cause or "").split(" ")[0] in FAULT_CAUSES:
         return OUTCOME_FAILED
     return OUTCOME_COMPLETED
+
+
+def _printable(text: str) -> str:
+    """UTF-8-encodable text: undecodable bytes (lone surrogates from `surrogateescape`) become `\\xNN`,
+    any other lone surrogate `\\udNNN`."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -150,8 +162,8 @@ class CdrWriter:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with path.open("a", encoding="utf-8") as out:
                     out.write(line + "\n")
-        except OSError as error:
-            log.error("call=%s CDR not written to %s: %s", record.call_id, path, error)
+        except (OSError, ValueError) as error:
+            log.error("call=%s CDR not written to %s: %s", _printable(record.call_id), path, error)
             return None
         return path
 

@@ -32,6 +32,7 @@ from telephony.call_log import CallLoggerAdapter, call_logger
 from telephony.cdr import CallDetailRecord, CdrWriter, finish_call, handoff_is_green_channel
 from telephony.rtp.ports import NoFreePortError, PortAllocator
 from telephony.rtp.session import RtpSession, RtpStats
+from telephony.sip.digits import is_ascii_digits
 from telephony.sip.refer import RoutingTable, TransferNotAllowed
 from telephony.sip.sdp import LocalMedia, MediaPlan
 from telephony.sip.transport import SipServer
@@ -73,6 +74,7 @@ class CallLeg:
     voice: VoiceCall | None = None
     task: asyncio.Task | None = None
     closed: bool = False  # torn down: CDR written, RTP port released
+    rtp_awaits_sdp: bool = False  # opened without a remote (INVITE without SDP): the ACK's SDP sets it
 
     @property
     def log(self) -> CallLoggerAdapter:
@@ -176,12 +178,13 @@ class SipCallBridge:
                 self.allocator, _remote(media) if media else None, local_host=self.server.address[0],
                 payload_type=media.payload_type if media else 0,
                 dtmf_payload_type=(media.telephone_event_pt if media and media.telephone_event_pt is not None else 101),
-                call_id=call.id, settings=self.settings,
+                call_id=call.id, settings=self.settings, signalling_host=call.peer[0],
             )
         except NoFreePortError:
             leg.log.warning("no free RTP port")
             self.server.reject(call, 503)
             return
+        leg.rtp_awaits_sdp = media is None
         leg.rtp.on_timeout = lambda: self._hangup(leg, "media_timeout")
         self.server.answer(call, LocalMedia(self.server.address[0], leg.rtp.local_port))
         leg.record.codec = media.codec if media else None
@@ -189,8 +192,11 @@ class SipCallBridge:
 
     async def _start_voice(self, leg: CallLeg) -> None:
         assert leg.rtp is not None
-        if leg.call.media is not None and leg.rtp.remote_address is None:
-            leg.rtp.set_remote(_remote(leg.call.media))  # the offer came in the ACK
+        if leg.call.media is not None and leg.rtp_awaits_sdp:
+            # The INVITE had no offer: the ACK's SDP says where the caller's media is. Until now the RTP leg had
+            # no remote and latches on nothing (a stranger's early packets must not win the call's audio).
+            leg.rtp.set_remote(_remote(leg.call.media))
+            leg.rtp_awaits_sdp = False
         from bot.call import CallInfo
 
         voice = self.call_factory(CallInfo(leg.call.id, _caller_number(leg.call.caller), sample_rate=SAMPLE_RATE))
@@ -295,7 +301,8 @@ def _remote(media: MediaPlan) -> tuple[str, int]:
 
 
 def _caller_number(user: str) -> str:
-    digits = "".join(c for c in user if c.isdigit())[:CALLER_NUMBER_MAX]
+    """The From user part as a dialable number: ASCII digits only ('٣' or '３' are not digits to a bank)."""
+    digits = "".join(c for c in user if is_ascii_digits(c))[:CALLER_NUMBER_MAX]
     return ("+" + digits) if user.startswith("+") and digits else digits
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from telephony.sip.digits import ascii_int
+
 SIP_VERSION = "SIP/2.0"
 CRLF = "\r\n"
 
@@ -41,7 +43,7 @@ SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+\-.]*$")
 REQUEST_LINE_RE = re.compile(r"^([^ ]+) ([^ ]+) (SIP/[0-9]+\.[0-9]+)$")
 STATUS_LINE_RE = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9]) (.*)$")
 VIA_SENT_PROTOCOL_RE = re.compile(rf"^SIP\s*/\s*2\.0\s*/\s*([{TOKEN_CHARS}]+)\s+(.*)$", re.S)
-RFC1123_DATE_RE = re.compile(r"^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$")
+RFC1123_DATE_RE = re.compile(r"^[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT$")
 HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)$")
 MAX_CSEQ = 2**31 - 1  # §8.1.1.5: the sequence number MUST be less than 2**31
 
@@ -220,10 +222,9 @@ def _frame_body(message: SipMessage, rest: bytes, stream: bool) -> bytes:
         return rest
     if len(lengths) > 1:
         raise SipSyntaxError("conflicting Content-Length headers", message=message)
-    raw = lengths.pop()
-    if not raw.isdigit():
+    length = ascii_int(lengths.pop())
+    if length is None:
         raise SipSyntaxError("Content-Length is not a non-negative integer", message=message)
-    length = int(raw)
     if length > len(rest):
         raise SipSyntaxError("body shorter than Content-Length", message=message)
     return rest[:length]
@@ -238,10 +239,11 @@ def frame_stream(buffer: bytes, max_bytes: int) -> tuple[bytes | None, bytes]:
             raise SipSyntaxError("header block too large", status=513)
         return None, buffer
     head = buffer[:index].decode("utf-8", "surrogateescape")
-    match = re.search(r"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", head)
-    if not match:
+    match = re.search(r"(?im)^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*$", head)
+    length = ascii_int(match.group(1)) if match else None
+    if length is None:
         raise SipSyntaxError("Content-Length is mandatory over stream transports")
-    end = index + 4 + int(match.group(1))
+    end = index + 4 + length
     if end > max_bytes:
         raise SipSyntaxError("message too large", status=513)
     if len(buffer) < end:
@@ -353,10 +355,11 @@ def _split_hostport(hostport: str) -> tuple[str, int | None]:
         raise SipSyntaxError(f"malformed host {host!r}")
     if port_text == "" and hostport.endswith(":"):
         raise SipSyntaxError("empty port")
-    if port_text and (not port_text.isdigit() or not 0 < int(port_text) < 65536):
+    port = ascii_int(port_text) if port_text else None
+    if port_text and (port is None or not 0 < port < 65536):
         # e.g. RFC 5118 ipv6-bad "sip:2001:db8::10": an IPv6 address must be bracketed.
         raise SipSyntaxError(f"malformed port {port_text!r}")
-    return host.lower(), int(port_text) if port_text else None
+    return host.lower(), port
 
 
 @dataclass(frozen=True)
@@ -460,9 +463,9 @@ class CSeq:
 
 def parse_cseq(text: str) -> CSeq:
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not TOKEN_RE.match(parts[1]):
+    number = ascii_int(parts[0]) if len(parts) == 2 else None
+    if number is None or not TOKEN_RE.match(parts[1]):
         raise SipSyntaxError("malformed CSeq")
-    number = int(parts[0])
     if number > MAX_CSEQ:
         raise SipSyntaxError("CSeq number out of range")
     return CSeq(number, parts[1])
@@ -517,7 +520,8 @@ def _check_max_forwards(message: SipMessage) -> None:
     values = message.get_lines("max-forwards")
     if len(values) > 1:
         raise SipSyntaxError("Max-Forwards appears more than once")
-    if values and (not values[0].isdigit() or int(values[0]) > 255):
+    hops = ascii_int(values[0]) if values else 0
+    if hops is None or hops > 255:
         raise SipSyntaxError("Max-Forwards is not 0..255")
 
 

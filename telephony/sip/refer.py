@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from telephony.sip.message import parse_uri
 
 ENTRY_START_RE = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=\s*(sips?:.*)$")
-SIPFRAG_STATUS_RE = re.compile(r"^SIP/2\.0 ([1-6]\d\d)(?: (.*))?$")
+SIPFRAG_STATUS_RE = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?$")
 SAFE_VALUE_RE = re.compile(r"[^A-Za-z0-9_.:@\-+]")
 MAX_CONTEXT_VALUE = 64
 

@@ -11,6 +11,8 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+from telephony.sip.digits import ascii_int
+
 SUPPORTED_CODECS = {0: "PCMU", 8: "PCMA"}
 CODEC_PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
 DEFAULT_TELEPHONE_EVENT_PT = 101
@@ -46,8 +48,9 @@ class MediaDescription:
         mapping: dict[int, str] = {}
         for value in self.attribute("rtpmap"):
             pt_text, _, encoding = (value or "").partition(" ")
-            if pt_text.isdigit():
-                mapping[int(pt_text)] = encoding.strip().upper()
+            pt = ascii_int(pt_text)
+            if pt is not None:
+                mapping[pt] = encoding.strip().upper()
         return mapping
 
     @property
@@ -123,9 +126,9 @@ def parse_sdp(body: bytes) -> SessionDescription:
 
 def _parse_media_line(value: str) -> MediaDescription:
     parts = value.split()
-    if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+    port = ascii_int(parts[1].split("/")[0]) if len(parts) >= 4 else None
+    if port is None:
         raise SdpError(f"malformed m= line {value[:40]!r}")
-    port = int(parts[1].split("/")[0])
     if port > 65535:
         raise SdpError("m= port out of range")
     return MediaDescription(parts[0], port, parts[2], parts[3:])
@@ -184,9 +187,9 @@ def _session_direction(offer: SessionDescription) -> str | None:
 def _first_supported_codec(media: MediaDescription) -> tuple[int, str] | None:
     rtpmap = media.rtpmap()
     for fmt in media.formats:
-        if not fmt.isdigit():
+        pt = ascii_int(fmt)
+        if pt is None:
             continue
-        pt = int(fmt)
         encoding = rtpmap.get(pt)
         if encoding is None and pt in SUPPORTED_CODECS:  # static payload types need no rtpmap
             return pt, SUPPORTED_CODECS[pt]

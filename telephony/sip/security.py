@@ -5,7 +5,11 @@
 - Known scanner User-Agents (friendly-scanner, sipvicious, sipcli, ...) are silently dropped:
   answering them only confirms a target.
 - A per-source token bucket bounds the request rate; over it, datagrams are dropped (answering would amplify).
+  The bucket table has a fixed cap and does O(1) work per packet: it is an LRU, so a flood of new (spoofed)
+  sources evicts the sources heard from longest ago. An evicted source only starts again with a full bucket.
 - Message size is checked before parsing.
+- Digest credentials are bound to the request (the `uri` field must be its Request-URI) and cannot be replayed:
+  qop=auth is required and each nonce's nonce-count must increase (RFC 7616 §3.4.5, RFC 8760).
 """
 
 from __future__ import annotations
@@ -16,15 +20,20 @@ import ipaddress
 import re
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from settings import SipSettings
+from telephony.sip.digits import ascii_int
 from telephony.sip.message import SipMessage, split_list
 
 SCANNER_USER_AGENTS = ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sundayddr", "iWar", "sipsak", "smap")
 SCANNER_RE = re.compile("|".join(re.escape(name) for name in SCANNER_USER_AGENTS), re.IGNORECASE)
 NONCE_LIFETIME_S = 300.0
 MAX_TRACKED_SOURCES = 10_000
+MAX_TRACKED_NONCES = 10_000
+NONCE_COUNT_RE = re.compile(r"[0-9A-Fa-f]{8}")  # nc-value = 8LHEX (RFC 7616 §3.4)
 
 
 def parse_cidrs(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -54,34 +63,69 @@ class TokenBucket:
 
 @dataclass
 class RateLimiter:
-    """One token bucket per source host; burst of one second's worth."""
+    """One token bucket per source host; burst of one second's worth. At most `max_sources` buckets: the one
+    heard from longest ago makes room for a new source (O(1): an OrderedDict kept in recency order)."""
 
     rate_per_s: float
-    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    max_sources: int = MAX_TRACKED_SOURCES
+    buckets: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
 
     def allow(self, host: str, now: float) -> bool:
         bucket = self.buckets.get(host)
         if bucket is None:
-            if len(self.buckets) >= MAX_TRACKED_SOURCES:
-                self._forget_idle(now)
-            bucket = self.buckets[host] = TokenBucket(self.rate_per_s, max(self.rate_per_s, 1.0), max(self.rate_per_s, 1.0), now)
+            while len(self.buckets) >= max(self.max_sources, 1):
+                self.buckets.popitem(last=False)
+            burst = max(self.rate_per_s, 1.0)
+            bucket = self.buckets[host] = TokenBucket(self.rate_per_s, burst, burst, now)
+        else:
+            self.buckets.move_to_end(host)
         return bucket.take(now)
 
-    def _forget_idle(self, now: float) -> None:
-        self.buckets = {host: b for host, b in self.buckets.items() if now - b.updated < 10.0}
+
+class NonceCounts:
+    """The highest nonce-count accepted per nonce, so a captured Authorization cannot be replayed.
+
+    Bounded: at most `capacity` nonces, the first used longest ago evicted first. Nonces are issued with a
+    strictly increasing serial, and an evicted nonce's serial raises a watermark below which an unknown nonce is
+    refused (the peer just gets a new challenge), so eviction never reopens a replay."""
+
+    def __init__(self, capacity: int = MAX_TRACKED_NONCES):
+        self.capacity = capacity
+        self._last_count: OrderedDict[str, int] = OrderedDict()
+        self._watermark = -1  # serials at or below it are forgotten: refused
+
+    def advance(self, nonce: str, serial: int, count: int) -> bool:
+        """Record `count` for `nonce` if it is above the last one; False for a replay or a forgotten nonce."""
+        last = self._last_count.get(nonce)
+        if last is None and serial <= self._watermark:
+            return False
+        if last is not None and count <= last:
+            return False
+        self._last_count[nonce] = count
+        while len(self._last_count) > self.capacity:
+            evicted, _ = self._last_count.popitem(last=False)
+            self._watermark = max(self._watermark, _nonce_serial(evicted))
+        return True
+
+    def __len__(self) -> int:
+        return len(self._last_count)
 
 
 class DigestAuthenticator:
-    """Stateless digest challenges: the nonce is a timestamp signed with a per-process secret."""
+    """Digest challenges whose nonce is `issued-time.serial.signature`, signed with a per-process secret, so any
+    nonce we did not issue is refused without state; replays are refused with `NonceCounts`."""
 
-    def __init__(self, realm: str, user: str, password: str):
+    def __init__(self, realm: str, user: str, password: str, clock: Callable[[], float] = time.time):
         self.realm, self.user, self.password = realm, user, password
         self._secret = secrets.token_bytes(16)
+        self._clock = clock
+        self._serial = 0
+        self.nonce_counts = NonceCounts()
 
     def challenge(self) -> str:
-        issued = f"{time.time():.0f}"
-        signature = hmac.new(self._secret, issued.encode(), hashlib.sha256).hexdigest()[:16]
-        return f'Digest realm="{self.realm}", nonce="{issued}.{signature}", algorithm=MD5, qop="auth"'
+        self._serial += 1
+        issued = f"{self._clock():.0f}.{self._serial}"
+        return f'Digest realm="{self.realm}", nonce="{issued}.{self._sign(issued)}", algorithm=MD5, qop="auth"'
 
     def verify(self, request: SipMessage) -> bool:
         header = request.get("authorization") or ""
@@ -90,22 +134,39 @@ class DigestAuthenticator:
         fields = parse_digest_fields(header[7:])
         if fields.get("username") != self.user or fields.get("realm") != self.realm:
             return False
-        if not self._nonce_is_fresh(fields.get("nonce", "")):
+        # The credentials must be for this request: a response computed over another URI proves nothing about it.
+        if fields.get("uri") != request.uri or fields.get("qop") != "auth":
+            return False
+        nonce, count = fields.get("nonce", ""), _nonce_count(fields.get("nc", ""))
+        if count is None or not self._nonce_is_fresh(nonce):
             return False
         ha1 = _md5(f"{self.user}:{self.realm}:{self.password}")
-        ha2 = _md5(f"{request.method}:{fields.get('uri', '')}")
-        if fields.get("qop"):
-            expected = _md5(f"{ha1}:{fields['nonce']}:{fields.get('nc', '')}:{fields.get('cnonce', '')}:{fields['qop']}:{ha2}")
-        else:
-            expected = _md5(f"{ha1}:{fields['nonce']}:{ha2}")
-        return hmac.compare_digest(expected, fields.get("response", ""))
+        ha2 = _md5(f"{request.method}:{request.uri}")
+        expected = _md5(f"{ha1}:{nonce}:{fields['nc']}:{fields.get('cnonce', '')}:auth:{ha2}")
+        if not hmac.compare_digest(expected, fields.get("response", "")):
+            return False
+        return self.nonce_counts.advance(nonce, _nonce_serial(nonce), count)  # only after the hash proved the sender
+
+    def _sign(self, issued: str) -> str:
+        return hmac.new(self._secret, issued.encode(), hashlib.sha256).hexdigest()[:16]
 
     def _nonce_is_fresh(self, nonce: str) -> bool:
-        issued, _, signature = nonce.partition(".")
-        expected = hmac.new(self._secret, issued.encode(), hashlib.sha256).hexdigest()[:16]
-        if not issued.isdigit() or not hmac.compare_digest(signature, expected):
+        issued, _, signature = nonce.rpartition(".")
+        if not hmac.compare_digest(signature, self._sign(issued)):
             return False
-        return time.time() - int(issued) < NONCE_LIFETIME_S
+        issued_at = ascii_int(issued.partition(".")[0])
+        return issued_at is not None and self._clock() - issued_at < NONCE_LIFETIME_S
+
+
+def _nonce_count(text: str) -> int | None:
+    return int(text, 16) if NONCE_COUNT_RE.fullmatch(text) else None
+
+
+def _nonce_serial(nonce: str) -> int:
+    """The serial of a nonce we issued (`issued.serial.signature`); -1 if it has none."""
+    parts = nonce.split(".")
+    serial = ascii_int(parts[1]) if len(parts) == 3 else None
+    return -1 if serial is None else serial
 
 
 def parse_digest_fields(text: str) -> dict[str, str]:
@@ -125,7 +186,7 @@ class Gate:
 
     def __init__(self, settings: SipSettings):
         self.networks = parse_cidrs(settings.allow_cidrs)
-        self.rate_limiter = RateLimiter(settings.rate_limit_per_s)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_max_sources)
         self.max_message_bytes = settings.max_message_bytes
         self.digest = (
             DigestAuthenticator(settings.digest_realm, settings.digest_user, settings.digest_password)

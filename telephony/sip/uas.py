@@ -11,16 +11,17 @@ Request handling follows RFC 3261 §8.2 in order: syntax (400/505), method (405/
 from __future__ import annotations
 
 import enum
-import itertools
 import logging
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Union
 
 from settings import SipSettings
 from bot.masking import mask_caller_number
-from telephony.call_log import CallLoggerAdapter, call_logger
+from telephony.call_log import UNKNOWN_CALL, CallLoggerAdapter, call_logger
 from telephony.sip.dialog import Dialog, new_tag
+from telephony.sip.digits import ascii_int
 from telephony.sip.message import (
     SIP_VERSION,
     SipMessage,
@@ -61,8 +62,9 @@ ACCEPTED_BODIES = {
     "NOTIFY": ("message/sipfrag",),
 }
 RING_TIMEOUT_S = 120.0  # an INVITE the application never answers is declined after this
+CSEQ_OUT_OF_ORDER = "CSeq out of order"
 DTMF_SIGNAL_RE = re.compile(r"(?im)^\s*signal\s*=\s*([0-9A-Da-d*#]|1[0-6])\s*$")
-DTMF_DURATION_RE = re.compile(r"(?im)^\s*duration\s*=\s*(\d+)\s*$")
+DTMF_DURATION_RE = re.compile(r"(?im)^\s*duration\s*=\s*([0-9]+)\s*$")
 EVENT_TO_DIGIT = {10: "*", 11: "#", 12: "A", 13: "B", 14: "C", 15: "D"}
 ALLOWED_REFER_HEADER_PREFIXES = ("x-ivr-", "user-to-user")
 
@@ -74,7 +76,11 @@ class CallState(enum.Enum):
     ENDED = "ended"
 
 
-_call_numbers = itertools.count(1)
+def new_call_id() -> str:
+    """Our id of a call: the conversation id upstream (Rasa sender, CDR, logs). Random (uuid4), never a counter, so
+    a gateway restart can never hand call N an old conversation, and no one can guess a live call's id. The peer's
+    Call-ID is only kept as a reference (`sip_call_id`, the CDR's peer_call_id)."""
+    return f"sip-{uuid.uuid4().hex}"
 
 
 @dataclass
@@ -88,7 +94,7 @@ class Transfer:
 
 @dataclass(eq=False)
 class Call:
-    """One inbound call. `id` is short and log-friendly; `sip_call_id` is the Call-ID header."""
+    """One inbound call. `id` is ours (`new_call_id`); `sip_call_id` is the peer's Call-ID header."""
 
     sip_call_id: str
     caller: str
@@ -99,7 +105,7 @@ class Call:
     invite_tx: InviteServerTransaction
     media: MediaPlan | None
     created_at: float
-    id: str = field(default_factory=lambda: f"sip-{next(_call_numbers)}")
+    id: str = field(default_factory=new_call_id)
     state: CallState = CallState.RINGING
     local_media: LocalMedia | None = None
     answered_at: float | None = None
@@ -112,6 +118,12 @@ class Call:
     def log(self) -> CallLoggerAdapter:
         """This module's logger, every line tagged `call=<id>`."""
         return call_logger(log, self.id)
+
+    def _set_state(self, state: CallState) -> None:
+        """Every call state change goes through here, so the log tells a call's whole life."""
+        if state is not self.state:
+            self.log.debug("call state: %s -> %s", self.state.value, state.value)
+            self.state = state
 
 
 @dataclass(frozen=True)
@@ -159,7 +171,7 @@ class CallRefused:
     sip_call_id: str
     caller: str
     status: int
-    id: str = field(default_factory=lambda: f"sip-{next(_call_numbers)}")  # numbered like the calls
+    id: str = field(default_factory=new_call_id)
 
 
 Event = Union[IncomingCall, CallAnswered, CallEnded, DtmfInfo, ReInvite, TransferResult, CallRefused]
@@ -199,13 +211,21 @@ class UserAgent:
             log.exception("SIP message from %s:%s dropped after an internal error", *source)
             return []
 
+    def next_deadline(self) -> float | None:
+        """The earliest time `tick` has something to do (None: nothing pending), so the transport sleeps until
+        then instead of polling."""
+        deadlines = [tx.next_deadline() for tx in self.server_transactions.values()]
+        deadlines += [tx.next_deadline() for tx in self.client_transactions.values()]
+        deadlines += [_call_deadline(call, self.settings.max_call_s) for call in self.calls.values()]
+        return min((deadline for deadline in deadlines if deadline is not None), default=None)
+
     def tick(self, now: float) -> list[Output]:
         """Fire due timers: retransmissions, transaction timeouts, call and transfer limits."""
         out: list[Output] = []
+        for call in list(self.calls.values()):  # first: the ring timeout's 480 beats the Proceeding guard's 408
+            out += self._check_call_limits(call, now)
         out += self._tick_server_transactions(now)
         out += self._tick_client_transactions(now)
-        for call in list(self.calls.values()):
-            out += self._check_call_limits(call, now)
         return out
 
     def ringing(self, call: Call, now: float) -> list[Output]:
@@ -219,7 +239,7 @@ class UserAgent:
             raise CallError(f"call {call.id} cannot be answered in state {call.state.value}")
         call.local_media = local_media
         sdp = build_answer(call.media, local_media) if call.media else build_offer(local_media)
-        call.state = CallState.ANSWERED
+        call._set_state(CallState.ANSWERED)
         call.answered_at = now
         call.ack_tx = call.invite_tx
         self._tx_calls[id(call.invite_tx)] = call
@@ -309,11 +329,21 @@ class UserAgent:
             return list(existing.retransmission())  # §17.2.3: absorbed by its transaction
         tx: ServerTransaction
         if request.method == "INVITE":
-            tx = InviteServerTransaction(request, source, transport)
+            tx = InviteServerTransaction(request, source, transport, now)
         else:
-            tx = NonInviteServerTransaction(request, source, transport)
+            tx = NonInviteServerTransaction(request, source, transport, now)
+        tx.call_id = self._call_id_of(request)
         self.server_transactions[key] = tx
-        return self._dispatch(tx, request, source, now)
+        try:
+            return self._dispatch(tx, request, source, now)
+        except Exception:
+            # A bug must cost one request, and that request still gets its final response: a peer left without
+            # one retransmits and waits (an INVITE for minutes), and its retransmissions get the same 500.
+            self.internal_errors += 1
+            log.exception("%s from %s:%s failed; answering 500", request.method, *source)
+            if tx.final_status:
+                return []
+            return self._respond(tx, 500, source, now=now)
 
     def _dispatch(self, tx: ServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
         method = request.method
@@ -416,6 +446,7 @@ class UserAgent:
         )
         self.calls[(call.sip_call_id, dialog.local_tag)] = call
         self._tx_calls[id(tx)] = call
+        tx.call_id = call.id
         return call
 
     def _on_reinvite(self, tx: InviteServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
@@ -423,7 +454,7 @@ class UserAgent:
         if call is None or call.state is CallState.RINGING:
             return self._respond(tx, 481, source, now=now)
         if not call.dialog.accepts_remote_cseq(request.cseq.number):
-            return self._respond(tx, 500, source, now=now, reason="CSeq out of order")
+            return self._respond(tx, 500, source, now=now, reason=CSEQ_OUT_OF_ORDER)
         if call.ack_tx is not None and call.ack_tx.state is State.ACCEPTED:
             return self._respond(tx, 491, source, now=now)  # §14.2: a previous 2xx still waits for its ACK
         try:
@@ -437,6 +468,7 @@ class UserAgent:
         call.media = media
         call.ack_tx = tx
         self._tx_calls[id(tx)] = call
+        tx.call_id = call.id
         sdp = build_answer(media, call.local_media)
         out = self._respond(
             tx, 200, source, to_tag=call.dialog.local_tag, now=now, contact=True,
@@ -463,6 +495,8 @@ class UserAgent:
         call = self._find_call(request)
         if call is None:
             return self._respond(tx, 481, source, now=now)
+        if not call.dialog.accepts_remote_cseq(request.cseq.number):
+            return self._respond(tx, 500, source, now=now, reason=CSEQ_OUT_OF_ORDER)
         out = self._respond(tx, 200, source, now=now)
         return out + self._end(call, "remote_bye")
 
@@ -470,6 +504,8 @@ class UserAgent:
         call = self._find_call(request)
         if call is None:
             return self._respond(tx, 481, source, now=now)
+        if not call.dialog.accepts_remote_cseq(request.cseq.number):
+            return self._respond(tx, 500, source, now=now, reason=CSEQ_OUT_OF_ORDER)
         if not request.body.strip():
             return self._respond(tx, 200, source, now=now)  # an empty INFO is a keep-alive
         digit, duration = parse_dtmf_info(request.body, media_type(request.get("content-type")))
@@ -482,6 +518,8 @@ class UserAgent:
         event = (request.get("event") or "").split(";")[0].strip().lower()
         if call is None:
             return self._respond(tx, 481, source, now=now)
+        if not call.dialog.accepts_remote_cseq(request.cseq.number):
+            return self._respond(tx, 500, source, now=now, reason=CSEQ_OUT_OF_ORDER)
         if event != "refer":
             return self._respond(tx, 489, source, now=now, reason="Bad Event")
         status = sipfrag_status(request.body)
@@ -522,8 +560,7 @@ class UserAgent:
             return []  # the ACK of a re-INVITE
         if call.media is None:
             return self._late_answer(call, request, now)
-        call.state = CallState.CONFIRMED
-        call.dialog.confirmed = True
+        call._set_state(CallState.CONFIRMED)
         return [CallAnswered(call)]
 
     def _late_answer(self, call: Call, ack: SipMessage, now: float) -> list[Output]:
@@ -531,10 +568,9 @@ class UserAgent:
         try:
             call.media = negotiate(parse_sdp(ack.body))
         except (NoCommonCodec, SdpError):
-            call.state = CallState.CONFIRMED
+            call._set_state(CallState.CONFIRMED)
             return self.hangup(call, now, cause="no_common_codec")
-        call.state = CallState.CONFIRMED
-        call.dialog.confirmed = True
+        call._set_state(CallState.CONFIRMED)
         return [CallAnswered(call)]
 
     def _receive_response(self, response: SipMessage, now: float) -> list[Output]:
@@ -569,9 +605,12 @@ class UserAgent:
             deadline = tx.next_deadline()
             if deadline is not None and deadline <= now:
                 out += tx.tick(now)
+            call = self._tx_calls.get(id(tx))
+            if call is not None and call.invite_tx is tx and call.state is CallState.RINGING and tx.final_status:
+                out += self._end(call, "no_final_response")  # the Proceeding guard answered for the application
             if tx.terminated:
                 del self.server_transactions[key]
-                call = self._tx_calls.pop(id(tx), None)
+                self._tx_calls.pop(id(tx), None)
                 if tx.timed_out and call is not None and call.ack_tx is tx:
                     out += self._ack_timeout(call, now)
         return out
@@ -602,16 +641,26 @@ class UserAgent:
         return out
 
     def _check_call_limits(self, call: Call, now: float) -> list[Output]:
-        if call.state is CallState.RINGING and now - call.created_at > RING_TIMEOUT_S:
+        # `>=` throughout: the transport wakes exactly at `next_deadline()`, which must then fire.
+        if call.state is CallState.RINGING and now >= call.created_at + RING_TIMEOUT_S:
             return self.reject(call, 480, now, cause="ring_timeout")
-        if call.answered_at is not None and now - call.answered_at > self.settings.max_call_s:
+        if (call.answered_at is not None and call.state is not CallState.ENDED
+                and now >= call.answered_at + self.settings.max_call_s):
             return self.hangup(call, now, cause="max_call_length")
-        if call.transfer is not None and now > call.transfer.deadline:
+        if call.transfer is not None and now >= call.transfer.deadline:
             call.transfer = None
             return [TransferResult(call, False, "no final NOTIFY before the transfer timeout")]
         return []
 
     # ------------------------------------------------------------------------------------- helpers
+
+    def _call_id_of(self, request: SipMessage) -> str:
+        """Our id of the call an in-dialog request or a CANCEL belongs to, for its transaction's log lines."""
+        call = self._find_call(request) if request.to_tag() else None
+        if call is None and request.method == "CANCEL":
+            invite_tx = self.server_transactions.get(server_key(request, method="INVITE"))
+            call = self._tx_calls.get(id(invite_tx)) if invite_tx is not None else None
+        return call.id if call is not None else UNKNOWN_CALL
 
     def _find_call(self, request: SipMessage) -> Call | None:
         call = self.calls.get((request.call_id, request.to_tag()))
@@ -624,7 +673,7 @@ class UserAgent:
             if not keep_dialog:
                 self.calls.pop((call.sip_call_id, call.dialog.local_tag), None)
             return []
-        call.state = CallState.ENDED
+        call._set_state(CallState.ENDED)
         if not keep_dialog:
             self.calls.pop((call.sip_call_id, call.dialog.local_tag), None)
         call.log.info("ended (%s)", cause)
@@ -641,7 +690,9 @@ class UserAgent:
     ) -> tuple[NonInviteClientTransaction, list[Output]]:
         request = call.dialog.create_request(method, self._sent_by(), headers)
         request.add("user-agent", self.settings.user_agent)
-        tx = NonInviteClientTransaction(request, call.dialog.peer, call.dialog.transport, now)
+        destination, transport = call.dialog.next_hop()
+        tx = NonInviteClientTransaction(request, destination, transport, now)
+        tx.call_id = call.id
         self.client_transactions[tx.key] = tx
         self._tx_calls[id(tx)] = call
         return tx, list(tx.start())
@@ -719,12 +770,25 @@ def parse_dtmf_info(body: bytes, content_type: str) -> tuple[str | None, int]:
     if not match:
         return None, 0
     signal = match.group(1).upper()
-    if signal.isdigit() and int(signal) >= 10:
-        signal = EVENT_TO_DIGIT.get(int(signal), "")
+    event = ascii_int(signal)
+    if event is not None and event >= 10:
+        signal = EVENT_TO_DIGIT.get(event, "")
         if not signal:
             return None, 0
     duration = DTMF_DURATION_RE.search(text)
-    return signal, int(duration.group(1)) if duration else 0
+    return signal, (ascii_int(duration.group(1)) or 0) if duration else 0
+
+
+def _call_deadline(call: Call, max_call_s: float) -> float | None:
+    """When `_check_call_limits` next has something to do for this call."""
+    deadlines = []
+    if call.state is CallState.RINGING:
+        deadlines.append(call.created_at + RING_TIMEOUT_S)
+    if call.answered_at is not None and call.state is not CallState.ENDED:
+        deadlines.append(call.answered_at + max_call_s)
+    if call.transfer is not None:
+        deadlines.append(call.transfer.deadline)
+    return min(deadlines, default=None)
 
 
 def _time_to_agent(call: Call, transfer: Transfer, now: float) -> float | None:

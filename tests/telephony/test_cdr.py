@@ -111,3 +111,18 @@ def test_records_go_to_one_file_per_utc_day(tmp_path):
 ])
 def test_green_channel_handoffs_are_recognised(event, green):
     assert handoff_is_green_channel(event) is green
+
+
+def test_a_call_id_with_undecodable_bytes_still_gets_its_line(tmp_path):
+    """A peer's Call-ID is bytes; the SIP parser keeps non-UTF-8 ones as surrogate escapes. Writing such a record
+    used to raise UnicodeEncodeError and lose the line."""
+    from telephony.sip.message import parse_message
+
+    invite = parse_message(b"OPTIONS sip:ivr@127.0.0.1 SIP/2.0\r\nCall-ID: \xff\xfe-abc@\xc3pbx\r\n"
+                           b"Content-Length: 0\r\n\r\n")
+    record = CallDetailRecord.begin("sip-8", DOOR_SIP, caller="13812345678", peer_call_id=invite.call_id)
+    record.transfer_finished(False, "refused: odd \ud800 text")
+    finish_call(record, "remote_bye", CdrWriter(tmp_path))
+    [cdr] = lines(tmp_path)
+    assert cdr["call_id"] == "sip-8" and cdr["peer_call_id"] == "\\xff\\xfe-abc@\\xc3pbx"
+    assert cdr["transfer_detail"] == "refused: odd \\ud800 text"
