@@ -11,8 +11,8 @@ import argparse
 import asyncio
 import getpass
 import re
-import secrets
 import sys
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -111,7 +111,7 @@ class ChatSession:
         return bool(self.expect and self.expect.get("secure"))
 
     async def new_call(self) -> BotReply:
-        self.call_id = "chat-" + secrets.token_hex(6)
+        self.call_id = f"chat-{uuid.uuid4().hex}"  # a fresh conversation every call, never a guessable id
         self.expect, self.ended = None, False
         return await self._send("/call_start")
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
 from bot.health import HealthChecker
+from bot.web.access import Refused, require_safe_binding
 from bot.web.console import BadRequest, add_console_routes
 from settings import Settings, get_settings
 
@@ -32,8 +33,11 @@ HEALTH_FAILURES = Counter("ivr_gateway_health_failures_total", "Parts found fail
 
 
 def create_app(settings: Settings | None = None, *, extra_setup: Iterable[AppSetup] = ()) -> web.Application:
-    """Builds the gateway app. Each `extra_setup(app)` may add routes, on_startup hooks or cleanup contexts."""
+    """Builds the gateway app. Each `extra_setup(app)` may add routes, on_startup hooks or cleanup contexts.
+
+    Raises `bot.web.access.UnsafeBinding` when the settings bind beyond loopback without real tokens."""
     settings = settings or get_settings()
+    require_safe_binding(settings)
     app = web.Application(middlewares=[json_errors_middleware], client_max_size=256 * 1024)
     app[SETTINGS_KEY] = settings
     app.cleanup_ctx.append(_health_checker_ctx)
@@ -90,6 +94,8 @@ async def json_errors_middleware(request: web.Request, handler):
         return await handler(request)
     except BadRequest as exc:
         return web.json_response({"error": str(exc)}, status=400)
+    except Refused as exc:
+        return web.json_response({"error": str(exc)}, status=exc.status, headers={"Cache-Control": "no-store"})
     except web.HTTPException:
         raise
     except Exception:

@@ -5,13 +5,18 @@ API (all JSON; errors are `{"error": "..."}` with 400 for bad input and 502 when
     POST /console/api/calls/{call_id}/messages    {"caller_number", "text", "secure"}    -> turn
     POST /console/api/calls/{call_id}/dtmf        {"caller_number", "digits", "secure", "expecting_digits"} -> turn
 A turn is {"call_id", "items", "texts", "events", "expect", "ended", "debug"}; see `turn_payload`.
+
+Access (bot/web/access.py): the API takes `Content-Type: application/json` only (415 otherwise), refuses a foreign
+`Origin` (403) and, when CONSOLE_TOKEN is set, a browser without the session cookie the page issued (401). A call
+id is `console-<uuid4>`, registered under the browser's session: any other id (a telephony call's, another
+browser's, a made-up one) is answered 404, exactly like an id that never existed.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import secrets
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from bot.rasa_client import BotReply, RasaClient, RasaUnavailable, dtmf_message
+from bot.web.access import ACCESS_KEY, ConsoleAccess, Refused, console_access
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,8 @@ DIGITS_RE = re.compile(r"^[0-9*#]{1,32}$")
 MASK = "******"
 
 CONSOLE_TURNS = Counter("ivr_console_turns_total", "Console turns sent to Rasa", ["kind", "outcome"])
+CONSOLE_REFUSED = Counter("ivr_console_refused_total", "Console API requests refused", ["reason"])
+UNKNOWN_CALL = "unknown call id: start a new call"
 
 
 class BadRequest(ValueError):
@@ -42,6 +50,7 @@ class BadRequest(ValueError):
 def add_console_routes(app: web.Application, settings: Settings) -> None:
     """Registers the page, its static assets and the JSON API, plus the Rasa client's lifecycle."""
     app[SETTINGS_KEY] = settings
+    console_access(app, settings.gateway)
     app.cleanup_ctx.append(_rasa_client_ctx)
     app.router.add_get("/console", console_page)
     app.router.add_static("/console/static", STATIC_DIR, name="console_static")
@@ -58,20 +67,34 @@ async def _rasa_client_ctx(app: web.Application):
     await client.close()
 
 
-async def console_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "console.html", headers={"Cache-Control": "no-cache"})
+async def console_page(request: web.Request) -> web.StreamResponse:
+    return await request.app[ACCESS_KEY].page(
+        request, lambda: web.FileResponse(STATIC_DIR / "console.html", headers={"Cache-Control": "no-cache"}))
 
 
 async def start_call(request: web.Request) -> web.Response:
+    access = request.app[ACCESS_KEY]
+    session = _check_api_request(request, access)
     body = await _json_body(request)
     caller = _caller_number(body)
-    call_id = "console-" + secrets.token_hex(6)
-    return await _turn(request, "call_start", call_id, caller, "/call_start", secure=False)
+    call_id = new_console_call_id()
+    response = await _turn(request, "call_start", call_id, caller, "/call_start", secure=False)
+    if response.status != 200:
+        return response
+    if session is None:  # a client the page never saw (curl, tests): its cookie jar keeps the session
+        session = access.new_session(response, request)
+    access.add_call(session, call_id)
+    return response
+
+
+def new_console_call_id() -> str:
+    """Globally unique and unguessable; it addresses nothing until registered under a console session."""
+    return f"console-{uuid.uuid4().hex}"
 
 
 async def send_text(request: web.Request) -> web.Response:
+    call_id = _own_call_id(request)
     body = await _json_body(request)
-    call_id = _call_id(request)
     text = body.get("text")
     if not isinstance(text, str):
         raise BadRequest("text must be a string")
@@ -83,8 +106,8 @@ async def send_text(request: web.Request) -> web.Response:
 
 
 async def send_dtmf(request: web.Request) -> web.Response:
+    call_id = _own_call_id(request)
     body = await _json_body(request)
-    call_id = _call_id(request)
     digits = body.get("digits")
     if not isinstance(digits, str) or not DIGITS_RE.match(digits):
         raise BadRequest("digits must be 1 to 32 keypad keys (0-9 * #)")
@@ -166,21 +189,37 @@ def _actions_since_last_user_event(events: list[dict[str, Any]]) -> list[str]:
     return list(reversed(actions))
 
 
+def _check_api_request(request: web.Request, access: ConsoleAccess) -> str | None:
+    """CSRF and access checks of every API request; returns the browser's console session, if any."""
+    if request.content_type != "application/json":
+        CONSOLE_REFUSED.labels("content_type").inc()
+        raise Refused(415, "the console API takes JSON only (Content-Type: application/json)")
+    try:
+        return access.check_api(request)
+    except Refused as refused:
+        CONSOLE_REFUSED.labels(str(refused.status)).inc()
+        raise
+
+
+def _own_call_id(request: web.Request) -> str:
+    """The path's call id, if this browser's session started it; 404 for every other id, known or not."""
+    access = request.app[ACCESS_KEY]
+    session = _check_api_request(request, access)
+    call_id = request.match_info["call_id"]
+    if not CALL_ID_RE.match(call_id) or not access.owns(session, call_id):
+        CONSOLE_REFUSED.labels("unknown_call").inc()
+        raise Refused(404, UNKNOWN_CALL)
+    return call_id
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested deeper than the parser recurses
         raise BadRequest("the request body must be JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     return body
-
-
-def _call_id(request: web.Request) -> str:
-    call_id = request.match_info["call_id"]
-    if not CALL_ID_RE.match(call_id):
-        raise BadRequest("unknown call id: start a new call")
-    return call_id
 
 
 def _caller_number(body: dict[str, Any]) -> str:

@@ -10,6 +10,10 @@
                                     barge_in, handoff, hangup, ended (see bot/processors/call_observer.py)
 `make call WAV=...` (bot/call_cli.py) uses the same socket.
 
+Access as for the text console (bot/web/access.py): a handshake with a foreign `Origin` is refused (403); with
+CONSOLE_TOKEN set, the socket needs the session cookie the page issued or `Authorization: Bearer <token>` (401).
+Each socket's call id is `web-<uuid4>`: unique, unguessable, and addressable by nothing but this socket.
+
 The process-wide VoiceRuntime lives in `app[VOICE_RUNTIME_KEY]` (loaded at start-up, off the event loop), so
 telephony can share it: `runtime = app.get(VOICE_RUNTIME_KEY)` (None if it could not load: see the log).
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import secrets
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from loguru import logger
 from prometheus_client import Counter
 
 from bot.call import CallHandle, CallInfo, VoiceRuntime
+from bot.web.access import ACCESS_KEY, Refused, console_access
 from settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "voice_static"
@@ -51,6 +56,7 @@ def add_voice_routes(app: web.Application, settings: Settings | None = None,
         from bot.web.app import SETTINGS_KEY  # the gateway's own settings, when it made this app
 
         settings = app.get(SETTINGS_KEY) or get_settings()
+    console_access(app, settings.gateway)
     app.router.add_get("/voice", voice_page)
     app.router.add_get("/voice/ws", voice_socket)
     app.router.add_static("/voice/static", STATIC_DIR, name="voice_static")
@@ -77,11 +83,17 @@ def _runtime_ctx(settings: Settings, given: VoiceRuntime | None):
     return ctx
 
 
-async def voice_page(request: web.Request) -> web.Response:
-    return web.FileResponse(STATIC_DIR / "voice.html", headers={"Cache-Control": "no-store"})
+async def voice_page(request: web.Request) -> web.StreamResponse:
+    return await request.app[ACCESS_KEY].page(
+        request, lambda: web.FileResponse(STATIC_DIR / "voice.html", headers={"Cache-Control": "no-store"}))
 
 
 async def voice_socket(request: web.Request) -> web.StreamResponse:
+    try:
+        request.app[ACCESS_KEY].check_socket(request)
+    except Refused as refused:
+        VOICE_PAGE_CALLS.labels(outcome=f"refused_{refused.status}").inc()
+        return web.json_response({"error": str(refused)}, status=refused.status)
     runtime = request.app.get(VOICE_RUNTIME_KEY)
     if runtime is None:
         error = request.app.get(VOICE_ERROR_KEY, "still loading")
@@ -94,7 +106,7 @@ async def voice_socket(request: web.Request) -> web.StreamResponse:
 
     ws = web.WebSocketResponse(max_msg_size=MAX_AUDIO_MESSAGE_BYTES, heartbeat=20)
     await ws.prepare(request)
-    call = runtime.create_call(CallInfo(f"web-{secrets.token_hex(6)}", caller, sample_rate=BROWSER_SAMPLE_RATE))
+    call = runtime.create_call(CallInfo(f"web-{uuid.uuid4().hex}", caller, sample_rate=BROWSER_SAMPLE_RATE))
     bridge = _SocketBridge(ws, call)
     try:
         await bridge.run(runtime.asr_available)

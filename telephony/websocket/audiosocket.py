@@ -5,22 +5,30 @@ Each message is a 3-byte header (kind, 16-bit big-endian payload length) and the
 0x10 audio (signed linear 16-bit little-endian, 8 kHz mono), 0xff error (optional code).
 We send 0x10 with bot audio (paced in real time by the voice loop) and 0x00 when the bot hangs up.
 Asterisk plays audio as it arrives, so a barge-in has nothing queued here to clear.
+
+The protocol has no authentication, so only peers in AUDIOSOCKET_ALLOW_CIDRS (default: loopback) are served; any
+other connection is closed before a byte is read and counted in `ivr_media_refused_connections_total`. The
+call's id is a fresh `audiosocket-<uuid4>`; Asterisk's UUID is kept as the CDR's `peer_call_id`. A DTMF message
+that is not one keypad key is counted in `ivr_media_bad_messages_total` and skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import struct
 import uuid
 from dataclasses import dataclass
 
 from bot.call import CallInfo
+from bot.call_transport import VALID_KEYS as DTMF_KEYS  # what the voice loop takes: 0-9 * # A-D
 from settings import GatewaySettings
 from telephony.call_log import call_logger
 from telephony.cdr import CdrWriter
 from telephony.metrics import DOOR_AUDIOSOCKET
-from telephony.websocket.calls import MEDIA_SAMPLE_RATE, CallBinding, CallFactory, bind_call, first_result
+from telephony.websocket.calls import (BAD_MESSAGES, MEDIA_SAMPLE_RATE, REFUSED_CONNECTIONS, CallBinding,
+                                       CallFactory, bind_call, first_result, new_call_id)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,35 @@ MAX_PAYLOAD_BYTES = 8192
 # Bot audio the peer has not read yet beyond this means it is stuck: drop rather than buffer without bound.
 MAX_UNSENT_BYTES = 64 * 1024
 WIRE_CODEC = "L16"  # signed linear 16-bit, 8 kHz mono
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_allow_cidrs(raw: str) -> tuple[IpNetwork, ...]:
+    """AUDIOSOCKET_ALLOW_CIDRS, e.g. "127.0.0.0/8,::1/128,10.1.2.3/32"; a malformed entry is a configuration error."""
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as error:
+            raise ValueError(f"AUDIOSOCKET_ALLOW_CIDRS: {item!r} is not an address or CIDR ({error})") from None
+    return tuple(networks)
+
+
+def peer_allowed(peername: object, networks: tuple[IpNetwork, ...]) -> bool:
+    """Whether a socket's peer (its `peername`) lies in one of `networks`; unknown peers do not."""
+    if not isinstance(peername, tuple) or not peername or not isinstance(peername[0], str):
+        return False
+    try:
+        address = ipaddress.ip_address(peername[0].split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d
+    return any(address in network for network in networks)
 
 
 class AudioSocketProtocolError(Exception):
@@ -75,8 +112,10 @@ class AudioSocketServer:
         self._call_factory = call_factory
         self._settings = settings
         self._cdr_writer = cdr_writer
+        self._allowed = parse_allow_cidrs(settings.audiosocket_allow_cidrs)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
+        self.refused = 0
 
     @property
     def port(self) -> int:
@@ -102,6 +141,10 @@ class AudioSocketServer:
         self._server = None
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if not peer_allowed(peer, self._allowed):
+            self._refuse(writer, peer)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -110,6 +153,15 @@ class AudioSocketServer:
                                   self._cdr_writer).run()
         finally:
             self._connections.discard(task)
+
+    def _refuse(self, writer: asyncio.StreamWriter, peer: object) -> None:
+        """A stranger: closed at once (RST, nothing read, no call), counted; logged sparingly, as strangers flood."""
+        self.refused += 1
+        REFUSED_CONNECTIONS.labels(DOOR_AUDIOSOCKET, "not_allowed").inc()
+        if self.refused == 1 or self.refused % 1000 == 0:
+            log.warning("AudioSocket connection from %s refused: not in AUDIOSOCKET_ALLOW_CIDRS (%d refused so far)",
+                        peer, self.refused)
+        writer.transport.abort()
 
 
 class AudioSocketCall:
@@ -124,6 +176,7 @@ class AudioSocketCall:
         self._idle_timeout_s = idle_timeout_s
         self._binding: CallBinding | None = None
         self.peer = writer.get_extra_info("peername")
+        self.bad_messages = 0
 
     async def run(self) -> None:
         cause = "remote_hangup"
@@ -150,16 +203,16 @@ class AudioSocketCall:
         if first is None or first.kind != KIND_UUID or len(first.payload) != 16:
             log.warning("AudioSocket from %s: the first message must be a 16-byte UUID", self.peer)
             return None
-        info = CallInfo(call_id=str(uuid.UUID(bytes=first.payload)), caller_number="",
-                        sample_rate=MEDIA_SAMPLE_RATE)
+        peer_call_id = str(uuid.UUID(bytes=first.payload))
+        info = CallInfo(call_id=new_call_id(DOOR_AUDIOSOCKET), caller_number="", sample_rate=MEDIA_SAMPLE_RATE)
         binding = bind_call(
-            self._call_factory, info, DOOR_AUDIOSOCKET, codec=WIRE_CODEC, peer_call_id=info.call_id,
+            self._call_factory, info, DOOR_AUDIOSOCKET, codec=WIRE_CODEC, peer_call_id=peer_call_id,
             on_audio=self._send_audio,
             on_clear=lambda: None,  # nothing is queued on our side: Asterisk plays frames as they come
             cdr_writer=self._cdr_writer,
         )
         if binding is not None:
-            call_logger(log, info.call_id).info("AudioSocket call from %s", self.peer)
+            call_logger(log, info.call_id).info("AudioSocket call %s from %s", peer_call_id, self.peer)
         return binding
 
     async def _receive_loop(self) -> str:
@@ -178,8 +231,13 @@ class AudioSocketCall:
                 return "remote_hangup"
             if message.kind == KIND_AUDIO:
                 binding.feed_audio(message.payload[: len(message.payload) & ~1])
-            elif message.kind == KIND_DTMF and message.payload:
-                binding.feed_dtmf(chr(message.payload[0]))
+            elif message.kind == KIND_DTMF:
+                key = message.payload.decode("ascii", "replace").upper()
+                if key in DTMF_KEYS:
+                    binding.feed_dtmf(key)
+                else:
+                    self.bad_messages += 1
+                    BAD_MESSAGES.labels(DOOR_AUDIOSOCKET, "bad_dtmf").inc()
             elif message.kind == KIND_ERROR:
                 binding.log.warning("Asterisk reported error %s", message.payload.hex())
                 return "remote_error"

@@ -6,6 +6,10 @@ hangup becomes an event the door's connection loop waits on, and handoffs are de
 door can transfer a call (the bot then apologises and offers a callback, per the REST call contract).
 It also keeps the call's books: its log lines carry `call=<id>`, keys are logged without the key, and the
 call ends in one CDR line and the telephony metrics (telephony/cdr.py, telephony/metrics.py).
+
+Call ids: every call gets a fresh `<door>-<uuid4>` (`new_call_id`), unique across doors and restarts and not
+guessable. What the peer calls the call (Twilio callSid, AudioSocket UUID) is only a reference, kept in the CDR
+as `peer_call_id`: a peer that repeats or forges an id must never land in another call's conversation.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import logging
 import re
 import uuid
 from typing import Any, Callable
+
+from prometheus_client import Counter
 
 from bot.call import CallHandle, CallInfo
 from telephony import metrics
@@ -29,11 +35,20 @@ _CALL_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 _MAX_CALL_ID = 64
 _MAX_CALLER_NUMBER = 32
 
+BAD_MESSAGES = Counter("ivr_media_bad_messages_total",
+                       "Malformed or out-of-place messages skipped at the media doors", ["door", "reason"])
+REFUSED_CONNECTIONS = Counter("ivr_media_refused_connections_total",
+                              "Connections the media doors closed before any call", ["door", "reason"])
 
-def safe_call_id(raw: Any) -> str:
-    """A call id safe for logs and Rasa sender ids; a fresh one when the peer sent nothing usable."""
-    cleaned = _CALL_ID_UNSAFE.sub("", raw if isinstance(raw, str) else "")[:_MAX_CALL_ID]
-    return cleaned or uuid.uuid4().hex
+
+def new_call_id(door: str) -> str:
+    """The conversation id of a new call at `door`: globally unique and unguessable (uuid4), never the peer's."""
+    return f"{door}-{uuid.uuid4().hex}"
+
+
+def safe_peer_reference(raw: Any) -> str:
+    """A peer-supplied id (callSid, streamSid) made safe for logs and the CDR; "" when nothing usable."""
+    return _CALL_ID_UNSAFE.sub("", raw if isinstance(raw, str) else "")[:_MAX_CALL_ID]
 
 
 def safe_caller_number(raw: Any) -> str:

@@ -7,15 +7,22 @@ The μ-law/base64 (de)serialisation is pipecat's `TwilioFrameSerializer`; the so
 
 Refusals: a missing or wrong token (query `?token=`, `Authorization: Bearer`, or `X-Media-Token`, compared in
 constant time) gets HTTP 401 before the upgrade; a frame above `media_ws_max_message_bytes` closes with 1009;
-no message for `media_idle_timeout_s` closes with 1001. Malformed messages are counted and skipped.
+no message for `media_idle_timeout_s` closes with 1001. A default token (settings.py) is refused from a peer off
+loopback. Text that is not valid UTF-8 closes with 1007, as RFC 6455 section 8.1 requires.
+
+Malformed messages never end a call: non-JSON text, binary frames, JSON nested too deep, a `media` without a
+base64 payload, a `dtmf` without one keypad key, a second `start`, a `media` before `start` are each counted in
+`ivr_media_bad_messages_total{door="media_stream",reason}` and skipped.
+
+The call's id is a fresh `media_stream-<uuid4>`; the peer's callSid (or streamSid) is kept as `peer_call_id`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,12 +32,15 @@ from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.serializers.twilio import TwilioFrameSerializer
 
 from bot.call import CallInfo
+from bot.call_transport import VALID_KEYS as DTMF_KEYS  # what the voice loop takes: 0-9 * # A-D
+from bot.web.access import bearer_token, token_usable_from, tokens_equal
 from settings import GatewaySettings
 from telephony.call_log import CallLoggerAdapter, call_logger
 from telephony.cdr import CdrWriter
 from telephony.metrics import DOOR_MEDIA_STREAM
-from telephony.websocket.calls import (MEDIA_SAMPLE_RATE, CallBinding, CallFactory, bind_call, first_result,
-                                       safe_call_id, safe_caller_number)
+from telephony.websocket.calls import (BAD_MESSAGES, MEDIA_SAMPLE_RATE, REFUSED_CONNECTIONS, CallBinding,
+                                       CallFactory, bind_call, first_result, new_call_id, safe_caller_number,
+                                       safe_peer_reference)
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +53,10 @@ WIRE_CODEC = "PCMU"  # base64 μ-law 8 kHz
 
 
 def token_is_valid(request: web.Request, expected: str) -> bool:
-    """Constant-time check of the token from the query, a Bearer Authorization header or X-Media-Token."""
-    authorization = request.headers.get("Authorization", "")
-    bearer = authorization[7:] if authorization.lower().startswith("bearer ") else ""
-    offered = request.query.get("token") or bearer or request.headers.get("X-Media-Token", "")
-    return bool(expected) and hmac.compare_digest(offered.encode(), expected.encode())
+    """Constant-time check of the token from the query, a Bearer Authorization header or X-Media-Token;
+    a default token is good from loopback only."""
+    offered = request.query.get("token") or bearer_token(request) or request.headers.get("X-Media-Token", "")
+    return tokens_equal(offered, expected) and token_usable_from(request.remote, offered)
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,7 @@ class MediaStreamEndpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not token_is_valid(request, self._settings.media_ws_token):
+            REFUSED_CONNECTIONS.labels(DOOR_MEDIA_STREAM, "token").inc()
             log.warning("media WebSocket from %s refused: bad or missing token", request.remote)
             raise web.HTTPUnauthorized(text="media stream token missing or wrong")
         # timeout: how long a close waits for the peer's close frame; a dead peer must not hold teardown.
@@ -182,29 +192,40 @@ class TwilioMediaStream:
     # ---- call set-up ------------------------------------------------------------------------
 
     async def _wait_for_start(self) -> dict[str, Any] | None:
-        """Messages before `start` (`connected`) are skipped; None if the socket ends or idles first."""
+        """Messages before `start` are skipped (`connected` silently, call input counted); None if the socket
+        ends or idles first."""
         while True:
             message = await self._next_message()
             if message is None or message.get("event") == "stop":
                 return None
-            if message.get("event") == "start" and isinstance(message.get("start"), dict):
-                return message
+            event = message.get("event")
+            if event == "start":
+                if isinstance(message.get("start"), dict):
+                    return message
+                self._count_bad("bad_start")
+            elif event in ("media", "dtmf", "mark"):
+                self._count_bad("before_start")
 
     def _start_call(self, message: dict[str, Any]) -> CallBinding | None:
         start = message["start"]
-        stream_sid = safe_call_id(message.get("streamSid") or start.get("streamSid"))
+        stream_sid = safe_peer_reference(message.get("streamSid") or start.get("streamSid")) or uuid.uuid4().hex
+        peer_call_id = safe_peer_reference(start.get("callSid")) or stream_sid
         parameters = start.get("customParameters") if isinstance(start.get("customParameters"), dict) else {}
         caller = next((parameters[name] for name in _CALLER_PARAMETER_NAMES if name in parameters), "")
-        info = CallInfo(call_id=safe_call_id(start.get("callSid") or stream_sid),
-                        caller_number=safe_caller_number(caller), sample_rate=MEDIA_SAMPLE_RATE)
+        info = CallInfo(call_id=new_call_id(DOOR_MEDIA_STREAM), caller_number=safe_caller_number(caller),
+                        sample_rate=MEDIA_SAMPLE_RATE)
         binding = bind_call(
-            self._call_factory, info, DOOR_MEDIA_STREAM, codec=WIRE_CODEC, peer_call_id=stream_sid,
+            self._call_factory, info, DOOR_MEDIA_STREAM, codec=WIRE_CODEC, peer_call_id=peer_call_id,
             on_audio=self._queue_audio, on_clear=self._queue_clear, cdr_writer=self._cdr_writer,
         )
         if binding is not None:
             self._codec = TwilioCodec(stream_sid)
-            call_logger(log, info.call_id).info("media stream %s started", stream_sid)
+            call_logger(log, info.call_id).info("media stream %s started (peer call %s)", stream_sid, peer_call_id)
         return binding
+
+    def _count_bad(self, reason: str) -> None:
+        self.bad_messages += 1
+        BAD_MESSAGES.labels(DOOR_MEDIA_STREAM, reason).inc()
 
     # ---- peer → call ------------------------------------------------------------------------
 
@@ -217,18 +238,25 @@ class TwilioMediaStream:
             if event == "stop":
                 return "remote_hangup"
             if event in ("media", "dtmf"):
-                await self._relay(self._last_text)
+                await self._relay(event, message, self._last_text)
             elif event == "mark":
                 self.marks_played += 1
+            elif event == "start":
+                self._count_bad("start_again")  # one stream, one call: a second start changes nothing
+            elif not isinstance(event, str):
+                self._count_bad("bad_event")  # unknown event names are skipped silently (newer protocol versions)
 
-    async def _relay(self, text: str) -> None:
+    async def _relay(self, event: str, message: dict[str, Any], text: str) -> None:
         assert self._codec is not None and self._binding is not None
+        if not _well_formed(event, message):
+            self._count_bad(f"bad_{event}")
+            return
         try:
             decoded = await self._codec.decode(text)
-        except (ValueError, TypeError, AttributeError):  # bad base64, or "media" that is not an object
+        except Exception:  # pipecat parses untrusted input; any failure (e.g. bad base64) is a bad message
             decoded = None
         if decoded is None:
-            self.bad_messages += 1
+            self._count_bad(f"bad_{event}")
         elif isinstance(decoded, str):
             self._binding.feed_dtmf(decoded)
         else:
@@ -251,11 +279,11 @@ class TwilioMediaStream:
                     if msg.type == WSMsgType.ERROR:  # aiohttp already closed, e.g. with 1009 for a large frame
                         self.log.warning("media stream error: %s", msg.data)
                     return None
-                self.bad_messages += 1
+                self._count_bad("binary")
                 continue
             message = _parse_json_object(msg.data)
             if message is None:
-                self.bad_messages += 1
+                self._count_bad("not_json_object")
                 continue
             self._last_text = msg.data
             return message
@@ -323,6 +351,17 @@ class TwilioMediaStream:
 def _parse_json_object(data: str) -> dict[str, Any] | None:
     try:
         message = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested deeper than the parser recurses
         return None
     return message if isinstance(message, dict) else None
+
+
+def _well_formed(event: str, message: dict[str, Any]) -> bool:
+    """The fields the codec reads are there and of the right kind: media.payload a string, dtmf.digit one key."""
+    body = message.get(event)
+    if not isinstance(body, dict):
+        return False
+    if event == "media":
+        return isinstance(body.get("payload"), str)
+    digit = body.get("digit")
+    return isinstance(digit, str) and digit in DTMF_KEYS

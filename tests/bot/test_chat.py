@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 
 import pytest
@@ -87,6 +88,7 @@ async def test_new_call_and_caller_switch_change_the_sender(session):
     first = session.call_id
     await handle(session, Command("caller", "13900000003"), lambda _: None)
     assert session.call_id != first
+    assert re.fullmatch(r"chat-[0-9a-f]{32}", session.call_id)  # uuid4, never a guessable id
     assert session.fake.received[-1]["metadata"]["caller_number"] == "13900000003"
 
 

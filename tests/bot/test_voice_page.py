@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import wave
 from pathlib import Path
 
@@ -90,6 +91,8 @@ async def test_page_and_socket_keys_and_handoff(gateway, rasa):
                         break
     kinds = [e["type"] for e in events]
     assert "error" in kinds and "handoff" in kinds and kinds[-1] == "ended"
+    ready = next(e for e in events if e["type"] == "ready")
+    assert re.fullmatch(r"web-[0-9a-f]{32}", ready["call_id"])  # uuid4: unique and unguessable
     assert events[-1]["outcome"] == "handoff"
     assert audio_bytes > 16000  # greeting and announcement audio came back at 16 kHz
     assert rasa.received[0]["metadata"]["caller_number"] == "13900000002"

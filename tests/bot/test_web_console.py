@@ -117,15 +117,19 @@ async def test_human_key_alone_asks_for_an_agent_when_no_digits_expected(client,
     ("messages", {"text": "hi", "caller_number": "13800000001; DROP TABLE"}, "caller number"),
 ])
 async def test_bad_input_gets_a_clear_400(client, fake_rasa, path_suffix, body, needle):
-    resp = await client.post(f"/console/api/calls/console-abc/{path_suffix}", json=body)
+    call_id = (await start(client))["call_id"]
+    resp = await client.post(f"/console/api/calls/{call_id}/{path_suffix}", json=body)
     assert resp.status == 400
     assert needle in (await resp.json())["error"]
-    assert fake_rasa.received == []  # nothing reached Rasa
+    assert [p["message"] for p in fake_rasa.received] == ["/call_start"]  # nothing else reached Rasa
 
 
 async def test_non_json_body_and_bad_call_id_are_rejected(client):
-    resp = await client.post("/console/api/calls", data=b"\xff\xfe not json")
+    resp = await client.post("/console/api/calls", data=b"\xff\xfe not json",
+                             headers={"Content-Type": "application/json"})
     assert resp.status == 400 and "JSON" in (await resp.json())["error"]
+    resp = await client.post("/console/api/calls", data=b'{"caller_number": ""}')  # not declared as JSON
+    assert resp.status == 415 and "JSON" in (await resp.json())["error"]
     resp = await client.post("/console/api/calls/..%2Fstatus/messages", json={"text": "x"})
     assert resp.status in (400, 404)
 

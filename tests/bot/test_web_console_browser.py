@@ -83,3 +83,32 @@ async def test_console_shows_a_clear_error_when_rasa_is_down(unused_tcp_port):
     finally:
         await gateway.close()
     assert "Rasa" in error and "Traceback" not in error
+
+
+async def test_console_behind_a_token_works_once_opened_with_it(unused_tcp_port):
+    """CONSOLE_TOKEN set: the page opened with ?token= drops it from the address bar, and its fetches carry the
+    session cookie (the API refuses them otherwise); a page opened without it says how to get in."""
+    fake = FakeRasa()
+    rasa = TestServer(fake.app())
+    await rasa.start_server()
+    token = "browser-test-console-token-0123456789"
+    settings = Settings.from_env({"RASA_URL": str(rasa.make_url("")).rstrip("/"), "RASA_TOKEN": TOKEN,
+                                  "CONSOLE_TOKEN": token})
+    gateway = TestServer(create_app(settings))
+    await gateway.start_server()
+    try:
+        async with chromium_page() as page:
+            refused = await page.goto(str(gateway.make_url("/console")))
+            assert refused.status == 401 and "token" in await page.inner_text("body")
+            await page.goto(str(gateway.make_url(f"/console?token={token}")))
+            assert page.url.endswith("/console")
+            await page.click("#new-call")
+            await page.wait_for_selector(".turn.bot >> text=王先生您好")
+            await page.fill("#message", "我要挂失")
+            await page.press("#message", "Enter")
+            await page.wait_for_selector("#debug summary >> text=report_card_loss")
+            assert await page.is_hidden("#error")
+    finally:
+        await gateway.close()
+        await rasa.close()
+    assert [p["message"] for p in fake.received] == ["/call_start", "我要挂失"]

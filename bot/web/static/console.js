@@ -45,8 +45,11 @@ function applyExpect(expect) {
 async function api(path, body) {
   let response;
   try {
+    // JSON only and same-origin cookies only: the gateway refuses anything else (CSRF), and the session
+    // cookie it set with this page is what lets this browser address its own calls and no others.
     response = await fetch(path, {
       method: "POST",
+      credentials: "same-origin",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
@@ -58,6 +61,12 @@ async function api(path, body) {
     data = await response.json();
   } catch (err) {
     throw new Error("The gateway answered " + response.status + " without JSON.");
+  }
+  if (response.status === 401) throw new Error((data && data.error) || "This console needs its token.");
+  if (response.status === 404 && state.callId) {
+    // The gateway no longer knows this call for this browser (restarted, or the session expired).
+    state.ended = true;
+    setStatus("ended", "通话已失效 call no longer known · start a new call");
   }
   if (!response.ok) throw new Error(data && data.error ? data.error : "Error " + response.status);
   return data;

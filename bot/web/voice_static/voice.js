@@ -99,7 +99,10 @@ async function startCall() {
     if (typeof msg.data === "string") onEvent(JSON.parse(msg.data));
     else playChunk(msg.data);
   };
-  socket.onclose = () => endCall("call ended");
+  let opened = false;
+  socket.addEventListener("open", () => { opened = true; });
+  // A refused handshake (wrong origin, missing console token) closes before opening: say so, not "call ended".
+  socket.onclose = () => endCall(opened ? "call ended" : "the gateway refused the call (reload the page; it may need ?token=)");
 }
 
 function endCall(status) {

@@ -81,7 +81,9 @@ async def test_a_call_with_audio_both_ways_dtmf_and_hangup(audiosocket, connect,
     assert all(kind == KIND_AUDIO and len(payload) == 320 for kind, payload in greeting)
     assert np.abs(np.frombuffer(greeting[0][1], "<i2")).max() > 1000
     (call,) = call_factory.calls
-    assert (call.info.call_id, call.info.caller_number, call.info.sample_rate) == (str(CALL_UUID), "", 8000)
+    assert (call.info.caller_number, call.info.sample_rate) == ("", 8000)
+    # our own id, never Asterisk's UUID (kept as the CDR's peer_call_id)
+    assert re.fullmatch(r"audiosocket-[0-9a-f]{32}", call.info.call_id) and str(CALL_UUID) not in call.info.call_id
 
     writer.write(encode_message(KIND_AUDIO, tone(1500)))
     assert await read_message(reader) == (KIND_AUDIO, tone(1500))  # signed linear: echoed bit-exact
@@ -226,10 +228,11 @@ async def test_a_call_leaves_one_cdr_line_and_logs_no_key(call_factory, connect,
     finally:
         await server.close()
     [cdr] = [json.loads(line) for line in next(tmp_path.glob("cdr-*.jsonl")).read_text().splitlines()]
-    assert (cdr["call_id"], cdr["door"], cdr["codec"]) == (str(CALL_UUID), "audiosocket", "L16")
+    call_id = call_factory.calls[0].info.call_id
+    assert (cdr["call_id"], cdr["peer_call_id"], cdr["door"], cdr["codec"]) == (
+        call_id, str(CALL_UUID), "audiosocket", "L16")
     assert (cdr["cause"], cdr["outcome"], cdr["caller"]) == ("remote_hangup", "completed", "")
     assert cdr["packets_in"] == 1 and cdr["packets_out"] == 4  # greeting 3 + the echo
-    call_id = str(CALL_UUID)
     dtmf_lines = [r.getMessage() for r in caplog.records if "dtmf" in r.getMessage().lower()]
     assert len(dtmf_lines) == 4 and all(line.startswith(f"call={call_id} ") for line in dtmf_lines)
     assert not any(re.search(r"[0-9]", line.replace(f"call={call_id}", "")) for line in dtmf_lines), dtmf_lines

@@ -108,7 +108,9 @@ async def test_a_call_gets_greeting_echo_dtmf_and_clear_on_barge_in(media_server
     greeting = [pcm_of(await next_event(ws, "media")) for _ in range(3)]
     assert all(len(chunk) == 160 and np.abs(chunk).max() > 1000 for chunk in greeting)
     (call,) = call_factory.calls
-    assert (call.info.call_id, call.info.caller_number, call.info.sample_rate) == ("CA42", "+8613800000001", 8000)
+    assert (call.info.caller_number, call.info.sample_rate) == ("+8613800000001", 8000)
+    # our own id, never the peer's callSid (kept as the CDR's peer_call_id)
+    assert re.fullmatch(r"media_stream-[0-9a-f]{32}", call.info.call_id)
 
     quiet = tone(1500)
     await ws.send_str(media_message(quiet))
@@ -298,12 +300,13 @@ async def test_a_call_leaves_one_cdr_line_and_its_logs_name_the_call_but_no_key(
 
     [path] = (tmp_path / "calls").glob("cdr-*.jsonl")
     [cdr] = [json.loads(line) for line in path.read_text().splitlines()]
-    assert (cdr["call_id"], cdr["door"], cdr["codec"], cdr["peer_call_id"]) == ("CA42", "media_stream", "PCMU", STREAM)
+    call_id = call.info.call_id
+    assert (cdr["call_id"], cdr["door"], cdr["codec"], cdr["peer_call_id"]) == (call_id, "media_stream", "PCMU", "CA42")
     assert (cdr["cause"], cdr["outcome"], cdr["caller"]) == ("remote_hangup", "completed", "+86*******0001")
     assert cdr["packets_in"] == 2 and cdr["packets_out"] >= 3 and cdr["answered_at"] is not None
 
-    lines = [r.getMessage() for r in caplog.records if r.name.startswith("telephony") and "CA42" in r.getMessage()]
-    assert lines and all(line.startswith("call=CA42 ") for line in lines)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("telephony") and call_id in r.getMessage()]
+    assert lines and all(line.startswith(f"call={call_id} ") for line in lines)
     dtmf_lines = [line for line in lines if "dtmf" in line.lower()]
     assert len(dtmf_lines) == 4
-    assert not any(re.search(r"[0-9]", line.replace("call=CA42", "")) for line in dtmf_lines), dtmf_lines
+    assert not any(re.search(r"[0-9]", line.replace(f"call={call_id}", "")) for line in dtmf_lines), dtmf_lines
