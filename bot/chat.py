@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caller", default="13800000001", help="caller number (default 王建国's 13800000001)")
     parser.add_argument("--rasa", default=settings.rasa.url, help=f"Rasa server URL (default {settings.rasa.url})")
     args = parser.parse_args(argv)
-    return run(args.rasa, settings.rasa.token, settings.rasa.timeout_s, args.caller)
+    return run(args.rasa, settings.rasa.token, settings.rasa_reply_timeout_s, args.caller)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def add_console_routes(app: web.Application, settings: Settings) -> None:
 
 async def _rasa_client_ctx(app: web.Application):
     settings = app[SETTINGS_KEY]
-    client = RasaClient(settings.rasa.url, settings.rasa.token, settings.rasa.timeout_s)
+    client = RasaClient(settings.rasa.url, settings.rasa.token, settings.rasa_reply_timeout_s)
     app[RASA_CLIENT_KEY] = client
     yield
     await client.close()

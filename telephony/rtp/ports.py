@@ -1,6 +1,10 @@
-"""RTP port allocation: one even UDP port per call from a configured range (the odd neighbour is
-left for RTCP, RFC 3550 §11), handed out round-robin so a just-released port is not reused at once
-(stale packets from the last call would land in the next one).
+"""RTP port allocation: one even UDP port per call from a configured range (the odd neighbour is left for
+RTCP, RFC 3550 §11), chosen at random (issue 7 §5).
+
+Random, not sequential: a stranger who learns one call's port must not be able to guess the next call's
+(RTP bleed / injection sprays the likely ports), and a just-released port is unlikely to be handed out again
+at once (stale packets of the last call would land in the next one; latching ignores them anyway).
+The default generator is the operating system's (`random.SystemRandom`); tests pass a seeded one.
 
 `PortAllocator.bind()` returns a bound, non-blocking socket; the session that owns it calls
 `release(port)` when it closes. Ports taken by other programs are skipped.
@@ -9,9 +13,14 @@ left for RTCP, RFC 3550 §11), handed out round-robin so a just-released port is
 from __future__ import annotations
 
 import errno
+import random
 import socket
+from typing import Iterator
 
 from settings import Settings, get_settings
+
+# Random draws tried before falling back to a shuffled scan of every free port (a nearly full range).
+RANDOM_PROBES = 16
 
 
 class NoFreePortError(RuntimeError):
@@ -19,12 +28,12 @@ class NoFreePortError(RuntimeError):
 
 
 class PortAllocator:
-    def __init__(self, port_min: int, port_max: int) -> None:
+    def __init__(self, port_min: int, port_max: int, *, rng: random.Random | None = None) -> None:
         first = port_min + (port_min % 2)
         if not 0 < first <= port_max <= 65535:
             raise ValueError(f"RTP port range {port_min}..{port_max} holds no even port")
         self._ports = range(first, port_max + 1, 2)
-        self._next_index = 0
+        self._rng = rng or random.SystemRandom()
         self._in_use: set[int] = set()
 
     @classmethod
@@ -41,13 +50,9 @@ class PortAllocator:
         return len(self._ports)
 
     def bind(self, host: str = "127.0.0.1") -> socket.socket:
-        """A UDP socket bound to the next free even port on `host`; raises NoFreePortError."""
+        """A UDP socket bound to a random free even port on `host`; raises NoFreePortError."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        for _ in range(len(self._ports)):
-            port = self._ports[self._next_index]
-            self._next_index = (self._next_index + 1) % len(self._ports)
-            if port in self._in_use:
-                continue
+        for port in self._candidates():
             sock = _try_bind(family, host, port)
             if sock is not None:
                 self._in_use.add(port)
@@ -56,6 +61,18 @@ class PortAllocator:
 
     def release(self, port: int) -> None:
         self._in_use.discard(port)
+
+    def _candidates(self) -> Iterator[int]:
+        """Random ports not in use: a few cheap draws, then every remaining port in random order."""
+        tried: set[int] = set()
+        for _ in range(min(RANDOM_PROBES, len(self._ports))):
+            port = self._rng.choice(self._ports)
+            if port not in self._in_use and port not in tried:
+                tried.add(port)
+                yield port
+        rest = [port for port in self._ports if port not in self._in_use and port not in tried]
+        self._rng.shuffle(rest)
+        yield from rest
 
 
 def _try_bind(family: int, host: str, port: int) -> socket.socket | None:

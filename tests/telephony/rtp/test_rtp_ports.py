@@ -1,5 +1,6 @@
-"""RTP port allocator: even ports from the configured range, released and reused, busy ports skipped."""
+"""RTP port allocator: random even ports from the configured range, released and reused, busy ports skipped."""
 
+import random
 import socket
 
 import pytest
@@ -66,3 +67,41 @@ def test_odd_bounds_are_rounded_to_even_ports_and_empty_ranges_rejected():
 def test_range_comes_from_settings():
     settings = Settings.from_env({"RTP_PORT_MIN": "31000", "RTP_PORT_MAX": "31099"})
     assert PortAllocator.from_settings(settings).capacity == 50
+
+
+def bind_many(allocator: PortAllocator, count: int) -> list[int]:
+    sockets = [allocator.bind() for _ in range(count)]
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_ports_are_drawn_at_random_not_in_sequence():
+    """Issue 7 §5: the next call's port cannot be predicted from this one's. With 1000 even ports, twelve
+    round-robin ports would be 12 consecutive even numbers; random ones are so with probability ~1e-33."""
+    low, high = free_even_range(2000)
+    ports = bind_many(PortAllocator(low, high), 12)
+    steps = {b - a for a, b in zip(ports, ports[1:])}
+    assert steps != {2} and len(set(ports)) == 12 and all(p % 2 == 0 and low <= p <= high for p in ports)
+
+
+def test_a_seeded_generator_makes_the_draw_reproducible():
+    low, high = free_even_range(400)
+    first = bind_many(PortAllocator(low, high, rng=random.Random(42)), 8)
+    again = bind_many(PortAllocator(low, high, rng=random.Random(42)), 8)
+    other = bind_many(PortAllocator(low, high, rng=random.Random(43)), 8)
+    assert first == again and first != other
+
+
+def test_a_nearly_full_range_still_finds_its_last_free_ports():
+    low, high = free_even_range(40)
+    allocator = PortAllocator(low, high, rng=random.Random(1))
+    sockets = [allocator.bind() for _ in range(allocator.capacity)]  # random draws collide more and more
+    try:
+        assert len(allocator.in_use) == allocator.capacity == 20
+        with pytest.raises(NoFreePortError):
+            allocator.bind()
+    finally:
+        for s in sockets:
+            s.close()
