@@ -6,11 +6,14 @@ so tests can assert the call contract the consoles send.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 TOKEN = "test-token"
 
@@ -96,3 +99,16 @@ class FakeRasa:
 
     async def _root(self, request: web.Request) -> web.Response:
         return web.Response(text="Hello from fake Rasa")
+
+
+@contextlib.asynccontextmanager
+async def running_fake_rasa() -> AsyncIterator[FakeRasa]:
+    """A FakeRasa served on a free loopback port for the duration of the block (`fake.url` is set)."""
+    fake = FakeRasa()
+    server = TestServer(fake.app())
+    await server.start_server()
+    fake.url = str(server.make_url("")).rstrip("/")
+    try:
+        yield fake
+    finally:
+        await server.close()

@@ -10,17 +10,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.web.app import create_app
 from bot.web.console import debug_from_tracker
 from settings import Settings
-from tests.bot.fake_rasa import TOKEN, FakeRasa
+from tests.bot.fake_rasa import TOKEN, FakeRasa, running_fake_rasa
 
 
 @pytest.fixture
 async def fake_rasa():
-    fake = FakeRasa()
-    server = TestServer(fake.app())
-    await server.start_server()
-    fake.url = str(server.make_url("")).rstrip("/")
-    yield fake
-    await server.close()
+    async with running_fake_rasa() as fake:
+        yield fake
 
 
 def gateway_settings(rasa_url: str) -> Settings:

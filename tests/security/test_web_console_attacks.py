@@ -21,7 +21,7 @@ from bot.web.access import (SESSION_COOKIE, ConsoleAccess, ConsoleSessions, Refu
 from bot.web.app import create_app
 from bot.web.voice import add_voice_routes
 from settings import Settings
-from tests.bot.fake_rasa import TOKEN, FakeRasa
+from tests.bot.fake_rasa import TOKEN, FakeRasa, running_fake_rasa
 
 CONSOLE_TOKEN = "a-long-random-console-token-0123456789"
 CALLER = {"caller_number": "13800000001"}
@@ -29,12 +29,8 @@ CALLER = {"caller_number": "13800000001"}
 
 @pytest.fixture
 async def fake_rasa():
-    fake = FakeRasa()
-    server = TestServer(fake.app())
-    await server.start_server()
-    fake.url = str(server.make_url("")).rstrip("/")
-    yield fake
-    await server.close()
+    async with running_fake_rasa() as fake:
+        yield fake
 
 
 @pytest.fixture
