@@ -55,7 +55,8 @@ def test_balance_with_spoken_card_digits_and_keyed_pin(stack):
 def test_wrong_pin_never_discloses_and_locks_after_three(stack):
     chen = Caller(stack, "13900000003", card="4321", pin="000000")
     chen.start()
-    chen.answer_prompts(chen.say("查余额"), done=lambda items: False, max_turns=5, confirm=False)
+    # Each wrong PIN asks for card and PIN again (the prompt must not tell which was wrong): 3 × 2 answers.
+    chen.answer_prompts(chen.say("查余额"), done=lambda items: False, max_turns=6, confirm=False)
     everything = chen.all_texts()
     assert "1200" not in digits_in(everything) and "一千二" not in everything
     last = chen.replies[-1]
