@@ -81,12 +81,11 @@ class DTMFGatherer(FrameProcessor):
     async def _on_key(self, key: str) -> None:
         # The first key of an entry also stops a prompt that is queued but not yet playing: the caller has
         # answered already (a key pressed as a reply starts would otherwise wait behind all of it).
-        first_held = self._awaiting_reply and not self._typeahead
         if self._interruptible and (self._bot_speaking or (not self._digits and not self._typeahead)):
             self._bot_speaking = False
             await self.broadcast_interruption()
         if self._awaiting_reply and not self._digits:
-            self._hold(key, first_held)
+            self._hold(key)
             return
         await self._apply_key(key)
 
@@ -107,11 +106,11 @@ class DTMFGatherer(FrameProcessor):
         else:
             await self._restart_timeout()
 
-    def _hold(self, key: str, first: bool) -> None:
+    def _hold(self, key: str) -> None:
         """A key pressed while the dialogue answers: kept for the next prompt, never logged by value."""
         if len(self._typeahead) >= MAX_TYPEAHEAD_KEYS:
             return
-        if first:
+        if not self._typeahead:
             logger.debug(f"{self}: keys typed ahead are held until the reply is in")
         self._typeahead.append(key)
 
