@@ -106,6 +106,13 @@ class VoiceSettings:
     end_of_turn_elderly_s: float = env("END_OF_TURN_ELDERLY_S", 1.2)
     # the gateway's default thread pool: every call's Vosk decoding hops to it per 100 ms of speech
     worker_threads: int = env("VOICE_WORKER_THREADS", 32)
+    # Admission limit across all doors (bot/admission.py): 0 sizes it from the cores as
+    # floor(cores * VOICE_CPU_SHARE / VOICE_CORE_PER_CALLER); beyond it SIP answers 503, the other doors say busy.
+    max_calls: int = env("VOICE_MAX_CALLS", 0)
+    cpu_share: float = env("VOICE_CPU_SHARE", 0.75)  # the rest is for Rasa, the action server, the OS
+    # CPU cores one admitted caller may cost for p95 voice-to-voice to stay within 1 s: measured with
+    # `bench/voice_latency.py --calls 16 --admission` (docs/VOICE.md, "Admission"); 0.6 gives 2 calls on 2 cores.
+    core_per_speaking_caller: float = env("VOICE_CORE_PER_CALLER", 0.6)
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,7 @@ class SipSettings:
         "complaint=sip:complaint@127.0.0.1:5070;card_services=sip:cards@127.0.0.1:5070",
     )
     refer_timeout_s: float = env("SIP_REFER_TIMEOUT_S", 30.0)  # no final NOTIFY by then -> transfer failed
-    retry_after_s: int = env("SIP_RETRY_AFTER_S", 10)  # Retry-After on 503 when over max_calls
+    retry_after_s: int = env("SIP_RETRY_AFTER_S", 10)  # Retry-After on every 503 (calls, ports, voice loop full)
     # Digest auth (RFC 8760 MD5) for peers outside allow_cidrs; empty password = CIDR allow-list only.
     digest_realm: str = env("SIP_DIGEST_REALM", "ivr")
     digest_user: str = env("SIP_DIGEST_USER", "")

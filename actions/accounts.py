@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import date, timedelta
+from typing import Any
 
-from rasa_sdk import Tracker
+from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.bank.service import BankService
 from actions.bank.views import TransactionView
 from actions.cn_numbers import amount_cents_from_speech, speak_amount
-from actions.common import entity_values, latest_user_event_with_intent
+from actions.common import bank_service, entity_values, latest_user_event_with_intent
 from actions.tasks import VerifiedTaskAction
 
 DEFAULT_TRANSACTIONS = 5
@@ -26,9 +28,25 @@ class ActionCheckBalance(VerifiedTaskAction):
 
     def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
         card = tracker.get_slot("card_last4")
-        cents = bank.balance(customer_ref, card)
-        dispatcher.utter_message(text=f"您尾号{card}的账户可用余额为{speak_amount(cents)}。")
+        dispatcher.utter_message(response="utter_balance", card=card, amount=speak_amount(bank.balance(customer_ref, card)))
         dispatcher.utter_message(response="utter_anything_else")
+        return []
+
+
+class ActionBalanceAside(Action):
+    """「我卡里还有多少钱」 inside another task (a transfer's amount prompt): the balance of the task's card, then the
+    rules go back to the form, which asks its question again. Nothing of the task is cleared."""
+
+    def name(self) -> str:
+        return "action_balance_aside"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        card, customer_ref = tracker.get_slot("card_last4"), tracker.get_slot("customer_ref")
+        if not (tracker.get_slot("verified") and card and customer_ref):
+            dispatcher.utter_message(response="utter_balance_after_verification")
+            return []
+        cents = await asyncio.to_thread(bank_service().balance, customer_ref, card)
+        dispatcher.utter_message(response="utter_balance", card=card, amount=speak_amount(cents))
         return []
 
 
@@ -88,9 +106,9 @@ class ActionQueryTransactions(VerifiedTaskAction):
         else:
             found = bank.transactions(customer_ref, card, limit=limit)
         if not found:
-            dispatcher.utter_message(text=f"您尾号{card}的账户在这段时间没有交易记录。")
+            dispatcher.utter_message(response="utter_no_transactions", card=card)
         else:
             items = "；".join(describe(t) for t in found)
-            dispatcher.utter_message(text=f"您尾号{card}的账户有{len(found)}笔交易：{items}。")
+            dispatcher.utter_message(response="utter_transactions", card=card, count=str(len(found)), items=items)
         dispatcher.utter_message(response="utter_anything_else")
         return []

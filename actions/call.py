@@ -6,12 +6,12 @@ import logging
 from typing import Any
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import ActionExecuted, SlotSet, UserUttered
+from rasa_sdk.events import ActionExecuted, ActiveLoop, SlotSet, UserUttered
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions import contract
 from actions.cn_numbers import speak_digits
-from actions.common import bank_service, call_id, keyed_digits
+from actions.common import bank_service, call_id, clear_task_slots, in_form, keyed_digits
 from actions.handoff import hand_off
 from actions.keypad import HUMAN_KEY, MENU_KEY, intent_for_key, menu_text
 
@@ -58,13 +58,14 @@ class ActionCallStart(Action):
             events.append(SlotSet("caller_ref", customer.ref))
         if customer is not None and customer.is_elderly:
             dispatcher.utter_message(json_message=contract.speech_rate(contract.ELDERLY_SPEECH_RATE))
-            dispatcher.utter_message(response="utter_greet_elderly", surname=customer.surname, title=customer.title)
+            dispatcher.utter_message(response="utter_greet_elderly", surname=customer.surname, title=customer.title,
+                                     human_key=HUMAN_KEY)
             events += [SlotSet("elderly", True), SlotSet("speech_rate", contract.ELDERLY_SPEECH_RATE)]
         else:
             dispatcher.utter_message(response="utter_greet_standard")
         if not asr_available:
             # Keypad-only portal: the caller cannot be understood by voice, so the menu is the way in.
-            dispatcher.utter_message(text=f"请使用电话按键选择：{menu_text()}")
+            dispatcher.utter_message(response="utter_keypad_only_menu", menu=menu_text())
         return events
 
     @staticmethod
@@ -87,6 +88,10 @@ class ActionDtmf(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
         digits = keyed_digits(tracker)
         offer = tracker.get_slot("pending_offer")
+        if digits == MENU_KEY and in_form(tracker):
+            # `*` inside an entry (card, PIN, amount): the task is left and the menu read, as the keypad promises
+            dispatcher.utter_message(response="utter_entry_cancelled", menu=menu_text())
+            return [ActiveLoop(None), SlotSet("requested_slot", None), *clear_task_slots()]
         if digits == MENU_KEY:
             dispatcher.utter_message(text=menu_text())
             return []
@@ -97,7 +102,7 @@ class ActionDtmf(Action):
             return answer(dispatcher, tracker)
         intent = intent_for_key(digits or "")
         if intent is None:
-            dispatcher.utter_message(text=f"请先选择要办理的业务。{menu_text()}")
+            dispatcher.utter_message(response="utter_keypad_choose_task", menu=menu_text())
             return []
         # Replay the key as if the caller had said the task, so the same rules and forms handle it.
         return [
@@ -135,10 +140,10 @@ def _create_callback(dispatcher: CollectingDispatcher, tracker: Tracker) -> list
         )
     except Exception:  # noqa: BLE001 - tell the caller instead of going silent
         logger.exception("could not create a callback work order")
-        dispatcher.utter_message(text="非常抱歉，回电登记暂时失败，请您稍后再拨。")
+        dispatcher.utter_message(response="utter_callback_failed")
         return [SlotSet("pending_offer", None)]
     dispatcher.utter_message(json_message=contract.interruptible(False))
-    dispatcher.utter_message(text=f"已为您登记回电，工单号是：{speak_digits(ticket)}。客服人员会尽快给您回电。")
+    dispatcher.utter_message(response="utter_callback_registered", ticket=speak_digits(ticket))
     dispatcher.utter_message(json_message=contract.interruptible(True))
     dispatcher.utter_message(response="utter_anything_else")
     return [SlotSet("pending_offer", None)]
@@ -171,5 +176,5 @@ class ActionTransferFailed(Action):
         return "action_transfer_failed"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
-        dispatcher.utter_message(text="非常抱歉，人工客服暂时无法接通。需要我们稍后给您回电吗？需要请说「是」或按1，不需要请说「不用」或按2。")
+        dispatcher.utter_message(response="utter_transfer_failed")
         return [SlotSet("pending_offer", OFFER_CALLBACK)]

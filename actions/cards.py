@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -13,23 +14,17 @@ from actions import contract
 from actions.bank.service import BankService
 from actions.bank.views import CardView, StatementView
 from actions.call import OFFER_HUMAN_FOR
-from actions.cn_numbers import (
-    amount_cents_from_speech,
-    find_amount_cents,
-    says_negative_amount,
-    speak_amount,
-    speak_digits,
-)
+from actions.cn_numbers import amount_cents_from_speech, amount_in_context, says_negative_amount, speak_amount, speak_digits
+from actions.handoff import hand_off
 from actions.common import bank_service, card_kind_name, keyed_digits, latest_intent, request_id
+from actions.keypad import MENU_KEY
 from actions.tasks import VerifiedTaskAction
+from actions.utterances import human_request
 from actions.verification import VerifiedTaskValidation, requested_slot
 
 MAX_AMOUNT_CENTS = 100_000_000  # 1,000,000 yuan: anything above is a mishearing, not a phone transaction
 FULL_AMOUNT_WORDS = ("全额", "全部", "全款", "还清", "账单金额", "所有")
 MINIMUM_WORDS = ("最低",)
-CONFIRM_QUESTION = "确认请说「是」或按一，取消请说「不」或按二。"
-AMOUNT_UNCLEAR = "没有听清金额，请再说一遍，比如「五百元」。"
-AMOUNT_NOT_POSITIVE = "金额必须大于零，请重新说一个金额，比如「五百元」。"
 
 
 def due_date_text(statement: StatementView) -> str:
@@ -68,16 +63,31 @@ def spoken_amount_cents(tracker: Tracker) -> int | None:
     text = tracker.latest_message.get("text") or ""
     if text.startswith("/"):
         return None
-    cents = amount_cents_from_speech(text) or find_amount_cents(text)
+    cents = amount_cents_from_speech(text)
+    cents = cents if cents is not None else amount_in_context(text)
     return -cents if cents is not None and says_negative_amount(text) else cents
 
 
 def amount_answer(tracker: Tracker, answer_intents: tuple[str, ...]) -> dict:
-    """The `amount_cents` slot from the latest message; an unclear answer empties the slot so the form re-asks."""
+    """The `amount_cents` slot from an answer; an unclear answer empties the slot so the form re-asks.
+
+    Only answers count: a question or side request (「一年定期利率是多少」) or a request for a human passes the turn
+    on to the rules ({}), which answer it and resume the form, so its numbers never become an amount.
+    """
+    if latest_intent(tracker) not in answer_intents or human_request(tracker.latest_message.get("text")):
+        return {}
+    if keyed_digits(tracker) == MENU_KEY:
+        return {}  # `*` leaves the task: the rules answer it
     cents = spoken_amount_cents(tracker)
-    if cents is not None:
-        return {"amount_cents": str(cents)}
-    return {"amount_cents": None} if latest_intent(tracker) in answer_intents else {}
+    return {"amount_cents": str(cents) if cents is not None else None}
+
+
+def opening_amount(tracker: Tracker, task_intent: str) -> dict:
+    """The amount named in the request that opened the task (「转两百块钱到…」), {} when none was named."""
+    if latest_intent(tracker) != task_intent:
+        return {}
+    cents = spoken_amount_cents(tracker)
+    return {"amount_cents": str(cents)} if cents is not None else {}
 
 
 class ActionCreditCardBill(VerifiedTaskAction):
@@ -87,13 +97,13 @@ class ActionCreditCardBill(VerifiedTaskAction):
     def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
         statement = statement_for(bank, customer_ref, tracker.get_slot("card_last4"))
         if statement is None:
-            dispatcher.utter_message(text="您名下没有信用卡账单。")
+            dispatcher.utter_message(response="utter_no_credit_card_bill")
         elif remaining_due(statement) == 0:
-            dispatcher.utter_message(text=f"您尾号{statement.card_last4}的信用卡本期没有待还款金额。")
+            dispatcher.utter_message(response="utter_bill_nothing_due", card=statement.card_last4)
         else:
             dispatcher.utter_message(
-                text=f"您尾号{statement.card_last4}的信用卡本期应还{speak_amount(remaining_due(statement))}，"
-                f"最低还款{speak_amount(statement.minimum_due_cents)}，到期还款日是{due_date_text(statement)}。"
+                response="utter_bill", card=statement.card_last4, due=speak_amount(remaining_due(statement)),
+                minimum=speak_amount(statement.minimum_due_cents), due_date=due_date_text(statement),
             )
         dispatcher.utter_message(response="utter_anything_else")
         return []
@@ -117,6 +127,8 @@ class ValidateRepaymentForm(VerifiedTaskValidation):
         if requested_slot(tracker) != "amount_cents":
             return {}
         text = tracker.latest_message.get("text") or ""
+        if latest_intent(tracker) not in self.answer_intents() or human_request(text):
+            return {}
         statement = statement_for(bank_service(), tracker.get_slot("customer_ref"), tracker.get_slot("card_last4"))
         if statement and any(word in text for word in FULL_AMOUNT_WORDS):
             return {"amount_cents": str(remaining_due(statement))}
@@ -125,14 +137,36 @@ class ValidateRepaymentForm(VerifiedTaskValidation):
         return amount_answer(tracker, self.answer_intents())
 
     def validate_amount_cents(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
-        return validated_amount(value, dispatcher)
+        bank = bank_service()
+        source = debit_source(bank.cards(tracker.get_slot("customer_ref")), tracker.get_slot("card_last4"))
+        available = bank.balance(tracker.get_slot("customer_ref"), source.last4) if source else None
+        return validated_amount(value, dispatcher, Available(source.last4, available) if source else None)
 
 
-def validated_amount(value: Any, dispatcher: CollectingDispatcher) -> dict:
-    if isinstance(value, str) and value.isdigit() and 0 < int(value) <= MAX_AMOUNT_CENTS:
-        return {"amount_cents": value}
-    not_positive = isinstance(value, str) and value.lstrip("-").isdigit() and int(value) <= 0
-    dispatcher.utter_message(text=AMOUNT_NOT_POSITIVE if not_positive else AMOUNT_UNCLEAR)
+@dataclass(frozen=True)
+class Available:
+    """What the paying card holds: an amount above it is refused before the read-back, with this figure said."""
+
+    card: str
+    cents: int | None
+
+
+def validated_amount(value: Any, dispatcher: CollectingDispatcher, available: Available | None = None,
+                     limit_cents: int | None = None) -> dict:
+    """The amount if it can be moved; otherwise a reprompt that says why (not positive, over the balance or the
+    limit, not understood) and an empty slot, so the form asks again before any read-back."""
+    cents = int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else None
+    if cents is None or cents > MAX_AMOUNT_CENTS:
+        dispatcher.utter_message(response="utter_amount_unclear")
+    elif cents <= 0:
+        dispatcher.utter_message(response="utter_amount_not_positive")
+    elif limit_cents is not None and cents > limit_cents:
+        dispatcher.utter_message(response="utter_amount_over_limit", limit=speak_amount(limit_cents))
+    elif available is not None and available.cents is not None and cents > available.cents:
+        dispatcher.utter_message(response="utter_amount_over_balance", card=available.card,
+                                 available=speak_amount(max(available.cents, 0)))
+    else:
+        return {"amount_cents": str(cents)}
     return {"amount_cents": None}
 
 
@@ -239,10 +273,10 @@ class ActionResetPassword(Action):
         return "action_reset_password"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
-        dispatcher.utter_message(
-            text="为了您的资金安全，密码不能通过电话重置。请您携带本人身份证件和银行卡到任意网点办理，"
-            "也可以在手机银行里使用视频银行，由客服视频核实身份后办理。需要为您转接人工客服吗？"
-        )
+        if human_request(tracker.latest_message.get("text")):
+            # 「我不记得密码了帮我转人工」: the caller already chose the agent; no explanation, no PIN prompt
+            return hand_off(dispatcher, tracker, reason="password_help")
+        dispatcher.utter_message(response="utter_reset_password")
         return [SlotSet("pending_offer", OFFER_HUMAN_FOR.format(reason="password_help"))]
 
 
@@ -253,20 +287,23 @@ class ActionAskConfirmed(Action):
         return "action_ask_confirmed"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
-        form = tracker.active_loop.get("name")
+        response, values = read_back(tracker.active_loop.get("name"), tracker)
+        if response:
+            dispatcher.utter_message(response=response, **values)
         # no `expect` here: the answer may be spoken (「是」), and expect would switch the recogniser to digits only
-        dispatcher.utter_message(text=f"{read_back(form, tracker)}{CONFIRM_QUESTION}")
+        dispatcher.utter_message(response="utter_confirm_question")
         return []
 
 
-def read_back(form: str | None, tracker: Tracker) -> str:
+def read_back(form: str | None, tracker: Tracker) -> tuple[str | None, dict[str, str]]:
+    """The response that reads the request back, and its variables: every card involved and the amount."""
     card = tracker.get_slot("card_last4")
     amount = tracker.get_slot("amount_cents")
     spoken = speak_amount(int(amount)) if amount and str(amount).isdigit() else ""
     if form == "card_loss_form":
-        return f"您要挂失尾号{card}的卡，挂失后这张卡会立即停止使用。"
+        return "utter_read_back_card_loss", {"card": card}
     if form == "transfer_form":
-        return f"将从尾号{card}的卡向尾号{tracker.get_slot('to_card')}的卡转账{spoken}。"
+        return "utter_read_back_transfer", {"source": card, "target": tracker.get_slot("to_card"), "amount": spoken}
     if form == "repayment_form":
         bank = bank_service()
         customer_ref = tracker.get_slot("customer_ref")
@@ -274,5 +311,5 @@ def read_back(form: str | None, tracker: Tracker) -> str:
         source = debit_source(bank.cards(customer_ref), card)
         credit = f"尾号{statement.card_last4}的信用卡" if statement else "信用卡"
         debit = f"尾号{source.last4}的{card_kind_name(source.kind)}" if source else "借记卡"
-        return f"将从{debit}还款{spoken}到{credit}。"
-    return ""
+        return "utter_read_back_repayment", {"debit": debit, "credit": credit, "amount": spoken}
+    return None, {}

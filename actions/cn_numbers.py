@@ -8,6 +8,7 @@ Reading (caller -> bank):
 - `amount_cents_from_speech`: an amount -> integer cents. 三千二百八十 (yuan), 两万, 一万二 (= 12000),
   三千二百八十块五 (5 jiao), 三块零五 (5 fen), 五毛, 元/块/圆, 角/毛, 分, 点 and Arabic decimals, 1.5万, 3,280.00.
 - `find_amount_cents`: the amount inside a longer sentence ("帮我还三千二百八十块" -> 328000).
+- `amount_in_context`: the same, but numbers of time, dates, rates and card numbers are never money (一年, 尾号四三二一).
 Anything that is not clearly a number gives None, never an exception and never a guess.
 
 Speaking (bank -> caller), the form is documented on each function:
@@ -156,6 +157,24 @@ def find_amount_cents(text: str) -> int | None:
         if cents is not None:
             return cents
     return None
+
+
+# Numbers that are not money: 等一下, 一年, 三个月, 5号, 十点, 百分之二, 尾号四三二一, 四三二一那张卡. They are blanked out
+# before an amount is looked for, so 「一年定期利率是多少」 holds no amount at all.
+_N = "[0-9零〇一二两三四五六七八九十百千万点.]"
+_NOT_AMOUNTS = re.compile(
+    rf"(?:尾号|后四位|卡号|尾数|第|周|星期|百分之|年利率)[是为]?{_N}+"
+    r"|一(?:下|些|会|直|起|样|般|定|共|切|边|点儿|块儿)"  # 等一下, 一直: words, not the number one
+    rf"|{_N}+\s*(?:个月|个小时|年|月|周|天|日|号|小时|分钟|点钟|点半|岁|期|笔|条|次|张|位|倍|分之|[%％]|的卡|那张|这张|张卡)"
+)
+
+
+def amount_in_context(text: str) -> int | None:
+    """The amount in a sentence, read only from amount expressions: numbers of time, dates, rates, card numbers and
+    counts are not money (「一年定期利率是多少」 -> None; 「从尾号4321的卡转两百块钱」 -> 20000)."""
+    if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS * 4:
+        return None
+    return find_amount_cents(_NOT_AMOUNTS.sub("，", unicodedata.normalize("NFKC", text)))
 
 
 def speak_amount(cents: int) -> str:

@@ -13,6 +13,7 @@ from rasa_sdk.events import SlotSet
 
 from actions.bank.service import BankService
 from actions.cn_numbers import digits_from_speech, extract_digits
+from call_contract import KEYPAD_KEYS as DTMF_ALPHABET
 
 # Intents a caller uses to ask for a task; the handoff context names the latest of them.
 TASK_INTENTS = (
@@ -22,8 +23,10 @@ TASK_INTENTS = (
 )
 NOT_UNDERSTOOD_INTENTS = ("out_of_scope", "nlu_fallback")
 # Slots of a task in progress; cleared when a task ends so the next form does not start pre-confirmed.
-TASK_SLOTS = ("confirmed", "amount_cents", "to_card", "complaint_text", "location", "currency")
-DTMF_ALPHABET = set("0123456789*#")
+TASK_SLOTS = (
+    "confirmed", "amount_cents", "to_card", "complaint_text", "complaint_where", "complaint_when", "complaint_ticket",
+    "complaint_more", "location", "currency",
+)
 
 
 def bank_service() -> BankService:
@@ -103,6 +106,11 @@ def request_id(tracker: Tracker, task: str, *details: object) -> str:
     what = ":".join(str(detail) for detail in details)
     key = f"{tracker.sender_id}:{session}:{task}:{what}"
     return key if len(key) <= 128 else f"{task}:{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
+
+
+def in_form(tracker: Tracker) -> bool:
+    """Inside a form the rules run the form right after an interrupting action, and the form asks its question again."""
+    return tracker.active_loop.get("name") is not None
 
 
 def clear_task_slots() -> list[dict[str, Any]]:

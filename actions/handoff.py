@@ -24,8 +24,9 @@ QUEUE_BY_INTENT = {
     "reset_password": contract.QUEUE_CARD_SERVICES,
 }
 
-HANDOFF_TEXT = "好的，正在为您转接人工客服，请稍候。"
-HANDOFF_TEXT_UNAVAILABLE = "非常抱歉，系统暂时无法办理您的业务，正在为您转接人工客服，请稍候。"
+# What is said before the transfer: domain responses (domain/service.yml), so trainers reword them.
+HANDOFF_RESPONSE = "utter_handoff"
+HANDOFF_UNAVAILABLE_RESPONSE = "utter_handoff_unavailable"
 
 
 def choose_queue(tracker: Tracker, intent: str | None, green_channel: bool) -> str:
@@ -48,15 +49,15 @@ def hand_off(
     dispatcher: CollectingDispatcher,
     tracker: Tracker,
     reason: str,
-    text: str = HANDOFF_TEXT,
+    response: str = HANDOFF_RESPONSE,
     green_channel: bool = False,
 ) -> list[dict[str, Any]]:
-    """Say `text`, send the handoff event and record it; returns the events that end any task in progress."""
+    """Say `response`, send the handoff event and record it; returns the events that end any task in progress."""
     intent = latest_task_intent(tracker)
     queue = choose_queue(tracker, intent, green_channel)
     context = handoff_context(tracker, intent, green_channel)
     _record(tracker, queue, reason, context)
-    dispatcher.utter_message(text=text)
+    dispatcher.utter_message(response=response)
     dispatcher.utter_message(json_message=contract.handoff(queue, reason, context))
     return [ActiveLoop(None), SlotSet("requested_slot", None), SlotSet("pending_offer", None), *clear_task_slots()]
 

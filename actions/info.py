@@ -12,8 +12,8 @@ from rasa_sdk.forms import FormValidationAction
 from rasa_sdk.types import DomainDict
 
 from actions.bank.views import FxRateView, RateView
-from actions.common import bank_service, entity_values, latest_intent, latest_user_event_with_intent
-from actions.handoff import HANDOFF_TEXT_UNAVAILABLE, hand_off
+from actions.common import bank_service, entity_values, in_form, latest_intent, latest_user_event_with_intent
+from actions.handoff import HANDOFF_UNAVAILABLE_RESPONSE, hand_off
 from actions.verification import requested_slot
 
 MAX_LOCATION_CHARS = 20
@@ -57,17 +57,21 @@ class ActionBranchLocator(Action):
         return "action_branch_locator"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
-        location = tracker.get_slot("location") or ""
+        location = tracker.get_slot("location") or next(iter(entity_values(tracker.latest_message, "location")), "")
+        if in_form(tracker) and not location:
+            dispatcher.utter_message(response="utter_branches_after_task")
+            return []
         try:
             branches = bank_service().branches(location, limit=3)
         except Exception:  # noqa: BLE001 - apology and handoff instead of silence
-            return hand_off(dispatcher, tracker, reason="action_unavailable", text=HANDOFF_TEXT_UNAVAILABLE)
+            return hand_off(dispatcher, tracker, reason="action_unavailable", response=HANDOFF_UNAVAILABLE_RESPONSE)
         if branches:
             listed = "；".join(f"{b.name}，地址{b.address}，营业时间{b.hours}" for b in branches)
             dispatcher.utter_message(text=f"为您找到{len(branches)}个网点：{listed}。")
         else:
             dispatcher.utter_message(text=f"没有找到{location}附近的网点，您可以换一个区名或路名再问我。")
-        dispatcher.utter_message(response="utter_anything_else")
+        if not in_form(tracker):
+            dispatcher.utter_message(response="utter_anything_else")
         return [SlotSet("location", None)]
 
 
@@ -88,13 +92,14 @@ class ActionInterestRate(Action):
         try:
             rates = bank_service().loan_rates() if loans else bank_service().deposit_rates()
         except Exception:  # noqa: BLE001
-            return hand_off(dispatcher, tracker, reason="action_unavailable", text=HANDOFF_TEXT_UNAVAILABLE)
+            return hand_off(dispatcher, tracker, reason="action_unavailable", response=HANDOFF_UNAVAILABLE_RESPONSE)
         kind = "贷款" if loans else "存款"
         if rates:
             dispatcher.utter_message(text=f"目前的{kind}利率：" + "；".join(speak_rate(r) for r in rates[:4]) + "。")
         else:
             dispatcher.utter_message(text=f"暂时查不到{kind}利率，请稍后再试。")
-        dispatcher.utter_message(response="utter_anything_else")
+        if not in_form(tracker):
+            dispatcher.utter_message(response="utter_anything_else")
         return []
 
 
@@ -120,11 +125,12 @@ class ActionExchangeRate(Action):
         try:
             rates = [rate for rate in (bank_service().fx_rate(code) for code in currencies_asked(tracker)[:4]) if rate]
         except Exception:  # noqa: BLE001
-            return hand_off(dispatcher, tracker, reason="action_unavailable", text=HANDOFF_TEXT_UNAVAILABLE)
+            return hand_off(dispatcher, tracker, reason="action_unavailable", response=HANDOFF_UNAVAILABLE_RESPONSE)
         if rates:
             as_of = rates[0].as_of
             dispatcher.utter_message(text=f"{as_of.month}月{as_of.day}日的外汇牌价：" + "；".join(speak_fx(r) for r in rates) + "。")
         else:
             dispatcher.utter_message(text="暂时查不到这种货币的牌价。可以查询美元、欧元、日元、港币、英镑等。")
-        dispatcher.utter_message(response="utter_anything_else")
+        if not in_form(tracker):
+            dispatcher.utter_message(response="utter_anything_else")
         return []

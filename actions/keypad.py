@@ -1,21 +1,32 @@
-"""The keypad menu: which key selects which task, and the spoken menu."""
+"""The keypad menu: which key selects which task, and the spoken menu.
+
+The human and menu keys are the call contract's (call_contract.py, HUMAN_KEY from settings), so the menu announces
+the key the gateway obeys. Tasks take the other digits in order, 1 to 9 then 0: with the default human key 0 that
+is 1-9; with HUMAN_KEY=9 the ninth task moves to 0.
+"""
 
 from __future__ import annotations
 
+from call_contract import HUMAN_AGENT_INTENT, MENU_KEY, human_key
+
+# (intent, what the menu says for it), in menu order
+MENU_TASKS: tuple[tuple[str, str], ...] = (
+    ("check_balance", "查询余额"),
+    ("query_transactions", "查询交易明细"),
+    ("credit_card_bill", "信用卡账单"),
+    ("credit_card_repayment", "信用卡还款"),
+    ("report_card_loss", "挂失"),
+    ("transfer_money", "本人账户转账"),
+    ("branch_locator", "查询网点"),
+    ("interest_rate", "存贷款利率"),
+    ("complaint", "投诉建议"),
+)
+HUMAN_KEY = human_key()  # read once, as the action server reads its settings once
+TASK_KEYS = [key for key in "1234567890" if key != HUMAN_KEY]
 # key -> (intent, what the menu says for it)
-KEYPAD_MENU: dict[str, tuple[str, str]] = {
-    "1": ("check_balance", "查询余额"),
-    "2": ("query_transactions", "查询交易明细"),
-    "3": ("credit_card_bill", "信用卡账单"),
-    "4": ("credit_card_repayment", "信用卡还款"),
-    "5": ("report_card_loss", "挂失"),
-    "6": ("transfer_money", "本人账户转账"),
-    "7": ("branch_locator", "查询网点"),
-    "8": ("interest_rate", "存贷款利率"),
-    "9": ("complaint", "投诉建议"),
-}
-HUMAN_KEY = "0"
-MENU_KEY = "*"
+KEYPAD_MENU: dict[str, tuple[str, str]] = dict(zip(TASK_KEYS, MENU_TASKS))
+
+__all__ = ["HUMAN_KEY", "KEYPAD_MENU", "MENU_KEY", "intent_for_key", "menu_text"]
 
 
 def menu_text() -> str:
@@ -25,5 +36,8 @@ def menu_text() -> str:
 
 
 def intent_for_key(key: str) -> str | None:
+    """The intent a single key stands for outside a form: a menu task, or the human agent; None for any other key."""
+    if key == HUMAN_KEY:
+        return HUMAN_AGENT_INTENT
     entry = KEYPAD_MENU.get(key)
     return entry[0] if entry else None

@@ -10,14 +10,11 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions import contract
 from actions.call import OFFER_HUMAN, answer_offer, decline_offer, offered_handoff_reason
-from actions.common import NOT_UNDERSTOOD_INTENTS, clear_task_slots, event_intent, user_events
+from actions.common import NOT_UNDERSTOOD_INTENTS, clear_task_slots, event_intent, in_form, user_events
 from actions.handoff import hand_off
-from actions.keypad import menu_text
-from actions.verification import yes_or_no
+from actions.keypad import HUMAN_KEY, menu_text
+from actions.utterances import GREEN_CHANNEL, explicit_answer, human_request
 
-NOT_UNDERSTOOD_FIRST = "抱歉，我没有听明白。您可以说「查余额」、「信用卡账单」、「挂失」、「查网点」，或者说「人工」。"
-NOT_UNDERSTOOD_SECOND = "抱歉，还是没有听明白。需要人工服务请说「人工」或按0。您也可以用按键选择："
-NOT_UNDERSTOOD_HANDOFF = "抱歉没能帮到您，我为您转接人工客服，请稍候。"
 # custom payloads that must not be replayed by 「重复」: they act on the call, they are not part of a prompt
 NOT_REPEATABLE_EVENTS = ("handoff", "hangup", "speech_rate")
 
@@ -38,10 +35,19 @@ class ActionGreenChannel(Action):
         return "action_green_channel"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
-        return hand_off(
-            dispatcher, tracker, reason="green_channel", green_channel=True,
-            text="好的，正在为您接通绿色通道专属客服，请稍候。",
-        )
+        return green_channel(dispatcher, tracker)
+
+
+def green_channel(dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:
+    return hand_off(dispatcher, tracker, reason="green_channel", green_channel=True, response="utter_green_channel")
+
+
+def honour_human_request(dispatcher: CollectingDispatcher, tracker: Tracker, reason: str = "human_agent") -> list | None:
+    """The handoff when the caller's words ask for a person (whatever the classifier made of them), else None."""
+    asked = human_request(tracker.latest_message.get("text"))
+    if asked == GREEN_CHANNEL:
+        return green_channel(dispatcher, tracker)
+    return hand_off(dispatcher, tracker, reason=reason) if asked else None
 
 
 def last_bot_turn(tracker: Tracker) -> list[dict[str, Any]]:
@@ -66,11 +72,6 @@ def replay(dispatcher: CollectingDispatcher, bot_events: list[dict[str, Any]]) -
         if isinstance(custom, dict) and custom.get("event") not in NOT_REPEATABLE_EVENTS:
             dispatcher.utter_message(json_message=custom)
     return said
-
-
-def in_form(tracker: Tracker) -> bool:
-    """Inside a form the rules run the form right after this action, and the form asks its question again."""
-    return tracker.active_loop.get("name") is not None
 
 
 class ActionRepeat(Action):
@@ -100,7 +101,7 @@ class ActionSpeakSlower(Action):
         current = float(tracker.get_slot("speech_rate") or 1.0)
         rate = max(contract.SLOWEST_SPEECH_RATE, round(min(current, 1.0) - contract.SPEECH_RATE_STEP, 2))
         dispatcher.utter_message(json_message=contract.speech_rate(rate))
-        dispatcher.utter_message(text="好的，我说慢一点。")
+        dispatcher.utter_message(response="utter_speaking_slower")
         if not in_form(tracker):
             replay(dispatcher, last_bot_turn(tracker))
         return [SlotSet("speech_rate", rate)]
@@ -114,7 +115,7 @@ class ActionCancelTask(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
         in_task = tracker.active_loop.get("name") is not None
-        dispatcher.utter_message(text="好的，已取消。请问还有什么可以帮您？" if in_task else "好的。请问还有什么可以帮您？")
+        dispatcher.utter_message(response="utter_cancelled" if in_task else "utter_ok_anything_else")
         return [ActiveLoop(None), SlotSet("requested_slot", None), SlotSet("pending_offer", None), *clear_task_slots()]
 
 
@@ -144,16 +145,36 @@ class ActionNotUnderstood(Action):
         return "action_not_understood"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        handoff = honour_human_request(dispatcher, tracker)
+        if handoff is not None:
+            return handoff
         if tracker.get_slot("pending_offer") and not in_form(tracker):
             # 「好的」 / 「不用」 to an open offer that the classifier was unsure about
-            answer = yes_or_no(tracker.latest_message.get("text") or "").get("confirmed")
+            answer = explicit_answer(tracker.latest_message.get("text"))
             if answer is not None:
                 return (answer_offer if answer else decline_offer)(dispatcher, tracker)
         count = consecutive_not_understood(tracker)
         if count >= 3:
-            return hand_off(dispatcher, tracker, reason="nlu_fallback", text=NOT_UNDERSTOOD_HANDOFF)
+            return hand_off(dispatcher, tracker, reason="nlu_fallback", response="utter_not_understood_handoff")
         if count == 2:
-            dispatcher.utter_message(text=NOT_UNDERSTOOD_SECOND + menu_text())
+            dispatcher.utter_message(response="utter_not_understood_second", menu=menu_text(), human_key=HUMAN_KEY)
             return [SlotSet("pending_offer", OFFER_HUMAN)]
-        dispatcher.utter_message(text=NOT_UNDERSTOOD_FIRST)
+        dispatcher.utter_message(response="utter_not_understood_first")
+        return []
+
+
+class ActionFiller(Action):
+    """「嗯」「哦」「那个」: never a yes. Inside a form the form asks its question again right after this action; an
+    open offer is asked again with how to answer it; otherwise the bot says it is listening."""
+
+    def name(self) -> str:
+        return "action_filler"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
+        if in_form(tracker):
+            return []
+        if tracker.get_slot("pending_offer"):
+            dispatcher.utter_message(response="utter_offer_unclear")
+        else:
+            dispatcher.utter_message(response="utter_listening")
         return []

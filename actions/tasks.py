@@ -16,7 +16,7 @@ from actions.bank.errors import NotYourCard
 from actions.bank.service import BankService, commit_deadline
 from actions.call import OFFER_HUMAN_FOR
 from actions.common import bank_service, clear_task_slots
-from actions.handoff import HANDOFF_TEXT_UNAVAILABLE, hand_off
+from actions.handoff import HANDOFF_UNAVAILABLE_RESPONSE, hand_off
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class VerifiedTaskAction(Action):
             events = []
         except Exception:  # noqa: BLE001 - a failing bank store becomes an apology and a handoff, never silence
             logger.exception("task %s failed", self.name())
-            return hand_off(dispatcher, tracker, reason="action_unavailable", text=HANDOFF_TEXT_UNAVAILABLE)
+            return hand_off(dispatcher, tracker, reason="action_unavailable", response=HANDOFF_UNAVAILABLE_RESPONSE)
         return events + clear_task_slots()
 
 

@@ -11,40 +11,81 @@ from rasa_sdk.types import DomainDict
 from actions.bank.service import BankService
 from actions.bank.views import TransferResult
 from actions.cn_numbers import speak_amount, speak_digits
-from actions.cards import amount_answer, validated_amount
-from actions.common import bank_service, request_id
+from actions.cards import Available, amount_answer, opening_amount, validated_amount
+from actions.common import bank_service, latest_intent, request_id
 from actions.tasks import VerifiedTaskAction
+from actions.utterances import cards_by_role
 from actions.verification import CARD_DIGITS, VerifiedTaskValidation, answer_for, requested_slot
+from settings import get_settings
 
 
 class ValidateTransferForm(VerifiedTaskValidation):
+    """Source card (verified with the PIN), destination card, amount, then an explicit yes to the read-back.
+
+    One sentence may name them all: 「从尾号4321的卡转两百块钱到尾号9999的卡上」 fills source, destination and amount
+    at once (entity roles, see data/nlu/transfers.yml), and the form asks only for what is still missing.
+    """
+
     task_intent = "transfer_money"
 
     def name(self) -> str:
         return "validate_transfer_form"
 
     async def extract_to_card(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
-        return answer_for(tracker, "to_card", CARD_DIGITS, self.answer_intents()) if requested_slot(tracker) == "to_card" else {}
+        asked = requested_slot(tracker)
+        if asked == "to_card":
+            return answer_for(tracker, "to_card", CARD_DIGITS, self.answer_intents())
+        if asked is None and latest_intent(tracker) == self.task_intent:
+            destination = cards_by_role(tracker.latest_message).get("destination")
+            return {"to_card": destination} if destination else {}
+        return {}
 
     def validate_to_card(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         if not (isinstance(value, str) and len(value) == CARD_DIGITS and value.isdigit()):
-            dispatcher.utter_message(text="转入卡的卡号后四位是4位数字，请再说一遍。")
+            dispatcher.utter_message(response="utter_to_card_format")
             return {"to_card": None}
-        if value == tracker.get_slot("card_last4"):
-            dispatcher.utter_message(text="转入卡不能和转出卡相同，请说另一张卡的后四位。")
-            return {"to_card": None}
-        own = {card.last4 for card in bank_service().cards(tracker.get_slot("customer_ref"))}
-        if value not in own:
-            # said now, not after the read-back: phone banking only moves money between the caller's own cards
-            dispatcher.utter_message(text=f"尾号{value}的卡不在您本人名下。电话银行只能在本人的卡之间转账，请说您本人另一张卡的后四位，或者说「取消」。")
-            return {"to_card": None}
-        return {"to_card": value}
+        customer_ref = tracker.get_slot("customer_ref") if tracker.get_slot("verified") else None
+        return checked_destination(value, tracker.get_slot("card_last4"), customer_ref, dispatcher)
 
     async def extract_amount_cents(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
-        return amount_answer(tracker, self.answer_intents()) if requested_slot(tracker) == "amount_cents" else {}
+        asked = requested_slot(tracker)
+        if asked == "amount_cents":
+            return amount_answer(tracker, self.answer_intents())
+        return opening_amount(tracker, self.task_intent) if asked is None else {}
 
     def validate_amount_cents(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
-        return validated_amount(value, dispatcher)
+        customer_ref = tracker.get_slot("customer_ref") if tracker.get_slot("verified") else None
+        return checked_amount(value, tracker.get_slot("card_last4"), customer_ref, dispatcher)
+
+    def after_verification(self, dispatcher: CollectingDispatcher, tracker: Tracker, customer_ref: str) -> dict:
+        """A destination and an amount said in the opening sentence are checked against the verified caller's cards."""
+        checked: dict = {}
+        source = tracker.get_slot("card_last4")
+        if tracker.get_slot("to_card"):
+            checked.update(checked_destination(tracker.get_slot("to_card"), source, customer_ref, dispatcher))
+        if tracker.get_slot("amount_cents"):
+            checked.update(checked_amount(tracker.get_slot("amount_cents"), source, customer_ref, dispatcher))
+        return checked
+
+
+def checked_destination(value: str, source: str | None, customer_ref: str | None, dispatcher: CollectingDispatcher) -> dict:
+    """The destination card, unless it is the source or (once the caller is verified) not the caller's own."""
+    if value == source:
+        dispatcher.utter_message(response="utter_to_card_same")
+        return {"to_card": None}
+    if customer_ref is not None and value not in {card.last4 for card in bank_service().cards(customer_ref)}:
+        # said now, not after the read-back: phone banking only moves money between the caller's own cards
+        dispatcher.utter_message(response="utter_to_card_not_own", card=value)
+        return {"to_card": None}
+    return {"to_card": value}
+
+
+def checked_amount(value: Any, source: str | None, customer_ref: str | None, dispatcher: CollectingDispatcher) -> dict:
+    """The amount, refused before the read-back when not positive, over the daily limit or over the source's balance."""
+    available = None
+    if customer_ref is not None and source:
+        available = Available(source, bank_service().balance(customer_ref, source))
+    return validated_amount(value, dispatcher, available, get_settings().bank.daily_transfer_limit_cents)
 
 
 def transfer_outcome(result: TransferResult, source: str, target: str, amount: int) -> str:

@@ -18,22 +18,15 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import FormValidationAction
 from rasa_sdk.types import DomainDict
 
-from actions.common import bank_service, digits_in_latest_message, entity_values, keyed_digits, latest_intent
+from actions.common import bank_service, digits_in_latest_message, keyed_digits, latest_intent
+from actions.utterances import cards_by_role, explicit_answer, human_request, is_filler
 from settings import get_settings
 
 CARD_DIGITS = 4
 PIN_DIGITS = 6
 # Intents that may carry the digits a form asked for; anything else lets the rules handle the turn.
 ANSWER_INTENTS = ("inform", "dtmf", "out_of_scope", "nlu_fallback", "affirm", "deny")
-
-# no 「嗯」: a backchannel must never confirm moving money
-YES_WORDS = ("是", "是的", "对", "对的", "确认", "好", "好的", "可以", "行", "没错", "确定")
-NO_WORDS = ("否", "取消", "算了", "没有")
-
-PIN_WRONG = "卡号或密码不正确，请重新输入。您还可以再试{attempts}次。"
-PIN_FORMAT = "电话银行密码是6位数字，请重新输入。"
-CARD_FORMAT = "卡号后四位是4位数字，请再说一遍。"
-VERIFIED = "身份验证通过。"
+YES_KEY, NO_KEY = "1", "2"
 
 
 def requested_slot(tracker: Tracker) -> str | None:
@@ -43,23 +36,18 @@ def requested_slot(tracker: Tracker) -> str | None:
 def answer_for(
     tracker: Tracker, slot: str, length: int | None = None, answer_intents: tuple[str, ...] = ANSWER_INTENTS
 ) -> dict[str, Any]:
-    """Digits for `slot` from the latest message, {slot: None} for an answer without usable digits, {} to pass the turn on."""
+    """Digits for `slot` from the latest message, {slot: None} for an answer without usable digits, {} to pass the turn on.
+
+    A request for a human is never an answer, whatever digits it holds: the rules hand the call over.
+    """
+    if human_request(tracker.latest_message.get("text")):
+        return {}
     digits = digits_in_latest_message(tracker, length)
     if digits:
         return {slot: digits}
     if keyed_digits(tracker) == "*":
         return {}  # the keypad menu key: let the rules answer it
     return {slot: None} if latest_intent(tracker) in answer_intents else {}
-
-
-def yes_or_no(text: str) -> dict[str, Any]:
-    """A bare yes/no the classifier was unsure about (「是的」「对」「不用了」); {} when it is neither."""
-    words = text.strip("。，！？,.!? ")
-    if words in NO_WORDS or words.startswith(("不", "别")):
-        return {"confirmed": False}
-    if words in YES_WORDS:
-        return {"confirmed": True}
-    return {}
 
 
 class VerifiedTaskValidation(FormValidationAction):
@@ -89,15 +77,16 @@ class VerifiedTaskValidation(FormValidationAction):
         if asked == "card_last4":
             return answer_for(tracker, "card_last4", CARD_DIGITS, self.answer_intents())
         if asked is None:
-            # the opening request may name the card: 「尾号一二三四的卡余额」
-            named = [digits for digits in entity_values(tracker.latest_message, "card_last4") if len(digits) == CARD_DIGITS]
-            return {"card_last4": named[-1]} if named and all(d.isdigit() for d in named[-1]) else {}
+            # the opening request may name the card: 「尾号一二三四的卡余额」; a destination card is never the one
+            # verified or read (「…转到尾号九九九九」)
+            source = cards_by_role(tracker.latest_message).get("source")
+            return {"card_last4": source} if source else {}
         return {}
 
     def validate_card_last4(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         if isinstance(value, str) and len(value) == CARD_DIGITS and value.isascii() and value.isdigit():
             return {"card_last4": value}
-        dispatcher.utter_message(text=CARD_FORMAT)
+        dispatcher.utter_message(response="utter_card_format")
         return {"card_last4": None}
 
     async def extract_pin(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
@@ -107,16 +96,21 @@ class VerifiedTaskValidation(FormValidationAction):
 
     async def validate_pin(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         if not (isinstance(value, str) and len(value) == PIN_DIGITS and value.isascii() and value.isdigit()):
-            dispatcher.utter_message(text=PIN_FORMAT)
+            dispatcher.utter_message(response="utter_pin_format")
             return {"pin": None}
         card = tracker.get_slot("card_last4")
         # PBKDF2 and the SQL row lock take a while: off the event loop, so other calls' actions go on meanwhile.
         result = await asyncio.to_thread(
             bank_service().verify_pin, card, value, caller_phone=tracker.get_slot("caller_number"))
         if result.status == "ok":
-            dispatcher.utter_message(text=VERIFIED)
-            return {"pin": None, "verified": True, "customer_ref": result.customer_ref, "failed_verifications": 0.0}
+            dispatcher.utter_message(response="utter_verified")
+            verified = {"pin": None, "verified": True, "customer_ref": result.customer_ref, "failed_verifications": 0.0}
+            return {**verified, **self.after_verification(dispatcher, tracker, result.customer_ref)}
         return self._failed(result.status, result.attempts_left, dispatcher, tracker)
+
+    def after_verification(self, dispatcher: CollectingDispatcher, tracker: Tracker, customer_ref: str) -> dict:
+        """Slots said before verification (a destination card, an amount) checked now that the caller is known."""
+        return {}
 
     @staticmethod
     def _failed(status: str, attempts_left: int, dispatcher: CollectingDispatcher, tracker: Tracker) -> dict:
@@ -125,22 +119,33 @@ class VerifiedTaskValidation(FormValidationAction):
         attempts = min(attempts_left, get_settings().bank.max_pin_attempts - failures)
         if status == "locked" or attempts <= 0:
             return {"pin": None, "pin_locked": True, "failed_verifications": float(failures)}
-        dispatcher.utter_message(text=PIN_WRONG.format(attempts=attempts))
+        dispatcher.utter_message(response="utter_pin_wrong", attempts=str(attempts))
         # Card and PIN are both asked again, whichever was wrong: the next prompt must not tell them apart.
         return {"pin": None, "card_last4": None, "failed_verifications": float(failures)}
 
     async def extract_confirmed(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
+        """Money moves or a card stops only on an explicit yes (是/对/确认/可以/没问题/好的) or key 1.
+
+        No (不, key 2) means no. A backchannel (嗯, 哦, 那个) or a yes the words do not bear out re-asks, clearly.
+        """
         if requested_slot(tracker) != "confirmed":
             return {}
         intent, keyed = latest_intent(tracker), keyed_digits(tracker)
-        if intent == "affirm" or keyed == "1":
-            return {"confirmed": True}
-        if intent == "deny" or keyed == "2":
-            return {"confirmed": False}
+        text = tracker.latest_message.get("text") or ""
+        if keyed is not None:
+            return {"confirmed": {YES_KEY: True, NO_KEY: False}.get(keyed)} if keyed in (YES_KEY, NO_KEY) else {}
+        if human_request(text):
+            return {}
         if intent == self.task_intent:
             return {"confirmed": None}  # asked again: read the request back again
-        if intent in ANSWER_INTENTS:
-            return yes_or_no(tracker.latest_message.get("text") or "")
+        answer = explicit_answer(text)
+        if intent == "deny" or answer is False:
+            return {"confirmed": False}
+        if answer is True and intent in ANSWER_INTENTS:
+            return {"confirmed": True}
+        if intent in ("affirm", "filler") or is_filler(text):
+            dispatcher.utter_message(response="utter_confirm_unclear")
+            return {"confirmed": None}
         return {}
 
     def validate_confirmed(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:

@@ -17,6 +17,9 @@ ASR is the real Mandarin Vosk model when installed under models/, else the Korea
 - asr_rtf: Vosk decoding CPU seconds per second of audio decoded;
 - tts_rtf: synthesis wall seconds per second of audio produced;
 - cpu_per_call: this process's CPU (all threads; Rasa excluded) per call, in cores.
+With `--admission` the gateway's admission limit applies (bot/admission.py, sized from settings.voice as the gateway
+sizes it): N calls are *offered*, those beyond the limit are refused as the doors refuse them, and the line adds
+`admitted=A refused=R`; p50/p95 are then over the admitted calls' turns.
 Below 4 concurrent calls a round repeats (sequentially) until 4 calls have run, so p95 has samples.
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 import os
 import platform
 import signal
@@ -44,14 +48,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests  # noqa: E402
 import vosk  # noqa: E402
-from loguru import logger  # noqa: E402
 
+from bot.admission import Admission, AtCapacity, capacity_for  # noqa: E402
+from bot.call_log import configure_logging  # noqa: E402
 from bot.call import CallInfo, VoiceRuntime, local_smart_turn  # noqa: E402
 from bot.models import find_vosk_model  # noqa: E402
 from bot.services.vosk.limits import DecoderLimits, model_view_with_limits  # noqa: E402
 from bot.rasa_client import RasaClient  # noqa: E402
 from scripts.stack import build_specs, child_env, find_model  # noqa: E402
 from settings import Settings, get_settings  # noqa: E402
+
+log = logging.getLogger("bench.voice_latency")
 
 UTTERANCES = ("我想查询一下我的账户余额", "我的信用卡丢了", "转人工服务")
 CALLER_RATE = 8000
@@ -204,11 +211,15 @@ async def wait_until(condition, timeout_s: float) -> bool:
 
 
 async def one_call(runtime: VoiceRuntime, index: int, utterances: list[bytes], turns: int,
-                   delay_s: float = 0.0) -> list[dict]:
-    """Runs one call after `delay_s`; returns its turns' metrics events (latencies in ms)."""
+                   delay_s: float = 0.0) -> list[dict] | None:
+    """Runs one call after `delay_s`; returns its turns' metrics events (latencies in ms), None if refused."""
     await asyncio.sleep(delay_s)
     # 1399999xxxx: not a customer of the seeded bank, so no elderly slow-down skews the figures.
-    call = runtime.create_call(CallInfo(f"bench-{index}-{time.monotonic_ns()}", f"1399999{index:04d}", CALLER_RATE))
+    try:
+        call = runtime.create_call(CallInfo(f"bench-{index}-{time.monotonic_ns()}", f"1399999{index:04d}",
+                                            CALLER_RATE))
+    except AtCapacity:
+        return None
     events: list[dict] = []
     last_audio = [0.0]
     call.on_event = events.append
@@ -245,26 +256,31 @@ async def run_round(runtime: VoiceRuntime, calls: int, utterances: list[bytes], 
     cpu_before, wall_before = time.process_time(), time.monotonic()
     results: list = []
     delays = arrival_delays(calls, arrival)
-    for _ in range(max(1, MIN_CALLS_PER_ROUND // calls)):  # enough turns for a p95 at low N
+    rounds = max(1, MIN_CALLS_PER_ROUND // calls)  # enough turns for a p95 at low N
+    for _ in range(rounds):
         results += await asyncio.gather(*(one_call(runtime, i, utterances, turns, delays[i]) for i in range(calls)),
                                         return_exceptions=True)
     cpu, wall = time.process_time() - cpu_before, time.monotonic() - wall_before
     turns_done = [t for r in results if isinstance(r, list) for t in r]
     latencies = sorted(t["voice_to_voice_ms"] for t in turns_done)
     failures = [r for r in results if isinstance(r, BaseException)]
+    refused = sum(1 for r in results if r is None)
+    admitted = len(results) - refused - len(failures)
     for failure in failures:
-        logger.error(f"bench call failed: {failure!r}")
+        log.error("bench call failed: %r", failure)
     return {
         "calls": calls,
         "p50_ms": statistics.median(latencies) if latencies else float("nan"),
         "p95_ms": _percentile(latencies, 0.95),
         "asr_rtf": ASR_LOAD.rtf,
         "tts_rtf": TTS_LOAD.rtf,
-        "cpu_per_call": cpu / wall / calls,
+        "cpu_per_call": cpu / wall / max(1.0, admitted / rounds),  # per call in progress at once
         "turns": len(latencies),
         "parts": {key: _mean([t[key] for t in turns_done if t.get(key) is not None])
                   for key in ("stt_ms", "rasa_ms", "tts_first_audio_ms")},
         "failed_calls": len(failures),
+        "admitted": admitted,
+        "refused": refused,
     }
 
 
@@ -278,7 +294,8 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * len(values)) - 1))]
 
 
-def build_runtime(settings: Settings, tts_kind: str, rasa_url: str, asr_model: Path) -> VoiceRuntime:
+def build_runtime(settings: Settings, tts_kind: str, rasa_url: str, asr_model: Path,
+                  admission: bool = False) -> VoiceRuntime:
     from bot.services.espeak.tts import EspeakTTSService
     from bot.services.piper.tts import PiperTTSService
     from bot.services.vosk.stt import VoskSTTService
@@ -296,6 +313,7 @@ def build_runtime(settings: Settings, tts_kind: str, rasa_url: str, asr_model: P
         tts_factory=tts_factory,
         stt_factory=lambda: VoskSTTService(model_path=asr_model),
         turn_analyzer_factory=local_smart_turn,
+        admission=Admission(capacity_for(settings.voice) if admission else 1_000_000),
     )
 
 
@@ -341,7 +359,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rasa-url", default="", help="use this running Rasa instead of starting one")
     parser.add_argument("--workers", type=int, default=0,
                         help="size of the event loop's default thread pool (0: settings.voice.worker_threads, as the gateway)")
-    parser.add_argument("--log-level", default="WARNING", help="loguru level for the voice loop's own logs")
+    parser.add_argument("--admission", action="store_true",
+                        help="apply the gateway's admission limit: calls beyond it are refused, as at the doors")
+    parser.add_argument("--log-level", default="WARNING", help="log level of the voice loop, pipecat included")
     return parser.parse_args(argv)
 
 
@@ -359,13 +379,15 @@ async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> 
     print(f"# asr: {model_name}; turns per call: {args.turns}; caller audio: espeak-ng cmn at {CALLER_RATE} Hz; "
           f"arrival: {args.arrival}")
     for tts in (("espeak", "piper") if args.tts == "both" else (args.tts,)):
-        runtime = build_runtime(settings, tts, rasa_url, model)
-        print(f"# tts: {tts}", flush=True)
+        runtime = build_runtime(settings, tts, rasa_url, model, args.admission)
+        limit = f"; admission limit {runtime.admission.limit} calls" if args.admission else ""
+        print(f"# tts: {tts}{limit}", flush=True)
         try:
             for calls in counts:
                 r = await run_round(runtime, calls, utterances, args.turns, args.arrival)
+                offered = f" admitted={r['admitted']} refused={r['refused']}" if args.admission else ""
                 print(f"calls={calls} p50_ms={r['p50_ms']:.0f} p95_ms={r['p95_ms']:.0f} asr_rtf={r['asr_rtf']:.3f} "
-                      f"tts_rtf={r['tts_rtf']:.3f} cpu_per_call={r['cpu_per_call']:.3f}"
+                      f"tts_rtf={r['tts_rtf']:.3f} cpu_per_call={r['cpu_per_call']:.3f}{offered}"
                       f"   # {r['turns']} turns, {r['failed_calls']} failed calls; mean ms: "
                       + " ".join(f"{k}={v:.0f}" for k, v in r["parts"].items()), flush=True)
         finally:
@@ -374,8 +396,7 @@ async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logger.remove()
-    logger.add(sys.stderr, level=args.log_level)
+    configure_logging(args.log_level)
     base = get_settings()
     stack = None
     rasa_url = args.rasa_url

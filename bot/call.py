@@ -15,11 +15,11 @@ Without an ASR model the speech half is left out and the call is keypad-only (Ra
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loguru import logger
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
@@ -32,6 +32,9 @@ from pipecat.workers.runner import WorkerRunner
 
 import settings as settings_module
 from bot import metrics
+from bot.admission import BUSY_TEXT, Admission, AtCapacity, BusyAudio, capacity_for, spoken_once
+from bot.call_ids import door_of
+from bot.call_log import call_context, call_logger
 from bot.call_records import CallRecord, CallRecordWriter
 from bot.call_transport import PIPELINE_SAMPLE_RATE, CallTransport
 from bot.frames import HandoffFrame, HangupFrame, TransferResultFrame
@@ -42,6 +45,8 @@ from bot.processors.no_input import NoInputLadder
 from bot.processors.rasa_bridge import CallMetadata, RasaBridge
 from bot.processors.turns import TurnTaker
 from bot.rasa_client import RasaClient
+
+log = logging.getLogger(__name__)
 
 SttFactory = Callable[[], FrameProcessor]
 TtsFactory = Callable[[int], FrameProcessor]  # argument: the call's output sample rate
@@ -60,7 +65,7 @@ VAD_STOP_S = 0.15
 class CallInfo:
     """Who is calling and how their audio is framed on the wire."""
 
-    call_id: str
+    call_id: str  # bot.call_ids.new_call_id(door)
     caller_number: str
     sample_rate: int = 8000
 
@@ -73,9 +78,11 @@ class CallInfo:
 
 @dataclass
 class VoiceRuntime:
-    """What all calls of the process share: the Rasa client, the engines' factories, settings.
+    """What all calls of the process share: the Rasa client, the engines' factories, settings, and the one
+    admission limit every door's calls count against (bot/admission.py).
 
     `stt_factory` is None when no ASR model is installed: calls are then keypad-only.
+    `busy_audio(sample_rate)` is the spoken busy prompt for callers turned away (None: the door just closes).
     """
 
     settings: settings_module.Settings
@@ -84,10 +91,17 @@ class VoiceRuntime:
     stt_factory: SttFactory | None = None
     turn_analyzer_factory: TurnAnalyzerFactory | None = None
     record_writer: CallRecordWriter | None = None
+    busy_audio: BusyAudio | None = None
+    admission: Admission | None = None  # None: sized from settings.voice (capacity_for)
     calls: dict[str, "CallHandle"] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.admission is None:
+            self.admission = Admission(capacity_for(self.settings.voice))
+
     @classmethod
-    def load(cls, settings: settings_module.Settings | None = None, *, smart_turn: bool = True) -> "VoiceRuntime":
+    def load(cls, settings: settings_module.Settings | None = None, *, smart_turn: bool = True,
+             admission: Admission | None = None) -> "VoiceRuntime":
         """Loads the engines once for the process (Vosk model, TTS voice; Smart Turn per call) from settings.
 
         No ASR model → keypad-only calls (logged once by load_stt). No TTS at all → raises: the portal cannot speak.
@@ -104,6 +118,8 @@ class VoiceRuntime:
             stt_factory=(lambda: stt_engine.create_service()) if stt_engine is not None else None,
             turn_analyzer_factory=local_smart_turn if smart_turn else None,
             record_writer=CallRecordWriter(settings.gateway.call_records_dir),
+            busy_audio=spoken_once(BUSY_TEXT, tts_engine.synthesize),
+            admission=admission,
         )
 
     @property
@@ -111,11 +127,25 @@ class VoiceRuntime:
         return self.stt_factory is not None
 
     def create_call(self, info: CallInfo) -> "CallHandle":
+        """A new call's voice loop. Raises AtCapacity at the admission limit (a door that admitted the call
+        earlier, as SIP does at the INVITE, keeps its slot) and ValueError for an id already in use."""
         if info.call_id in self.calls:
             raise ValueError(f"call {info.call_id} already exists")
-        call = CallHandle(self, info)
+        assert self.admission is not None
+        if not self.admission.try_admit(info.call_id, door_of(info.call_id)):
+            raise AtCapacity(self.admission.limit, self.busy_audio)
+        try:
+            call = CallHandle(self, info)
+        except BaseException:
+            self.release(info.call_id)
+            raise
         self.calls[info.call_id] = call
         return call
+
+    def release(self, call_id: str) -> None:
+        """The call's admission slot is free again (idempotent; for calls that ended before their voice loop)."""
+        assert self.admission is not None
+        self.admission.release(call_id)
 
     async def close(self) -> None:
         """Stops every call still running, then releases the Rasa client."""
@@ -145,6 +175,7 @@ class CallHandle:
         self.on_hangup: HangupCallback | None = None
         self.on_event: EventSink | None = None
         self._runtime = runtime
+        self._log = call_logger(log, info.call_id)
         self._transport = CallTransport(info.sample_rate, name=f"call-{info.call_id}")
         self.record = CallRecord(call_id=info.call_id, caller_number=info.caller_number,
                                  asr_available=runtime.asr_available)
@@ -162,6 +193,12 @@ class CallHandle:
         """Builds and starts the pipeline; the greeting (`/call_start`) is requested as soon as it runs."""
         if self._run_task is not None:
             raise RuntimeError(f"call {self.info.call_id} already started")
+        # Every task of the pipeline is created in here and inherits the call's context: whatever a processor or
+        # pipecat itself logs names this call (bot/call_log.py).
+        with call_context(self.info.call_id):
+            await self._start()
+
+    async def _start(self) -> None:
         pipeline = Pipeline(await self._build_processors())
         self._worker = PipelineWorker(
             pipeline,
@@ -189,24 +226,27 @@ class CallHandle:
         metrics.ACTIVE_CALLS.inc()
         await asyncio.wait({asyncio.ensure_future(started.wait()), self._run_task},
                            return_when=asyncio.FIRST_COMPLETED)
-        logger.info(f"call {self.info.call_id}: voice loop started ({self.info.sample_rate} Hz, "
-                    f"{'speech+keypad' if self._runtime.asr_available else 'keypad only'})")
+        self._log.info("voice loop started (%d Hz, %s)", self.info.sample_rate,
+                       "speech+keypad" if self._runtime.asr_available else "keypad only")
 
     def feed_audio(self, pcm16: bytes) -> None:
         """Caller audio: 16-bit mono PCM at CallInfo.sample_rate, any chunk size."""
         if self.running:
-            self._transport.input().feed_audio(pcm16)
+            with call_context(self.info.call_id):
+                self._transport.input().feed_audio(pcm16)
 
     def feed_dtmf(self, key: str) -> None:
         """One keypad key: 0-9 * # A-D."""
         if self.running:
-            self._transport.input().feed_dtmf(key)
+            with call_context(self.info.call_id):
+                self._transport.input().feed_dtmf(key)
 
     def transfer_result(self, ok: bool, detail: str = "") -> None:
         """Telephony's outcome of the transfer started by on_handoff; a failure goes back to the dialogue."""
         if self._worker is not None and self.running:
             frame = TransferResultFrame(ok=bool(ok), detail=str(detail)[:200])
-            self._in_background(self._worker.queue_frame(frame))
+            with call_context(self.info.call_id):
+                self._in_background(self._worker.queue_frame(frame))
 
     async def stop(self, cause: str = "remote_hangup") -> None:
         """Tears the pipeline down and writes the call record. Idempotent."""
@@ -214,6 +254,10 @@ class CallHandle:
             await self._stopped.wait()
             return
         self._stopping = True
+        with call_context(self.info.call_id):
+            await self._stop(cause)
+
+    async def _stop(self, cause: str) -> None:
         try:
             if self._worker is not None:
                 await self._worker.cancel(reason=cause)
@@ -223,11 +267,14 @@ class CallHandle:
                 except (asyncio.TimeoutError, asyncio.CancelledError):
                     self._run_task.cancel()
         finally:
-            self._finish_record(cause)
-            self._runtime.calls.pop(self.info.call_id, None)
-            if self._run_task is not None:
-                metrics.ACTIVE_CALLS.dec()
-            self._stopped.set()
+            try:
+                self._finish_record(cause)
+            finally:  # whatever the record did, the call is over: free its slot, and wake every waiting stop()
+                self._runtime.calls.pop(self.info.call_id, None)
+                self._runtime.release(self.info.call_id)
+                if self._run_task is not None:
+                    metrics.ACTIVE_CALLS.dec()
+                self._stopped.set()
 
     async def _build_processors(self) -> list[FrameProcessor]:
         voice = self._runtime.settings.voice
@@ -252,6 +299,7 @@ class CallHandle:
                 record=self.record,
                 third_silence_action=voice.third_silence_action,
                 hold_after_s=self._runtime.settings.rasa.timeout_s,
+                human_key=voice.human_key,
             ),
             EngineControls(tts=tts, stt=stt),
             tts,
@@ -270,17 +318,17 @@ class CallHandle:
         try:
             await runner.run()
         except Exception:
-            logger.exception(f"call {self.info.call_id}: voice pipeline failed")
+            self._log.exception("voice pipeline failed")
 
     async def _on_control(self, frame: Frame) -> None:
         """HandoffFrame / HangupFrame reached the output transport: the audio before them has been played."""
         if isinstance(frame, HandoffFrame):
-            logger.info(f"call {self.info.call_id}: handoff to {frame.event.get('queue')} ({frame.event.get('reason')})")
+            self._log.info("handoff to %s (%s)", frame.event.get("queue"), frame.event.get("reason"))
             self._emit({"type": "handoff", "queue": frame.event.get("queue"), "reason": frame.event.get("reason")})
             if self.on_handoff is not None:
                 await self._call_safely(self.on_handoff(frame.event))
         elif isinstance(frame, HangupFrame):
-            logger.info(f"call {self.info.call_id}: bot hangs up ({frame.reason})")
+            self._log.info("bot hangs up (%s)", frame.reason)
             self._emit({"type": "hangup", "reason": frame.reason})
             if self.on_hangup is not None:
                 await self._call_safely(self.on_hangup())
@@ -296,14 +344,14 @@ class CallHandle:
         try:
             await awaitable
         except Exception:
-            logger.exception(f"call {self.info.call_id}: telephony callback failed")
+            self._log.exception("telephony callback failed")
 
     def _emit(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
             try:
                 self.on_event(event)
             except Exception:
-                logger.exception(f"call {self.info.call_id}: event sink failed")
+                self._log.exception("event sink failed")
 
     def _finish_record(self, cause: str) -> None:
         self.record.finish(cause)
@@ -313,5 +361,5 @@ class CallHandle:
         if writer is not None:
             try:
                 writer.write(self.record)
-            except OSError:
-                logger.exception(f"call {self.info.call_id}: cannot write the call record")
+            except (OSError, ValueError):  # a full disk, or text no file can hold: logged, never fatal
+                self._log.exception("cannot write the call record")

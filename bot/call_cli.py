@@ -106,6 +106,9 @@ def describe(event: dict[str, Any], report: CallReport) -> str | None:
         return f"call ended: {event.get('outcome')}"
     if kind == "error":
         return f"error: {event.get('error')}"
+    if kind == "busy":  # the gateway is at its admission limit: it played the busy prompt and closes
+        report.ended.set()
+        return "busy: the gateway is taking no more calls; try again later"
     return None
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.cdr import printable_text
 from bot.frames import SECURE_MASK
 from bot.masking import mask_caller_number
 
@@ -100,7 +101,9 @@ class CallRecordWriter:
 
     def write(self, record: CallRecord) -> Path:
         path = self.path_for(record.ended_at or time.time())
-        line = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":"))
+        # Text from Rasa or a peer may hold lone surrogates (valid JSON escapes, not UTF-8): written as \\xNN / \\udNNN,
+        # like the CDR, so the call still gets its line.
+        line = printable_text(json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")))
         with _write_lock:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as out:

@@ -12,10 +12,10 @@ Telephony-neutral: nothing here knows SIP, RTP or WebSockets.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from loguru import logger
 from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.audio.utils import create_stream_resampler
 from pipecat.frames.frames import (
@@ -34,10 +34,12 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from bot.frames import HandoffFrame, HangupFrame, PromptInterruptibleFrame
+from call_contract import DTMF_KEYS as VALID_KEYS
+
+log = logging.getLogger(__name__)
 
 PIPELINE_SAMPLE_RATE = 16000
 CHUNK_MS = 20
-VALID_KEYS = frozenset("0123456789*#ABCD")
 # More than this much caller audio waiting means the pipeline has stalled; dropping old audio keeps memory bounded.
 MAX_PENDING_INPUT_S = 5.0
 
@@ -67,7 +69,7 @@ class CallInputTransport(BaseInputTransport):
             return
         limit = int(MAX_PENDING_INPUT_S * self._call_sample_rate * 2)
         if self._pending_audio_bytes + len(pcm16) > limit:
-            logger.warning(f"{self}: caller audio backlog over {MAX_PENDING_INPUT_S}s, dropping a chunk")
+            log.warning("%s: caller audio backlog over %ss, dropping a chunk", self, MAX_PENDING_INPUT_S)
             return
         self._pending_audio_bytes += len(pcm16)
         self._pending.put_nowait(bytes(pcm16))
@@ -75,7 +77,7 @@ class CallInputTransport(BaseInputTransport):
     def feed_dtmf(self, key: str) -> None:
         """Queues one keypad key (0-9 * # A-D). Unknown keys are logged and ignored."""
         if not isinstance(key, str) or key.upper() not in VALID_KEYS:
-            logger.warning(f"{self}: ignoring invalid DTMF key {key!r}")
+            log.warning("%s: ignoring invalid DTMF key %r", self, key)
             return
         self._pending.put_nowait(key.upper())
 
@@ -122,7 +124,7 @@ class CallInputTransport(BaseInputTransport):
         try:
             entry = KeypadEntry(key)
         except ValueError:
-            logger.info(f"{self}: key {key} has no meaning for the voice loop")
+            log.info("%s: key %s has no meaning for the voice loop", self, key)
             return
         await self.push_frame(InputDTMFFrame(button=entry))
 
@@ -178,7 +180,7 @@ class CallOutputTransport(BaseOutputTransport):
         try:
             callback(*args)
         except Exception:
-            logger.exception(f"{self}: telephony callback failed")
+            log.exception("%s: telephony callback failed", self)
 
 
 class CallTransport(BaseTransport):

@@ -16,10 +16,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from bot.rasa_client import BotReply, RasaClient, RasaUnavailable, dtmf_message
+from bot.rasa_client import BotReply, RasaClient, RasaUnavailable
+from call_contract import CALL_START, dtmf_message, valid_keyed_digits
 from settings import get_settings
 
-KEYPAD_RE = re.compile(r"^[0-9*#]{1,32}$")
 HELP = ("Type what the caller says.  Keypad: #1234 or :dtmf 1234.  "
         "/new  new call   /caller N  call from N   /help   /quit")
 
@@ -56,14 +56,14 @@ def parse_secure_line(line: str) -> Command:
     if stripped.startswith(":dtmf"):
         return _keypad(stripped[len(":dtmf"):].strip())
     digits = stripped[1:] if stripped.startswith("#") else stripped
-    if KEYPAD_RE.match(digits):
+    if valid_keyed_digits(digits):
         return Command("dtmf", digits)
     return Command("text", stripped)
 
 
 def _keypad(digits: str) -> Command:
     digits = digits.replace(" ", "")
-    if not KEYPAD_RE.match(digits):
+    if not valid_keyed_digits(digits):
         return Command("error", "keypad input is 1 to 32 keys of 0-9 * # (e.g. #1234)")
     return Command("dtmf", digits)
 
@@ -113,7 +113,7 @@ class ChatSession:
     async def new_call(self) -> BotReply:
         self.call_id = f"chat-{uuid.uuid4().hex}"  # a fresh conversation every call, never a guessable id
         self.expect, self.ended = None, False
-        return await self._send("/call_start")
+        return await self._send(CALL_START)
 
     async def say(self, text: str) -> BotReply:
         return await self._send(text)

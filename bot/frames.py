@@ -20,7 +20,9 @@ from typing import Any
 
 from pipecat.frames.frames import ControlFrame, DataFrame, SystemFrame
 
-SECURE_MASK = "****"
+from call_contract import SECURE_MASK, mask_secure
+
+__all__ = ["SECURE_MASK"]  # call_observer and call_records read it from here
 
 
 @dataclass
@@ -43,7 +45,7 @@ class CallerTurnFrame(DataFrame):
 
     def loggable_text(self) -> str:
         """The text as it may appear in logs and records: masked when secure."""
-        return SECURE_MASK if self.secure else self.text
+        return mask_secure(self.text, self.secure)
 
     def __str__(self) -> str:
         return f"{self.name}(source={self.source}, text={self.loggable_text()!r})"
@@ -149,23 +151,6 @@ class TransferResultFrame(SystemFrame):
 
     ok: bool
     detail: str = ""
-
-
-@dataclass
-class TurnMetricsFrame(SystemFrame):
-    """Per-turn latencies in milliseconds, for the console; None when not measured this turn.
-
-    Parameters:
-        stt_ms: end of caller speech → final transcript.
-        rasa_ms: Rasa round trip.
-        tts_first_audio_ms: reply text to TTS → first synthesized audio.
-        voice_to_voice_ms: end of caller speech → first bot audio out.
-    """
-
-    stt_ms: float | None = None
-    rasa_ms: float | None = None
-    tts_first_audio_ms: float | None = None
-    voice_to_voice_ms: float | None = None
 
 
 @dataclass

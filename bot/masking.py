@@ -1,4 +1,8 @@
-"""Masking of personal data in logs, call records and CDRs; dependency-free so every layer can use it."""
+"""Masking of caller numbers in logs, call records and CDRs; dependency-free so every layer can use it.
+
+Secure input (a PIN) is masked with the call contract's `SECURE_MASK` / `mask_secure` (call_contract.py): the
+dialogue's side masks it too, so it lives where both venvs read it.
+"""
 
 from __future__ import annotations
 

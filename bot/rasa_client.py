@@ -13,6 +13,10 @@ from urllib.parse import quote
 
 import aiohttp
 
+from call_contract import dtmf_message
+
+__all__ = ["BotReply", "RasaClient", "RasaUnavailable", "dtmf_message"]
+
 
 class RasaUnavailable(Exception):
     """Rasa did not answer in time, refused the connection, or answered with an error status."""
@@ -31,11 +35,6 @@ class BotReply:
     @property
     def events(self) -> list[dict[str, Any]]:
         return [item["custom"] for item in self.items if isinstance(item.get("custom"), dict)]
-
-
-def dtmf_message(digits: str) -> str:
-    """The contract's keypad message: /dtmf{"digits":"135790"}."""
-    return "/dtmf" + json.dumps({"digits": digits}, separators=(",", ":"))
 
 
 class RasaClient:

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from call_contract import REASON_GREEN_CHANNEL, REASON_HUMAN_AGENT
 from settings import get_settings
 
-CALLER_CHOSE_A_PERSON = frozenset({"human_agent", "green_channel"})
+CALLER_CHOSE_A_PERSON = frozenset({REASON_HUMAN_AGENT, REASON_GREEN_CHANNEL})
 
 
 @dataclass(frozen=True)

@@ -30,22 +30,27 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 import settings as app_settings
+from call_contract import (
+    CALL_START,
+    DTMF_INTENT,
+    QUEUE_ELDERLY,
+    QUEUE_GENERAL,
+    REASON_ACTION_UNAVAILABLE,
+    UNAVAILABLE_APOLOGY,
+    handoff,
+    handoff_context,
+    valid_keyed_digits,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 500
 MAX_SENDER_CHARS = 128
-MAX_DIGITS = 32
 FALLBACK_INTENT = "out_of_scope"
-CALL_START = "/call_start"
-DTMF_INTENT = "dtmf"
 INTENT_MESSAGE = re.compile(r"^/(?P<intent>[A-Za-z_][A-Za-z0-9_]{0,63})(?P<entities>\{.*\})?$", re.DOTALL)
-DTMF_DIGITS = re.compile(r"^[0-9*#]{1,%d}$" % MAX_DIGITS)
 METADATA_LIMITS = {"caller_number": 32, "channel": 16}
 # Rasa's own intents that rewind or restart the tracker: not something a caller may send.
 TRACKER_CONTROL_INTENTS = {"restart", "back", "session_start"}
-
-APOLOGY = "非常抱歉，系统暂时无法办理您的业务，正在为您转接人工客服，请稍候。"
 
 
 def clean_text(text: Any) -> str:
@@ -88,7 +93,7 @@ def parse_entities(raw: str) -> dict[str, str] | None:
 
 
 def valid_dtmf(entities: dict[str, str]) -> bool:
-    return set(entities) == {"digits"} and bool(DTMF_DIGITS.match(entities["digits"]))
+    return set(entities) == {"digits"} and valid_keyed_digits(entities["digits"])
 
 
 def clean_metadata(metadata: Any) -> dict[str, Any]:
@@ -105,19 +110,17 @@ def clean_metadata(metadata: Any) -> dict[str, Any]:
     return cleaned
 
 
-def apology_reply(sender_id: str, slots: dict[str, Any]) -> list[dict[str, Any]]:
-    """The reply when the dialogue could not answer: say sorry and hand the call to a person."""
-    elderly = bool(slots.get("elderly"))
-    queue = "elderly_priority" if elderly else "general"
-    context = {
-        "intent": None,
-        "verified": bool(slots.get("verified")),
-        "customer_ref": slots.get("customer_ref") or slots.get("caller_ref"),
-        "green_channel": False,
-        "call_id": sender_id,
-    }
-    handoff = {"event": "handoff", "queue": queue, "priority": 9 if elderly else 1, "reason": "action_unavailable", "context": context}
-    return [{"recipient_id": sender_id, "text": APOLOGY}, {"recipient_id": sender_id, "custom": handoff}]
+def apology_reply(sender_id: str, slots: dict[str, Any], text: str = UNAVAILABLE_APOLOGY) -> list[dict[str, Any]]:
+    """The reply when the dialogue could not answer: say sorry (`text`: the domain's wording, read by
+    `_apology_text`) and hand the call to a person."""
+    queue = QUEUE_ELDERLY if slots.get("elderly") else QUEUE_GENERAL
+    context = handoff_context(sender_id, verified=bool(slots.get("verified")),
+                              customer_ref=slots.get("customer_ref") or slots.get("caller_ref"))
+    event = handoff(queue, REASON_ACTION_UNAVAILABLE, context)
+    return [{"recipient_id": sender_id, "text": text}, {"recipient_id": sender_id, "custom": event}]
+
+
+APOLOGY_RESPONSE = "utter_handoff_unavailable"  # domain/service.yml
 
 
 class CallChannel(RestInput):
@@ -181,14 +184,14 @@ class CallChannel(RestInput):
             await asyncio.wait_for(on_new_message(message), timeout=self.turn_budget_s)
         except asyncio.TimeoutError:
             logger.warning("turn of %s exceeded %.1f s; apologising and handing off", sender_id, self.turn_budget_s)
-            return apology_reply(sender_id, await _slots(request, sender_id))
+            return apology_reply(sender_id, await _slots(request, sender_id), _apology_text(request))
         except Exception:  # noqa: BLE001 - any failure becomes an apology, never a 500
             logger.exception("turn of %s failed; apologising and handing off", sender_id)
-            return apology_reply(sender_id, await _slots(request, sender_id))
+            return apology_reply(sender_id, await _slots(request, sender_id), _apology_text(request))
         if not collector.messages:
             # every dialogue turn says something; silence means an action failed (e.g. the action server is down)
             logger.warning("turn of %s produced no reply; apologising and handing off", sender_id)
-            return apology_reply(sender_id, await _slots(request, sender_id))
+            return apology_reply(sender_id, await _slots(request, sender_id), _apology_text(request))
         return collector.messages
 
 
@@ -202,6 +205,15 @@ def _json_body(request: Request) -> dict[str, Any] | None:
 
 def _agent(request: Request) -> Any:
     return getattr(getattr(request.app, "ctx", None), "agent", None)
+
+
+def _apology_text(request: Request) -> str:
+    """The trainers' wording of the apology (domain response APOLOGY_RESPONSE); the contract's text when the
+    loaded model's domain has none (the channel must never be silent)."""
+    responses = getattr(getattr(_agent(request), "domain", None), "responses", None) or {}
+    variants = responses.get(APOLOGY_RESPONSE) or [{}]
+    text = variants[0].get("text") if isinstance(variants[0], dict) else None
+    return text if isinstance(text, str) and text.strip() else UNAVAILABLE_APOLOGY
 
 
 def _known_intents(request: Request) -> set[str] | None:

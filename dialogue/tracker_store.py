@@ -25,6 +25,7 @@ from rasa.shared.core.events import ActiveLoop, BotUttered, Event, Restarted, Se
 from rasa.shared.core.trackers import DialogueStateTracker
 
 import settings as app_settings
+from call_contract import is_secure_expect
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,7 @@ PIN_SLOT = "pin"
 
 
 def is_secure_prompt(event: Event) -> bool:
-    custom = (getattr(event, "data", None) or {}).get("custom")
-    return isinstance(custom, dict) and custom.get("event") == "expect" and custom.get("secure") is True
+    return is_secure_expect((getattr(event, "data", None) or {}).get("custom"))
 
 
 def secure_user_event_indexes(events: Sequence[Event]) -> set[int]:

@@ -4,6 +4,7 @@ accuracy and macro F1 on one line, optionally a per-label table.
 
     python scripts/nlu_metrics.py results/nlu_heldout/intent_report.json --label heldout --min-accuracy 0.92
     python scripts/nlu_metrics.py reports/nlu/intent_report.json --table
+    python scripts/nlu_metrics.py reports/nlu/DIETClassifier_report.json --by-role amount,card_last4 --min-f1 0.95
 
 Exit status 1 when --min-accuracy is given and not reached, 2 when the report is missing or malformed.
 """
@@ -11,6 +12,7 @@ Exit status 1 when --min-accuracy is given and not reached, 2 when the report is
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import sys
 from pathlib import Path
@@ -54,12 +56,24 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def by_role(report: dict, entities: list[str]) -> dict[str, dict]:
+    """The rows of `entities`, one per role: Rasa labels them 「card_last4.source」, 「card_last4.destination」, 「amount」."""
+    return {name: row for name, row in per_intent(report).items() if re.split(r"[.#]", name)[0] in entities}
+
+
+def role_lines(rows: dict[str, dict]) -> str:
+    return "\n".join(f"entity {re.sub(r'[.#]', ' role=', name, count=1)}: f1={row['f1-score']:.3f} n={int(row['support'])}"
+                     for name, row in sorted(rows.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Summarise a Rasa intent_report.json")
     parser.add_argument("report", type=Path)
     parser.add_argument("--label", default="eval", help="name printed in the summary line")
     parser.add_argument("--min-accuracy", type=float, default=None, help="fail below this accuracy")
     parser.add_argument("--table", action="store_true", help="also print the per-intent table")
+    parser.add_argument("--by-role", default=None, help="entity report: print F1 of these entities (comma-separated) by role")
+    parser.add_argument("--min-f1", type=float, default=None, help="with --by-role: fail when any of them is below")
     args = parser.parse_args(argv)
 
     try:
@@ -67,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.by_role:
+        rows = by_role(report, args.by_role.split(","))
+        print(role_lines(rows))
+        low = [name for name, row in rows.items() if args.min_f1 is not None and row["f1-score"] < args.min_f1]
+        if low:
+            print(f"FAIL: entity F1 below {args.min_f1:.2f}: {', '.join(low)}", file=sys.stderr)
+            return 1
+        return 0
     if args.table:
         print(table(report))
     print(summary_line(report, args.label))

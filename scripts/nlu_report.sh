@@ -47,6 +47,11 @@ if [ -f "$OUT/DIETClassifier_report.json" ]; then
   echo
   echo "== entities"
   $PY scripts/nlu_metrics.py "$OUT/DIETClassifier_report.json" --table --label "entities ($MODE)"
+  echo
+  echo "== amount and card entities by role (source / destination), F1 >= ${NLU_MIN_ENTITY_F1:-0.95} wanted"
+  $PY scripts/nlu_metrics.py "$OUT/DIETClassifier_report.json" --by-role amount,card_last4 \
+    --min-f1 "${NLU_MIN_ENTITY_F1:-0.95}" || entity_status=$?
 fi
 echo
 echo "written to $OUT/: intent_report.json intent_confusion_matrix.png intent_errors.json DIETClassifier_report.json"
+exit "${entity_status:-0}"

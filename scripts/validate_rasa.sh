@@ -3,7 +3,7 @@
 # that are expected by design, so a misspelt intent, an orphan response or a story conflict still fails:
 # - the contract intents call_start / dtmf / transfer_failed have no NLU examples: the gateway sends them as
 #   /intent messages, nobody speaks them;
-# - responses that forms ask with (utter_ask_*), Rasa's core fallback says (utter_default) or that actions send (response="utter_..." in actions/*.py) are
+# - responses that forms ask with (utter_ask_*), Rasa's core fallback says (utter_default) or that actions send (any "utter_..." literal in actions/*.py) are
 #   "not used in any story or rule" as far as the validator can see.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,8 @@ trap 'rm -f "$log"' EXIT
 "$RASA" data validate --domain domain --data data --config config.yml >"$log" 2>&1
 status=$?
 
-used_by_code=$(grep -ohE 'response="utter_[a-z0-9_]+"' actions/*.py | sed -E 's/response="(.*)"/\1/' | sort -u | paste -sd'|')
+# any "utter_..." string literal in actions/*.py: response="utter_x", or a name chosen in code (read-backs, handoffs)
+used_by_code=$(grep -ohE '"utter_[a-z0-9_]+"' actions/*.py | tr -d '"' | sort -u | paste -sd'|')
 expected="intent '(call_start|dtmf|transfer_failed)' is listed in the domain file, but is not found in the NLU training data"
 expected="$expected|utterance 'utter_(ask_[a-z0-9_]+|default)' is not used"
 [ -n "$used_by_code" ] && expected="$expected|utterance '($used_by_code)' is not used"

@@ -2,8 +2,9 @@
 
 Builds the web app with `bot.web.app.create_app` and serves it on settings.gateway host/port. The telephony doors
 (SIP/RTP, the /media WebSocket, AudioSocket) plug in through `TELEPHONY_SETUPS`: each entry is a function
-`setup(app)` that adds routes and/or an aiohttp cleanup context (an async generator that starts the service,
-yields, then stops it), so every door starts and stops with the gateway.
+`setup(app, voice)`, `voice` being the gateway's voice loop (bot/web/voice_loop.py), that adds routes and/or an
+aiohttp cleanup context (an async generator that starts the service, yields, then stops it), so every door starts
+and stops with the gateway.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import sys
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from loguru import logger as loguru_logger
 
+from bot.call_log import configure_logging
 from bot.web.app import AppSetup, create_app
 from settings import Settings, get_settings
 from telephony.sip_calls import add_sip_service
@@ -44,20 +45,13 @@ def build_app(settings: Settings) -> web.Application:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m telephony.gateway", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
+    parser.add_argument("--log-level", default="INFO", help="log level, pipecat included (default INFO)")
     return parser.parse_args(argv)
-
-
-def _set_pipecat_log_level(level: str) -> None:
-    """pipecat logs through loguru at DEBUG by default (every frame, every TTS text): follow --log-level instead."""
-    loguru_logger.remove()
-    loguru_logger.add(sys.stderr, level=level)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _set_pipecat_log_level(args.log_level.upper())
+    configure_logging(args.log_level)  # one stream: ours and pipecat's, `call=<id>` on every line
     settings = get_settings()
     app = build_app(settings)
     log.info("gateway on http://%s:%d (console /console, health /healthz, metrics /metrics)",

@@ -1,6 +1,6 @@
 """The SIP door: each SIP call becomes one RTP session and one voice-loop call (bot/call.py CallHandle).
 
-    bridge = await start_sip_server(settings, runtime.create_call)     # or add_sip_service(app, ...)
+    bridge = await start_sip_server(settings, runtime.create_call)     # or add_sip_service(app, voice_loop)
     ...
     await bridge.close()
 
@@ -10,9 +10,11 @@ DtmfInfo → feed_dtmf; ReInvite → new RTP destination and direction (hold); T
 CallEnded → stop the voice loop and close the RTP port. The bot's handoff becomes a REFER to the routing table's
 queue, its hangup a BYE; no RTP for media_timeout_s → BYE (not while the caller holds the call with `inactive`).
 
-Operability: every log line of a call carries `call=<id>` (keypad keys are never logged, only that one came);
-each call ends in one CDR line (telephony/cdr.py, written in a `finally`) and in the telephony metrics,
-including the green channel's time to agent (answer → REFER accepted).
+A call's life (id, admission, voice loop, CDR, metrics, key logging, teardown) is a `bot.call_session.CallSession`;
+this module adds what is SIP's: the RTP leg, the REFER, and 503 + Retry-After for an INVITE that finds the voice
+loop full (the admission is taken at the INVITE, so the caller is never answered and then dropped).
+Every log line of a call carries `call=<id>`; each call ends in one CDR line, including the green channel's time to
+agent (answer → REFER accepted).
 
 `python -m telephony.sip_calls --echo` runs the door with a media-only echo bot (for sipp, baresip, bench).
 """
@@ -24,15 +26,16 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Protocol
+from typing import Any, AsyncIterator, Callable
 
+from bot import door_metrics as metrics
+from bot.admission import Admission
+from bot.call_log import CallLoggerAdapter, call_logger
+from bot.call_session import CallFactory, CallSession, safe_caller_number
+from bot.cdr import CallDetailRecord, CdrWriter, finish_call
 from settings import Settings, get_settings
-from telephony import metrics
-from telephony.call_log import CallLoggerAdapter, call_logger
-from telephony.cdr import CallDetailRecord, CdrWriter, finish_call, handoff_is_green_channel
 from telephony.rtp.ports import NoFreePortError, PortAllocator
 from telephony.rtp.session import RtpSession, RtpStats
-from telephony.sip.digits import is_ascii_digits
 from telephony.sip.refer import RoutingTable, TransferNotAllowed
 from telephony.sip.sdp import LocalMedia, MediaPlan
 from telephony.sip.transport import SipServer
@@ -42,25 +45,6 @@ from telephony.sip.uas import (Call, CallAnswered, CallEnded, CallError, CallRef
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 8000
-CALLER_NUMBER_MAX = 32
-
-
-class VoiceCall(Protocol):
-    """What the door needs from a voice-loop call (bot.call.CallHandle satisfies it)."""
-
-    on_audio: Callable[[bytes], None]
-    on_clear: Callable[[], None]
-    on_handoff: Any
-    on_hangup: Any
-
-    async def start(self) -> None: ...
-    def feed_audio(self, pcm16: bytes) -> None: ...
-    def feed_dtmf(self, key: str) -> None: ...
-    def transfer_result(self, ok: bool, detail: str = "") -> None: ...
-    async def stop(self, cause: str = "remote_hangup") -> None: ...
-
-
-CallFactory = Callable[[Any], VoiceCall]  # CallInfo -> CallHandle; bot.call is imported lazily (heavy)
 
 
 @dataclass
@@ -68,31 +52,31 @@ class CallLeg:
     """One call's resources; `events` is drained by the call's own task."""
 
     call: Call
-    record: CallDetailRecord
+    session: CallSession
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     rtp: RtpSession | None = None
-    voice: VoiceCall | None = None
     task: asyncio.Task | None = None
-    closed: bool = False  # torn down: CDR written, RTP port released
     rtp_awaits_sdp: bool = False  # opened without a remote (INVITE without SDP): the ACK's SDP sets it
 
     @property
     def log(self) -> CallLoggerAdapter:
-        return call_logger(log, self.call.id)
+        return self.session.log
 
 
 class SipCallBridge:
-    """`cdr_writer`: where each call's CDR line goes (None: metrics only, e.g. for benchmarks)."""
+    """`cdr_writer`: where each call's CDR line goes (None: metrics only, e.g. for benchmarks).
+    `admission`: the voice loop's limit, taken at the INVITE (None: only settings.sip.max_calls)."""
 
     def __init__(self, settings: Settings, call_factory: CallFactory, allocator: PortAllocator | None = None,
-                 cdr_writer: CdrWriter | None = None):
+                 cdr_writer: CdrWriter | None = None, admission: Admission | None = None):
         self.settings = settings
         self.call_factory = call_factory
+        self.admission = admission
         self.allocator = allocator or PortAllocator.from_settings(settings)
         self.cdr_writer = cdr_writer
         self.routing = RoutingTable.parse(settings.sip.routing)
         self.server = SipServer(settings.sip, self._on_event)
-        self.legs: dict[int, CallLeg] = {}
+        self.legs: dict[str, CallLeg] = {}  # by our call id
         # Called once per call with its RTP counters (None if no media leg was opened); bench/sip_load.py uses it.
         self.on_call_closed: Callable[[Call, RtpStats | None], None] | None = None
 
@@ -124,20 +108,25 @@ class SipCallBridge:
         if isinstance(event, CallRefused):
             self._record_refused(event)
             return
-        leg = self.legs.get(id(event.call))
+        leg = self.legs.get(event.call.id)
         if leg is None:
             if not isinstance(event, IncomingCall):
                 return
-            record = CallDetailRecord.begin(event.call.id, metrics.DOOR_SIP, caller=_caller_number(event.call.caller),
-                                            peer_call_id=event.call.sip_call_id)
-            leg = self.legs[id(event.call)] = CallLeg(event.call, record)
-            leg.task = asyncio.get_running_loop().create_task(self._run_leg(leg), name=f"sip-{event.call.id}")
+            leg = self.legs[event.call.id] = self._new_leg(event.call)
+            leg.task = asyncio.get_running_loop().create_task(self._run_leg(leg), name=event.call.id)
         leg.events.put_nowait(event)
+
+    def _new_leg(self, call: Call) -> CallLeg:
+        session = CallSession(self.call_factory, metrics.DOOR_SIP, caller=call.caller, peer_call_id=call.sip_call_id,
+                              sample_rate=SAMPLE_RATE, cdr_writer=self.cdr_writer, admission=self.admission,
+                              transfer=lambda session, event: self._handoff(call, session, event),
+                              on_bot_hangup=lambda: self._hangup(call, "bot_hangup"), call_id=call.id)
+        return CallLeg(call, session)
 
     def _record_refused(self, event: CallRefused) -> None:
         """An INVITE the SIP core refused (over the limit, no common codec, bad SDP) still gets its CDR."""
         record = CallDetailRecord.begin(event.id, metrics.DOOR_SIP,
-                                        caller=_caller_number(event.caller), peer_call_id=event.sip_call_id)
+                                        caller=safe_caller_number(event.caller), peer_call_id=event.sip_call_id)
         finish_call(record, f"refused_{event.status}", self.cdr_writer)
 
     async def _run_leg(self, leg: CallLeg) -> None:
@@ -149,12 +138,12 @@ class SipCallBridge:
                 except Exception:
                     leg.log.exception("handling %s failed", type(event).__name__)
                     if not isinstance(event, CallEnded):
-                        self._hangup(leg, "internal_error")
+                        self._hangup(leg.call, "internal_error")
                 if isinstance(event, CallEnded):
                     return
         finally:
             await self._teardown(leg, "bridge_closed")
-            self.legs.pop(id(leg.call), None)
+            self.legs.pop(leg.call.id, None)
 
     async def _handle(self, leg: CallLeg, event: Event) -> None:
         if isinstance(event, IncomingCall):
@@ -162,17 +151,21 @@ class SipCallBridge:
         elif isinstance(event, CallAnswered):
             await self._start_voice(leg)
         elif isinstance(event, DtmfInfo):
-            self._dtmf_received(leg, event.digit, "sip info")
+            leg.session.feed_dtmf(event.digit, "sip info")
         elif isinstance(event, ReInvite):
             self._apply_media(leg, event.media)
         elif isinstance(event, TransferResult):
-            self._transfer_finished(leg, event)
+            leg.session.transfer_finished(event.ok, event.detail, event.time_to_agent_s)
         elif isinstance(event, CallEnded):
             await self._teardown(leg, event.cause)
 
     async def _answer(self, leg: CallLeg) -> None:
         call = leg.call
         media = call.media
+        if not leg.session.admit():
+            leg.log.warning("the voice loop is full: 503 with Retry-After")
+            self.server.reject(call, 503)
+            return
         try:
             leg.rtp = await RtpSession.open(
                 self.allocator, _remote(media) if media else None, local_host=self.server.address[0],
@@ -185,10 +178,11 @@ class SipCallBridge:
             self.server.reject(call, 503)
             return
         leg.rtp_awaits_sdp = media is None
-        leg.rtp.on_timeout = lambda: self._hangup(leg, "media_timeout")
+        leg.rtp.on_timeout = lambda: self._hangup(call, "media_timeout")
+        leg.session.before_record = lambda: self._close_media(leg)
         self.server.answer(call, LocalMedia(self.server.address[0], leg.rtp.local_port))
-        leg.record.codec = media.codec if media else None
-        leg.record.answered()
+        leg.session.record.codec = media.codec if media else None
+        leg.session.record.answered()
 
     async def _start_voice(self, leg: CallLeg) -> None:
         assert leg.rtp is not None
@@ -197,24 +191,11 @@ class SipCallBridge:
             # no remote and latches on nothing (a stranger's early packets must not win the call's audio).
             leg.rtp.set_remote(_remote(leg.call.media))
             leg.rtp_awaits_sdp = False
-        from bot.call import CallInfo
-
-        voice = self.call_factory(CallInfo(leg.call.id, _caller_number(leg.call.caller), sample_rate=SAMPLE_RATE))
-        leg.voice = voice
-        rtp = leg.rtp
-        voice.on_audio = rtp.send_audio
-        voice.on_clear = rtp.clear_audio
-        voice.on_handoff = lambda event: self._handoff(leg, event)
-        voice.on_hangup = lambda: self._bot_hangup(leg)
-        rtp.on_audio = voice.feed_audio
-        rtp.on_dtmf = lambda key: self._dtmf_received(leg, key, "rtp event")
-        await voice.start()
-
-    def _dtmf_received(self, leg: CallLeg, key: str, via: str) -> None:
-        # A PIN is keyed: the log may say that a key came, never which.
-        leg.log.debug("dtmf key received (%s)", via)
-        if leg.voice is not None:
-            leg.voice.feed_dtmf(key)
+        rtp, session = leg.rtp, leg.session
+        rtp.on_audio = session.feed_audio
+        rtp.on_dtmf = lambda key: session.feed_dtmf(key, "rtp event")
+        if not await session.start(on_audio=rtp.send_audio, on_clear=rtp.clear_audio):
+            self._hangup(leg.call, "busy" if session.busy else "start_failed")
 
     def _apply_media(self, leg: CallLeg, media: MediaPlan) -> None:
         """A re-INVITE: new destination, hold or unhold. The RTP leg sends only when our direction includes
@@ -227,65 +208,33 @@ class SipCallBridge:
         leg.rtp.set_direction(media.direction)
         leg.log.info("media now %s, remote %s:%s", media.direction, media.remote_host, media.remote_port)
 
-    async def _handoff(self, leg: CallLeg, event: dict) -> None:
+    async def _handoff(self, call: Call, session: CallSession, event: dict) -> None:
         """The bot's handoff event: REFER to the queue's URI (routing table only), else report failure."""
         queue = str(event.get("queue", ""))
         context = event.get("context") if isinstance(event.get("context"), dict) else {}
-        green_channel = handoff_is_green_channel(event)
-        leg.record.transfer_requested(queue, self.routing.routes.get(queue), green_channel=green_channel)
+        session.transfer_requested(queue, self.routing.routes.get(queue), event)
         try:
-            self.server.refer_to_queue(leg.call, queue, context)
+            self.server.refer_to_queue(call, queue, context)
         except (TransferNotAllowed, CallError) as error:
-            leg.log.warning("transfer refused: %s", error)
-            self._record_transfer(leg, False, str(error), None)
-            if leg.voice is not None:
-                asyncio.get_running_loop().call_soon(leg.voice.transfer_result, False, str(error))
+            session.log.warning("transfer refused: %s", error)
+            session.transfer_finished(False, str(error))
 
-    def _transfer_finished(self, leg: CallLeg, result: TransferResult) -> None:
-        if result.ok and result.time_to_agent_s is not None:
-            leg.log.info("time to agent %.1f s (queue %s)", result.time_to_agent_s, leg.record.transfer_queue)
-        self._record_transfer(leg, result.ok, result.detail, result.time_to_agent_s)
-        if leg.voice is not None:
-            leg.voice.transfer_result(result.ok, result.detail)
-
-    def _record_transfer(self, leg: CallLeg, ok: bool, detail: str, time_to_agent_s: float | None) -> None:
-        record = leg.record
-        record.transfer_finished(ok, detail, time_to_agent_s)
-        queue = record.transfer_queue if record.transfer_uri is not None else metrics.UNROUTED_QUEUE
-        metrics.transfer_finished(queue or metrics.UNROUTED_QUEUE, ok, record.green_channel, time_to_agent_s)
-
-    async def _bot_hangup(self, leg: CallLeg) -> None:
-        self._hangup(leg, "bot_hangup")
-
-    def _hangup(self, leg: CallLeg, cause: str) -> None:
-        if leg.call.state is not CallState.ENDED:
-            self.server.hangup(leg.call, cause)
+    def _hangup(self, call: Call, cause: str) -> None:
+        if call.state is not CallState.ENDED:
+            self.server.hangup(call, cause)
 
     async def _teardown(self, leg: CallLeg, cause: str) -> None:
-        """Once per call: stop the voice loop, release the RTP port, write the CDR (whatever failed before)."""
-        if leg.closed:
-            return
-        leg.closed = True
-        voice, leg.voice = leg.voice, None
-        try:
-            if voice is not None:
-                try:
-                    await voice.stop(cause)
-                except Exception:
-                    leg.log.exception("voice loop failed to stop")
-        finally:
-            stats = self._close_media(leg)
-            self._report_closed(leg, stats)
-            finish_call(leg.record, cause, self.cdr_writer)
-
-    @staticmethod
-    def _close_media(leg: CallLeg) -> RtpStats | None:
+        """Once per call (CallSession.stop is idempotent): voice loop, RTP port, admission slot, CDR line."""
         if leg.rtp is None:
-            return None
+            leg.session.before_record = lambda: self._report_closed(leg, None)
+        await leg.session.stop(cause)
+
+    def _close_media(self, leg: CallLeg) -> None:
+        assert leg.rtp is not None
         stats = leg.rtp.stats()
         leg.rtp.close()
-        leg.record.media(stats.packets_in, stats.packets_out, stats.packets_lost, stats.jitter_ms)
-        return stats
+        leg.session.record.media(stats.packets_in, stats.packets_out, stats.packets_lost, stats.jitter_ms)
+        self._report_closed(leg, stats)
 
     def _report_closed(self, leg: CallLeg, stats: RtpStats | None) -> None:
         if self.on_call_closed is None:
@@ -300,39 +249,30 @@ def _remote(media: MediaPlan) -> tuple[str, int]:
     return (media.remote_host, media.remote_port)
 
 
-def _caller_number(user: str) -> str:
-    """The From user part as a dialable number: ASCII digits only ('٣' or '３' are not digits to a bank)."""
-    digits = "".join(c for c in user if is_ascii_digits(c))[:CALLER_NUMBER_MAX]
-    return ("+" + digits) if user.startswith("+") and digits else digits
-
-
 async def start_sip_server(settings: Settings, call_factory: CallFactory, host: str | None = None,
-                           port: int | None = None, cdr_writer: CdrWriter | None = None) -> SipCallBridge:
+                           port: int | None = None, cdr_writer: CdrWriter | None = None,
+                           admission: Admission | None = None) -> SipCallBridge:
     """The SIP door on settings.sip.host/port (UDP+TCP). `close()` it to stop."""
-    return await SipCallBridge(settings, call_factory, cdr_writer=cdr_writer).start(host, port)
+    return await SipCallBridge(settings, call_factory, cdr_writer=cdr_writer, admission=admission).start(host, port)
 
 
-def add_sip_service(app: Any, call_factory: CallFactory | None = None, settings: Settings | None = None) -> None:
+def add_sip_service(app: Any, voice: Any, settings: Settings | None = None) -> None:
     """Run the SIP door with the gateway's aiohttp app, started and stopped by its cleanup context.
 
-    Without `call_factory` the calls go to the gateway's shared voice loop, `app[VOICE_RUNTIME_KEY].create_call`
-    (bot/web/voice.py loads it in an earlier cleanup context)."""
+    `voice`: the gateway's voice loop (bot/web/voice_loop.py VoiceLoop): calls go to `voice.create_call` and take
+    `voice.admission` at the INVITE. Without a loaded voice loop the door does not start."""
 
     async def sip_ctx(app: Any) -> AsyncIterator[None]:
         from bot.web.app import SETTINGS_KEY
-        from bot.web.voice import VOICE_RUNTIME_KEY
 
-        factory = call_factory
-        if factory is None:
-            runtime = app.get(VOICE_RUNTIME_KEY)
-            if runtime is None:
-                log.error("no voice runtime in the gateway: SIP door not started")
-                yield
-                return
-            factory = runtime.create_call
+        if voice is None or voice.runtime is None:
+            log.error("no voice loop in the gateway: SIP door not started")
+            yield
+            return
         sip_settings = settings or app.get(SETTINGS_KEY) or get_settings()
         try:
-            bridge = await start_sip_server(sip_settings, factory, cdr_writer=CdrWriter.from_settings(sip_settings))
+            bridge = await start_sip_server(sip_settings, voice.create_call, admission=voice.admission,
+                                            cdr_writer=CdrWriter.from_settings(sip_settings))
         except OSError as error:
             # One door failing (port taken) must not take the console and the other doors down with it.
             log.error("SIP door not started on %s:%s: %s", sip_settings.sip.host, sip_settings.sip.port, error)

@@ -2,7 +2,8 @@
 
 Money columns are BigInteger cents; rates and FX prices use `ScaledDecimal`, an exact fixed-point type stored as
 an integer, because SQLite has no exact decimal type and floats must never touch money.
-Datetimes are naive and in bank time (China Standard Time, see `service.BANK_TZ`).
+Datetimes are naive and in bank time (China Standard Time, see `store.BANK_TZ`).
+Status and kind columns are plain strings holding the values of the enums in `views.py` (`CardStatus`, ...).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class Account(Base):
     id = Column(Integer, primary_key=True)
     customer_id = Column(Integer, ForeignKey("customers.id"), nullable=False, index=True)
     number = Column(String(24), nullable=False, unique=True)
-    kind = Column(String(8), nullable=False)  # "debit" | "credit"
+    kind = Column(String(8), nullable=False)  # CardKind
     # debit: money held; credit: negative of what is owed
     balance_cents = Column(BigInteger, nullable=False)
     credit_limit_cents = Column(BigInteger, nullable=False, default=0)
@@ -81,8 +82,8 @@ class Card(Base):
     account_id = Column(Integer, ForeignKey("accounts.id"), nullable=False)
     number = Column(String(19), nullable=False, unique=True)
     last4 = Column(String(4), nullable=False, index=True)
-    kind = Column(String(8), nullable=False)  # "debit" | "credit"
-    status = Column(String(8), nullable=False)  # "active" | "lost" | "inactive"
+    kind = Column(String(8), nullable=False)  # CardKind
+    status = Column(String(8), nullable=False)  # CardStatus
 
 
 class Transaction(Base):
@@ -185,7 +186,7 @@ class Branch(Base):
 class Rate(Base):
     __tablename__ = "rates"
     id = Column(Integer, primary_key=True)
-    kind = Column(String(8), nullable=False)  # "deposit" | "loan"
+    kind = Column(String(8), nullable=False)  # RateKind
     product = Column(String(32), nullable=False)
     term = Column(String(16), nullable=False)
     rate_percent = Column(ScaledDecimal(4), nullable=False)
@@ -206,7 +207,7 @@ class WorkOrder(Base):
     __tablename__ = "work_orders"
     id = Column(Integer, primary_key=True)
     ticket = Column(String(24), unique=True)
-    kind = Column(String(16), nullable=False)  # "complaint" | "callback"
+    kind = Column(String(16), nullable=False)  # WorkOrderKind
     description = Column(Text, nullable=False)
     call_id = Column(String(128), nullable=False, index=True)
     customer_id = Column(Integer, ForeignKey("customers.id"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 CENTS_PER_YUAN = 100
+# 1,000,000 yuan: the most one phone-banking request may move; a larger amount heard on the phone is a mishearing.
+MAX_AMOUNT_CENTS = 100_000_000
 
 
 def cents_from_yuan(yuan: str | int | Decimal) -> int:
@@ -28,6 +30,11 @@ def yuan_from_cents(cents: int) -> Decimal:
 def is_valid_amount(cents: object) -> bool:
     """True for a positive integer number of cents (bool, float and str are rejected)."""
     return isinstance(cents, int) and not isinstance(cents, bool) and cents > 0
+
+
+def is_phone_amount(cents: object) -> bool:
+    """A valid amount (see `is_valid_amount`) of at most MAX_AMOUNT_CENTS: what a caller may ask to move."""
+    return is_valid_amount(cents) and cents <= MAX_AMOUNT_CENTS
 
 
 def tidy_decimal(value: Decimal, min_places: int = 2) -> Decimal:

@@ -63,3 +63,17 @@ def branch_search_terms(query: str, districts: list[str]) -> list[str]:
     if len(rest) >= 2 and rest not in terms:
         terms.append(rest)
     return list(dict.fromkeys(terms))
+
+
+def required_text(value: object, name: str, max_chars: int) -> str:
+    """A non-empty string, trimmed and cut to `max_chars`; ValueError naming `name` for anything else."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string")
+    return value.strip()[:max_chars]
+
+
+def optional_text(value: object, max_chars: int) -> str | None:
+    """None, or a non-empty string trimmed and cut to `max_chars`."""
+    if value is None:
+        return None
+    return required_text(value, "value", max_chars)

@@ -25,6 +25,7 @@ from actions.bank.models import (
 )
 from actions.bank.money import cents_from_yuan
 from actions.bank.security import hash_pin
+from actions.bank.views import CardKind, CardStatus, RateKind
 
 SEED_DATE = date(2026, 11, 20)
 BANK_CARD_BIN = "62220210"
@@ -44,9 +45,9 @@ class StatementSpec:
 @dataclass(frozen=True)
 class CardSpec:
     last4: str
-    kind: str  # "debit" | "credit"
+    kind: str  # a CardKind value
     balance: str  # debit: money held; credit: amount owed (positive)
-    status: str = "active"
+    status: str = CardStatus.ACTIVE.value
     credit_limit: str = "0"
     statement: StatementSpec | None = None
     history: tuple[TxnSpec, ...] = ()
@@ -227,7 +228,7 @@ def seed_bank(session: Session, pin_iterations: int) -> None:
         _add_customer(session, customer, position, pin_iterations)
     session.add_all(Branch(name=n, district=d, address=a, hours=h, phone=p) for n, d, a, h, p in BRANCHES)
     session.add_all(
-        Rate(kind=kind, product=product, term=term, rate_percent=Decimal(percent), position=i)
+        Rate(kind=RateKind(kind).value, product=product, term=term, rate_percent=Decimal(percent), position=i)
         for i, (kind, product, term, percent) in enumerate(RATES)
     )
     session.add_all(
@@ -249,18 +250,19 @@ def _add_customer(session: Session, spec: CustomerSpec, position: int, pin_itera
 
 def _add_card(session: Session, customer: Customer, spec: CardSpec, serial: int) -> None:
     balance = cents_from_yuan(spec.balance)
+    kind = CardKind(spec.kind)
     account = Account(
         customer_id=customer.id,
         number=f"1100{serial:06d}{spec.last4}",
-        kind=spec.kind,
-        balance_cents=balance if spec.kind == "debit" else -balance,
+        kind=kind.value,
+        balance_cents=balance if kind is CardKind.DEBIT else -balance,
         credit_limit_cents=cents_from_yuan(spec.credit_limit),
     )
     session.add(account)
     session.flush()
     card = Card(
         customer_id=customer.id, account_id=account.id, number=f"{BANK_CARD_BIN}{serial:04d}{spec.last4}",
-        last4=spec.last4, kind=spec.kind, status=spec.status,
+        last4=spec.last4, kind=kind.value, status=CardStatus(spec.status).value,
     )
     session.add(card)
     session.flush()

@@ -9,10 +9,10 @@ Console events (dicts handed to `on_event`): `partial` (interim transcript), `ca
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from loguru import logger
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     InterimTranscriptionFrame,
@@ -28,6 +28,8 @@ from bot import metrics
 from bot.call_records import CallRecord
 from bot.frames import SECURE_MASK, BotReplyTextFrame, CallerTurnFrame, ExpectInputFrame
 from bot.metrics import TurnMetrics
+
+log = logging.getLogger(__name__)
 
 EventSink = Callable[[dict[str, Any]], None]
 NS_PER_MS = 1_000_000
@@ -123,4 +125,4 @@ class CallObserver(BaseObserver):
         try:
             self._on_event(event)
         except Exception:  # a console that went away must not disturb the call
-            logger.exception("call event sink failed")
+            log.exception("call event sink failed")

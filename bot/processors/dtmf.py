@@ -2,7 +2,8 @@
 
 Gathering ends on `#`, on the expected maximum length, or after the inter-digit timeout. When no digits are
 expected, the human key (0 by default) asks for an agent (`/human_agent`), `*` asks for the keypad menu and any
-other single key is a menu choice, sent at once. A key pressed during an interruptible prompt stops the prompt.
+other single key is a menu choice, sent at once. Inside an entry, `*` cancels it: the keys gathered so far are
+dropped unsent and the dialogue gets the menu key, so it leaves the task and reads the menu. A key pressed during an interruptible prompt stops the prompt.
 
 Type-ahead, as bank IVRs do it: keys pressed while a turn is with the dialogue are held, never sent, logged or
 recorded, until its reply is in; then they answer the prompt that reply brings. A caller who keys card and PIN
@@ -14,8 +15,8 @@ menu keys: they may be a PIN. Inside a digits entry every digit, 0 included, is 
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from loguru import logger
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -27,11 +28,10 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from bot.frames import CallerTurnFrame, DialogueTurnFrame, ExpectInputFrame, PromptInterruptibleFrame
-from bot.rasa_client import dtmf_message
+from call_contract import END_KEY, HUMAN_AGENT, MENU_KEY, dtmf_message
+from call_contract import human_key as contract_human_key
 
-HUMAN_AGENT_MESSAGE = "/human_agent"
-END_KEY = "#"
-MENU_KEY = "*"
+log = logging.getLogger(__name__)
 # Digits expected without a max_length (the dialogue did not say): a card or account number fits.
 DEFAULT_MAX_DIGITS = 19
 # Keys held while the dialogue answers: a card number and a PIN fit; a stuck key or a flood does not grow memory.
@@ -46,10 +46,10 @@ class DTMFGatherer(FrameProcessor):
     InputDTMFFrame is forwarded so the no-input ladder sees the caller is active.
     """
 
-    def __init__(self, *, interdigit_timeout_s: float = 3.0, human_key: str = "0", **kwargs) -> None:
+    def __init__(self, *, interdigit_timeout_s: float = 3.0, human_key: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._interdigit_timeout_s = interdigit_timeout_s
-        self._human_key = human_key
+        self._human_key = human_key or contract_human_key()
         self._expect: ExpectInputFrame | None = None
         self._digits = ""
         self._timeout_task: asyncio.Task | None = None
@@ -93,6 +93,9 @@ class DTMFGatherer(FrameProcessor):
         end_key_optional, self._end_key_optional = self._end_key_optional, False
         if key == END_KEY and end_key_optional and not self._digits:
             return  # the `#` of an entry already sent on max length
+        if key == MENU_KEY and (self._expect is not None or self._digits):
+            await self._cancel_entry()
+            return
         if self._expect is None and not self._digits:
             await self._on_menu_key(key)
             return
@@ -111,7 +114,7 @@ class DTMFGatherer(FrameProcessor):
         if len(self._typeahead) >= MAX_TYPEAHEAD_KEYS:
             return
         if not self._typeahead:
-            logger.debug(f"{self}: keys typed ahead are held until the reply is in")
+            log.debug("%s: keys typed ahead are held until the reply is in", self)
         self._typeahead.append(key)
 
     async def _on_dialogue_turn(self, pending: bool) -> None:
@@ -125,7 +128,7 @@ class DTMFGatherer(FrameProcessor):
             return
         if after_entry and self._expect is None:
             # The prompt wants no digits (or the dialogue moved on): these keys may be a PIN, never menu keys.
-            logger.debug(f"{self}: {len(held)} keys typed ahead dropped: the reply expects no digits")
+            log.debug("%s: %d keys typed ahead dropped: the reply expects no digits", self, len(held))
             return
         if self._interruptible:
             await self.broadcast_interruption()  # the caller has answered the prompt this reply brings
@@ -138,10 +141,19 @@ class DTMFGatherer(FrameProcessor):
     async def _on_menu_key(self, key: str) -> None:
         if key == END_KEY:
             return
-        text = HUMAN_AGENT_MESSAGE if key == self._human_key else dtmf_message(key)
+        text = HUMAN_AGENT if key == self._human_key else dtmf_message(key)
         self._awaiting_reply = True  # until the bridge says the reply is in
         self._held_after_entry = False
         await self.push_frame(CallerTurnFrame(text=text, source="keypad"))
+
+    async def _cancel_entry(self) -> None:
+        """`*` inside an entry: the digits so far are dropped, never sent or logged (they may be half a PIN)."""
+        await self._cancel_timeout()
+        self._digits, self._expect = "", None
+        self._awaiting_reply = True  # until the bridge says the reply (the menu) is in
+        self._held_after_entry = False  # keys typed after `*` answer the menu
+        log.debug("%s: entry cancelled with %s", self, MENU_KEY)
+        await self.push_frame(CallerTurnFrame(text=dtmf_message(MENU_KEY), source="keypad"))
 
     def _max_length(self) -> int:
         if self._expect is not None and self._expect.max_length > 0:
@@ -159,7 +171,7 @@ class DTMFGatherer(FrameProcessor):
         self._expect = None
         self._awaiting_reply = True
         self._held_after_entry = True
-        logger.debug(f"{self}: keypad input gathered ({len(digits)} keys)")
+        log.debug("%s: keypad input gathered (%d keys)", self, len(digits))
         await self.push_frame(CallerTurnFrame(text=dtmf_message(digits), source="keypad", secure=secure))
 
     async def _restart_timeout(self) -> None:

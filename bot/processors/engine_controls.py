@@ -7,13 +7,15 @@ translation here leaves the Rasa bridge free of engine classes and the engines f
 
 from __future__ import annotations
 
+import logging
 from dataclasses import fields
 
-from loguru import logger
 from pipecat.frames.frames import Frame, STTUpdateSettingsFrame, TTSUpdateSettingsFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from bot.frames import ExpectInputFrame, SpeechRateFrame
+
+log = logging.getLogger(__name__)
 
 
 class EngineControls(FrameProcessor):
@@ -58,6 +60,6 @@ def _settings_delta(service: FrameProcessor | None, **values):
         return None
     known = {f.name for f in fields(settings_cls)}
     if not set(values) <= known:
-        logger.debug(f"{service} has no settings {sorted(set(values) - known)}; not updating it")
+        log.debug("%s has no settings %s; not updating it", service, sorted(set(values) - known))
         return None
     return settings_cls(**values)

@@ -15,10 +15,10 @@ Secure input (after `expect secure=true`) goes to Rasa and nowhere else: logs an
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from loguru import logger
 from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
@@ -28,6 +28,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from bot.call_log import call_logger
 from bot.call_records import CallRecord
 from bot.frames import (
     BotReplyTextFrame,
@@ -41,19 +42,39 @@ from bot.frames import (
     SpeechRateFrame,
     TransferResultFrame,
 )
-from bot.rasa_client import BotReply, RasaClient, RasaUnavailable, dtmf_message
+from bot.rasa_client import BotReply, RasaClient, RasaUnavailable
+from call_contract import (
+    CALL_START,
+    HUMAN_AGENT,
+    MENU_KEY,
+    TRANSFER_FAILED,
+    dtmf_message,
+    event_kind,
+    fallback_handoff,
+    human_key,
+    parse_expect,
+    parse_interruptible,
+    parse_speech_rate,
+)
 
-CALL_START = "/call_start"
-HUMAN_AGENT = "/human_agent"
-TRANSFER_FAILED = "/transfer_failed"
-KEYPAD_MENU = dtmf_message("*")
+log = logging.getLogger(__name__)
+
+KEYPAD_MENU = dtmf_message(MENU_KEY)
 # CallerTurnFrame.source values that are the caller's own words or keys (the others are the loop's messages).
 CALLER_SOURCES = frozenset({"speech", "keypad"})
 
-APOLOGY_TEXT = "抱歉，系统暂时无法处理您的请求。如需人工服务，请按0；您也可以稍后再拨。"
+# Rasa cannot be reached and the caller took the offer of an agent: short, the handoff follows it.
 DIRECT_HANDOFF_TEXT = "抱歉，系统暂时繁忙，正在为您转接人工客服，请稍候。"
 NO_INPUT_GOODBYE_TEXT = "您好像一直没有说话。感谢您的来电，再见。"
 HOLD_TEXT = "正在为您办理，请稍候。"
+
+
+def apology_text(key: str) -> str:
+    """What the caller hears when Rasa cannot answer: sorry, and the key that reaches an agent all the same."""
+    return f"抱歉，系统暂时无法处理您的请求。如需人工服务，请按{key}；您也可以稍后再拨。"
+
+
+APOLOGY_TEXT = apology_text(human_key())  # under this process's settings (HUMAN_KEY)
 
 
 @dataclass(frozen=True)
@@ -79,11 +100,14 @@ class RasaBridge(FrameProcessor):
 
     def __init__(self, *, client: RasaClient, call_id: str, metadata: CallMetadata,
                  record: CallRecord | None = None, third_silence_action: str = "handoff",
-                 hold_after_s: float = 0.0, **kwargs) -> None:
+                 hold_after_s: float = 0.0, human_key: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        # the key the keypad gatherer turns into /human_agent (settings.voice.human_key), named in the apology
+        self._apology_text = apology_text(human_key) if human_key else APOLOGY_TEXT
         self._hold_after_s = hold_after_s
         self._client = client
         self._call_id = call_id
+        self._log = call_logger(log, call_id)  # the bridge knows its call: its lines say so without the filter
         self._metadata = metadata
         self._record = record or CallRecord(call_id=call_id, caller_number=metadata.caller_number)
         self._third_silence_action = third_silence_action
@@ -119,7 +143,7 @@ class RasaBridge(FrameProcessor):
             try:
                 await self._handle(request)
             except Exception:  # one bad reply must not end the call's dialogue
-                logger.exception(f"{self}: failed handling {request}")
+                self._log.exception("%s: failed handling %s", self, request)
 
     async def _handle(self, request: Frame) -> None:
         if isinstance(request, CallerTurnFrame):
@@ -148,12 +172,12 @@ class RasaBridge(FrameProcessor):
             await self.broadcast_frame(DialogueTurnFrame, pending=False)
 
     async def _exchange(self, turn: CallerTurnFrame, from_caller: bool) -> None:
-        logger.info(f"{self}: call {self._call_id} → Rasa: {turn.loggable_text()!r}")
+        self._log.info("%s: → Rasa: %r", self, turn.loggable_text())
         request = asyncio.ensure_future(self._client.send(self._call_id, turn.text, self._metadata.as_dict()))
         try:
             reply = await self._reply_holding_the_line(request)
         except RasaUnavailable as exc:
-            logger.warning(f"{self}: call {self._call_id}: Rasa unavailable ({exc})")
+            self._log.warning("%s: Rasa unavailable (%s)", self, exc)
             await self._on_rasa_unavailable(turn)
             return
         self._rasa_down = False
@@ -189,7 +213,7 @@ class RasaBridge(FrameProcessor):
             await self.push_frame(BotReplyTextFrame(texts=texts))
 
     async def _on_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
+        kind = event_kind(event)
         if kind == "handoff":
             await self._hand_off(event)
         elif kind == "hangup":
@@ -197,19 +221,15 @@ class RasaBridge(FrameProcessor):
             self._record.mark_bot_hangup()
             await self.push_frame(HangupFrame(reason="bot"))
         elif kind == "speech_rate":
-            rate = _as_float(event.get("rate"), default=1.0)
-            await self.broadcast_frame(SpeechRateFrame, rate=rate)
+            await self.broadcast_frame(SpeechRateFrame, rate=parse_speech_rate(event))
         elif kind == "expect":
-            await self.broadcast_frame(
-                ExpectInputFrame,
-                input=str(event.get("input") or "digits"),
-                max_length=_as_int(event.get("max_length"), default=0),
-                secure=bool(event.get("secure", False)),
-            )
+            expect = parse_expect(event)
+            await self.broadcast_frame(ExpectInputFrame, input=expect.input, max_length=expect.max_length,
+                                       secure=expect.secure)
         elif kind == "interruptible":
-            await self._set_interruptible(bool(event.get("value", True)))
+            await self._set_interruptible(parse_interruptible(event))
         else:
-            logger.warning(f"{self}: ignoring unknown custom event {kind!r}")
+            self._log.warning("%s: ignoring unknown custom event %r", self, kind)
 
     async def _hand_off(self, event: dict[str, Any]) -> None:
         self._ending = True
@@ -222,24 +242,17 @@ class RasaBridge(FrameProcessor):
         if turn.text == HUMAN_AGENT and self._rasa_down:
             # The caller took the offer while the dialogue is still down: transfer without it.
             await self._speak([DIRECT_HANDOFF_TEXT])
-            await self._hand_off(self._fallback_handoff_event())
+            await self._hand_off(fallback_handoff(self._call_id))
             return
         self._rasa_down = True
         self._record.bot_replied(to_caller=False)
         await self.broadcast_frame(ExpectInputFrame, input=None)
-        await self._speak([APOLOGY_TEXT])
-
-    def _fallback_handoff_event(self) -> dict[str, Any]:
-        return {
-            "event": "handoff", "queue": "general", "priority": 1, "reason": "dialogue_unavailable",
-            "context": {"intent": None, "verified": False, "customer_ref": None, "green_channel": False,
-                        "call_id": self._call_id},
-        }
+        await self._speak([self._apology_text])
 
     async def _on_no_input(self, attempt: int) -> None:
         if self._ending:
             return
-        logger.info(f"{self}: call {self._call_id}: no input #{attempt}")
+        self._log.info("%s: no input #%d", self, attempt)
         if attempt == 1 and self._last_prompt:
             await self._speak(self._last_prompt)
         elif attempt <= 2:
@@ -254,9 +267,9 @@ class RasaBridge(FrameProcessor):
 
     async def _on_transfer_result(self, result: TransferResultFrame) -> None:
         if result.ok:
-            logger.info(f"{self}: call {self._call_id}: transfer done ({result.detail})")
+            self._log.info("%s: transfer done (%s)", self, result.detail)
             return
-        logger.warning(f"{self}: call {self._call_id}: transfer failed ({result.detail})")
+        self._log.warning("%s: transfer failed (%s)", self, result.detail)
         self._ending = False
         self._record.outcome = None
         await self._send_turn(CallerTurnFrame(text=TRANSFER_FAILED, source="transfer"))
@@ -289,17 +302,3 @@ class RasaBridge(FrameProcessor):
         if intent.get("name"):
             self._record.intents.append(str(intent["name"]))
 
-
-def _as_float(value: Any, *, default: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return default
-    return number if 0.3 <= number <= 3.0 else default
-
-
-def _as_int(value: Any, *, default: int) -> int:
-    try:
-        return max(0, int(value))
-    except (TypeError, ValueError):
-        return default

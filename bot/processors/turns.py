@@ -14,10 +14,10 @@ transcript that is not a backchannel rather than on raw voice activity.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 
-from loguru import logger
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, EndOfTurnState
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -35,6 +35,8 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
 from bot.frames import CallerTurnFrame, ExpectInputFrame, PromptInterruptibleFrame, SpeechRateFrame
+
+log = logging.getLogger(__name__)
 
 BACKCHANNELS = frozenset(
     {"嗯", "嗯嗯", "恩", "对", "对对", "对对对", "好", "好的", "好好", "哦", "噢", "喔", "啊", "是", "是的", "行",
@@ -169,7 +171,7 @@ class TurnTaker(FrameProcessor):
             if is_backchannel(text) or not self._interruptible:
                 if final:
                     why = "backchannel" if self._interruptible else "prompt not interruptible"
-                    logger.debug(f"{self}: ignoring caller speech over the bot ({why})")
+                    log.debug("%s: ignoring caller speech over the bot (%s)", self, why)
                 return
             if self._bot_speaking:
                 await self._barge_in()
@@ -179,7 +181,7 @@ class TurnTaker(FrameProcessor):
             self._transcript_arrived.set()
 
     async def _barge_in(self) -> None:
-        logger.debug(f"{self}: barge-in")
+        log.debug("%s: barge-in", self)
         self._barged_in = True
         self._bot_speaking = False
         await self.broadcast_interruption()
@@ -206,7 +208,7 @@ class TurnTaker(FrameProcessor):
         try:
             state, _ = await self._turn_analyzer.analyze_end_of_turn()
         except Exception as exc:  # a broken model must not cost the caller their turn
-            logger.warning(f"{self}: Smart Turn failed ({exc!r}), falling back to silence timing")
+            log.warning("%s: Smart Turn failed (%r), falling back to silence timing", self, exc)
             return False
         return state == EndOfTurnState.COMPLETE
 

@@ -10,15 +10,17 @@ thing. A model that is configured but broken is logged and falls back; it never 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from loguru import logger
 from pipecat.services.tts_service import TTSService
 
 from bot.models import find_piper_voice, find_vosk_model
 from bot.services.espeak.tts import EspeakTTSService, EspeakUnavailableError, check_voice, find_espeak
 from settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,16 +63,20 @@ class SpeechSynthesizerEngine:
             )
         return EspeakTTSService(voice=self.espeak_voice, sample_rate=sample_rate, speech_rate=speech_rate, **kwargs)
 
+    async def synthesize(self, text: str, sample_rate: int) -> bytes:
+        """`text` as 16-bit mono PCM at `sample_rate`, outside any call (e.g. the busy prompt of a refused call)."""
+        from bot.services.local_tts import synthesize_text
+
+        return await synthesize_text(self.create_service(sample_rate=sample_rate), text, sample_rate)
+
 
 def load_stt(settings: Settings | None = None) -> SpeechRecognizerEngine | None:
     """Load the Vosk model (once per process); None, with a log line, when there is none: keypad-only mode."""
     settings = settings or get_settings()
     path = find_vosk_model(settings)
     if path is None:
-        logger.warning(
-            f"ASR: no Vosk model under {Path(settings.voice.models_dir) / 'vosk'} and VOSK_MODEL_PATH unset; "
-            "running KEYPAD-ONLY (run `make models` to enable speech input)"
-        )
+        log.warning("ASR: no Vosk model under %s and VOSK_MODEL_PATH unset; running KEYPAD-ONLY "
+                    "(run `make models` to enable speech input)", Path(settings.voice.models_dir) / "vosk")
         return None
     from bot.services.vosk.limits import DecoderLimits, model_view_with_limits
     from bot.services.vosk.stt import VoskModelError, load_vosk_model
@@ -80,9 +86,9 @@ def load_stt(settings: Settings | None = None) -> SpeechRecognizerEngine | None:
         loaded = model_view_with_limits(path, limits)
         load_vosk_model(str(loaded))
     except (ValueError, OSError, VoskModelError) as exc:
-        logger.error(f"ASR: {exc}; running KEYPAD-ONLY")
+        log.error("ASR: %s; running KEYPAD-ONLY", exc)
         return None
-    logger.info(f"ASR: Vosk model {path.name} ({path}), decoder {limits.describe()}")
+    log.info("ASR: Vosk model %s (%s), decoder %s", path.name, path, limits.describe())
     return SpeechRecognizerEngine(loaded, installed_path=path)
 
 
@@ -93,10 +99,9 @@ def load_tts(settings: Settings | None = None) -> SpeechSynthesizerEngine:
     espeak = SpeechSynthesizerEngine("espeak", espeak_voice=settings.voice.espeak_voice)
     if voice is None:
         _require_espeak(settings)
-        logger.warning(
-            f"TTS: no Piper Mandarin voice under {Path(settings.voice.models_dir) / 'piper'} and PIPER_VOICE_PATH "
-            f"unset; FALLING BACK to espeak-ng voice '{espeak.espeak_voice}' (run `make models` for the Piper voice)"
-        )
+        log.warning("TTS: no Piper Mandarin voice under %s and PIPER_VOICE_PATH unset; FALLING BACK to espeak-ng "
+                    "voice '%s' (run `make models` for the Piper voice)", Path(settings.voice.models_dir) / "piper",
+                    espeak.espeak_voice)
         return espeak
     from bot.services.piper.tts import PiperVoiceError, load_piper_voice
 
@@ -104,9 +109,9 @@ def load_tts(settings: Settings | None = None) -> SpeechSynthesizerEngine:
         load_piper_voice(str(voice))
     except PiperVoiceError as exc:
         _require_espeak(settings)
-        logger.error(f"TTS: {exc}; FALLING BACK to espeak-ng voice '{espeak.espeak_voice}'")
+        log.error("TTS: %s; FALLING BACK to espeak-ng voice '%s'", exc, espeak.espeak_voice)
         return espeak
-    logger.info(f"TTS: Piper voice {voice.stem} ({voice})")
+    log.info("TTS: Piper voice %s (%s)", voice.stem, voice)
     return SpeechSynthesizerEngine("piper", voice_path=voice)
 
 

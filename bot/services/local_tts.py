@@ -11,17 +11,19 @@ of each sentence as soon as it is synthesised: the first sentence plays while th
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from loguru import logger
 from pipecat.frames.frames import ErrorFrame, Frame, TTSAudioRawFrame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.utils.types import NOT_GIVEN, NotGiven
+
+log = logging.getLogger(__name__)
 
 # Callers hear ~4-5 Mandarin characters a second: 2000 characters is minutes of speech, more is a bug upstream.
 MAX_TEXT_CHARS = 2000
@@ -102,7 +104,7 @@ async def speakable_text(text: str, text_type: str) -> str:
     if not _SPEAKABLE.search(text):
         return ""
     if len(text) > MAX_TEXT_CHARS:
-        logger.warning(f"TTS text of {len(text)} characters cut to {MAX_TEXT_CHARS}")
+        log.warning("TTS text of %d characters cut to %d", len(text), MAX_TEXT_CHARS)
         return text[:MAX_TEXT_CHARS]
     return text
 
@@ -148,7 +150,7 @@ class LocalTTSService(TTSService):
     def set_speech_rate(self, rate: float) -> None:
         """Apply the contract's `speech_rate` event: takes effect from the next sentence synthesised."""
         self._settings.speech_rate = clamp_speech_rate(rate)
-        logger.info(f"{self}: speech rate {self._settings.speech_rate}")
+        log.info("%s: speech rate %s", self, self._settings.speech_rate)
 
     async def _update_settings(self, delta: TTSSettings) -> dict[str, Any]:
         """Apply a TTSUpdateSettingsFrame delta; the speech rate is read per sentence, so it needs no reload."""
@@ -164,7 +166,7 @@ class LocalTTSService(TTSService):
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         """Synthesise `text` sentence by sentence, yielding each sentence's audio as soon as it is ready."""
         if len(text) > MAX_TEXT_CHARS:
-            logger.warning(f"{self}: text of {len(text)} characters cut to {MAX_TEXT_CHARS}")
+            log.warning("%s: text of %d characters cut to %d", self, len(text), MAX_TEXT_CHARS)
             text = text[:MAX_TEXT_CHARS]
         await self.start_tts_usage_metrics(text)
         try:
@@ -176,7 +178,7 @@ class LocalTTSService(TTSService):
                     if audio:
                         yield TTSAudioRawFrame(audio, self.sample_rate, 1, context_id=context_id)
         except Exception as exc:  # a broken voice must not take the call down: report it and go on
-            logger.error(f"{self}: synthesis failed: {exc}")
+            log.error("%s: synthesis failed: %s", self, exc)
             yield ErrorFrame(error=f"{self}: synthesis failed: {exc}")
         finally:
             await self.stop_ttfb_metrics()
@@ -185,3 +187,15 @@ class LocalTTSService(TTSService):
     def synthesize_sentence(self, sentence: str, speech_rate: float) -> AsyncIterator[tuple[bytes, int]]:
         """Yield (16-bit mono PCM, its sample rate) chunks for one sentence; run blocking work off the loop."""
         raise NotImplementedError
+
+
+async def synthesize_text(service: LocalTTSService, text: str, sample_rate: int) -> bytes:
+    """The whole of `text` from `service`'s engine, resampled to `sample_rate`, without a pipeline around it."""
+    from pipecat.audio.utils import create_file_resampler
+
+    resampler = create_file_resampler()
+    pcm = bytearray()
+    for sentence in split_sentences(text):
+        async for chunk, in_rate in service.synthesize_sentence(sentence, 1.0):
+            pcm += await resampler.resample(chunk, in_rate, sample_rate)
+    return bytes(pcm)

@@ -4,16 +4,17 @@
     GET /healthz    200 when Rasa, the action server and the bank store answer; 503 naming the failing parts
     GET /metrics    Prometheus text format of the process's default registry (voice loop, telephony, console)
     GET /console    the text console and its JSON API (bot/web/console.py)
-    the voice page, when `bot.web.voice.add_voice_routes` is importable
-Telephony adds its doors (SIP, /media WebSocket, AudioSocket) through `extra_setup`; see telephony/gateway.py.
+    GET /voice      the voice page and its socket /voice/ws (bot/web/voice.py)
+The gateway's one voice loop (bot/web/voice_loop.py) is made here and loaded in the first cleanup context; it is
+handed to the voice page and to every door telephony adds through `extra_setup(app, voice)` (SIP, /media,
+AudioSocket; see telephony/gateway.py). Without a voice pipeline installed (pipecat missing) the gateway serves the
+text console only.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
@@ -25,15 +26,17 @@ from settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-AppSetup = Callable[[web.Application], None]
+AppSetup = Callable[[web.Application, Any], None]  # (app, the VoiceLoop) -> None
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings", Settings)
 HEALTH_KEY: web.AppKey[HealthChecker] = web.AppKey("health_checker", HealthChecker)
 
 HEALTH_FAILURES = Counter("ivr_gateway_health_failures_total", "Parts found failing by /healthz", ["part"])
 
 
-def create_app(settings: Settings | None = None, *, extra_setup: Iterable[AppSetup] = ()) -> web.Application:
-    """Builds the gateway app. Each `extra_setup(app)` may add routes, on_startup hooks or cleanup contexts.
+def create_app(settings: Settings | None = None, *, extra_setup: Iterable[AppSetup] = (),
+               voice_runtime: Any = None) -> web.Application:
+    """Builds the gateway app. Each `extra_setup(app, voice)` may add routes, on_startup hooks or cleanup contexts.
+    `voice_runtime`: a ready `bot.call.VoiceRuntime` to use instead of loading the engines (tests, benchmarks).
 
     Raises `bot.web.access.UnsafeBinding` when the settings bind beyond loopback without real tokens."""
     settings = settings or get_settings()
@@ -45,9 +48,9 @@ def create_app(settings: Settings | None = None, *, extra_setup: Iterable[AppSet
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     add_console_routes(app, settings)
-    _add_voice_routes_if_available(app)
+    voice = _voice_loop(app, settings, voice_runtime)
     for setup in extra_setup:
-        setup(app)
+        setup(app, voice)
     return app
 
 
@@ -58,16 +61,19 @@ async def _health_checker_ctx(app: web.Application):
     await checker.close()
 
 
-def _add_voice_routes_if_available(app: web.Application) -> None:
-    """The voice page is the voice-loop layer's; the gateway still runs (text console only) without it."""
-    if importlib.util.find_spec("bot.web.voice") is None:
-        log.info("no bot.web.voice module: the voice page is not served")
-        return
+def _voice_loop(app: web.Application, settings: Settings, runtime: Any) -> Any:
+    """The voice loop and the voice page; None when the voice layer is not installed (a text-only gateway)."""
     try:
-        voice = importlib.import_module("bot.web.voice")
-        voice.add_voice_routes(app)
-    except (ImportError, AttributeError) as exc:
-        log.warning("voice page disabled: bot.web.voice could not be loaded (%s)", exc)
+        from bot.web.voice import add_voice_routes
+        from bot.web.voice_loop import VOICE_LOOP_KEY, VoiceLoop
+    except ImportError as exc:
+        log.warning("voice loop and voice page disabled: the voice layer could not be imported (%s)", exc)
+        return None
+    voice = VoiceLoop(settings, runtime)
+    app[VOICE_LOOP_KEY] = voice
+    app.cleanup_ctx.append(voice.serve)  # before the doors: their contexts find the engines loaded
+    add_voice_routes(app, settings, voice)
+    return voice
 
 
 async def index(request: web.Request) -> web.Response:

@@ -23,8 +23,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter
 
-from bot.rasa_client import BotReply, RasaClient, RasaUnavailable, dtmf_message
+from bot.rasa_client import BotReply, RasaClient, RasaUnavailable
 from bot.web.access import ACCESS_KEY, ConsoleAccess, Refused, console_access
+from call_contract import CALL_START, HUMAN_AGENT, SECURE_MASK, dtmf_message, valid_keyed_digits
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,6 @@ SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("console_settings", Settings)
 
 CALL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CALLER_RE = re.compile(r"^\+?[0-9]{0,20}$")
-DIGITS_RE = re.compile(r"^[0-9*#]{1,32}$")
-MASK = "******"
 
 CONSOLE_TURNS = Counter("ivr_console_turns_total", "Console turns sent to Rasa", ["kind", "outcome"])
 CONSOLE_REFUSED = Counter("ivr_console_refused_total", "Console API requests refused", ["reason"])
@@ -78,7 +77,7 @@ async def start_call(request: web.Request) -> web.Response:
     body = await _json_body(request)
     caller = _caller_number(body)
     call_id = new_console_call_id()
-    response = await _turn(request, "call_start", call_id, caller, "/call_start", secure=False)
+    response = await _turn(request, "call_start", call_id, caller, CALL_START, secure=False)
     if response.status != 200:
         return response
     if session is None:  # a client the page never saw (curl, tests): its cookie jar keeps the session
@@ -109,12 +108,12 @@ async def send_dtmf(request: web.Request) -> web.Response:
     call_id = _own_call_id(request)
     body = await _json_body(request)
     digits = body.get("digits")
-    if not isinstance(digits, str) or not DIGITS_RE.match(digits):
+    if not valid_keyed_digits(digits):
         raise BadRequest("digits must be 1 to 32 keypad keys (0-9 * #)")
     human_key = request.app[SETTINGS_KEY].voice.human_key
     # Same rule as the voice loop: the human key alone, when no digits are expected, asks for an agent.
     if digits == human_key and not body.get("expecting_digits"):
-        message = "/human_agent"
+        message = HUMAN_AGENT
     else:
         message = dtmf_message(digits)
     return await _turn(request, "dtmf", call_id, _caller_number(body), message, secure=bool(body.get("secure")))
@@ -164,7 +163,7 @@ def debug_from_tracker(tracker: dict[str, Any], *, secure: bool) -> dict[str, An
     latest = tracker.get("latest_message") or {}
     intent = latest.get("intent") or {}
     entities = [
-        {"entity": e.get("entity"), "value": MASK if secure else e.get("value"),
+        {"entity": e.get("entity"), "value": SECURE_MASK if secure else e.get("value"),
          "extractor": e.get("extractor")}
         for e in latest.get("entities") or [] if isinstance(e, dict)
     ]

@@ -28,7 +28,7 @@ import logging
 import random
 from dataclasses import dataclass
 
-from telephony.call_log import call_logger
+from bot.call_log import call_logger
 from telephony.rtp import g711
 from telephony.rtp.dtmf import DEFAULT_DTMF_PAYLOAD_TYPE, DtmfReceiver
 from telephony.rtp.jitter import InterarrivalJitter, JitterBuffer

@@ -12,9 +12,12 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
+from call_contract import DTMF_KEYS
 from telephony.rtp.packet import RtpPacket
 
-DTMF_KEYS = "0123456789*#ABCD"  # event codes 0..15 (RFC 4733 §3.2)
+# RFC 4733 §3.2 numbers the keys: event code n is EVENT_KEYS[n]. The order is the RFC's; the keys are the call
+# contract's DTMF_KEYS, which tests/test_call_contract.py checks this table covers exactly.
+EVENT_KEYS = "0123456789*#ABCD"
 DEFAULT_DTMF_PAYLOAD_TYPE = 101
 END_PACKET_REPEATS = 3
 _EVENT = struct.Struct("!BBH")
@@ -29,7 +32,12 @@ class TelephoneEvent:
 
     @property
     def key(self) -> str | None:
-        return DTMF_KEYS[self.event] if self.event < len(DTMF_KEYS) else None
+        return key_for_event_code(self.event)
+
+    def serialise(self) -> bytes:
+        """The 4-byte RFC 4733 payload."""
+        flags = (0x80 if self.end else 0) | (self.volume & 0x3F)
+        return _EVENT.pack(self.event, flags, min(self.duration, 0xFFFF))
 
 
 def parse_event(payload: bytes) -> TelephoneEvent:
@@ -39,16 +47,15 @@ def parse_event(payload: bytes) -> TelephoneEvent:
     return TelephoneEvent(event=event, end=bool(flags & 0x80), volume=flags & 0x3F, duration=duration)
 
 
-def build_event(event: TelephoneEvent) -> bytes:
-    flags = (0x80 if event.end else 0) | (event.volume & 0x3F)
-    return _EVENT.pack(event.event, flags, min(event.duration, 0xFFFF))
-
-
 def key_to_event_code(key: str) -> int:
-    code = DTMF_KEYS.find(key.upper()) if len(key) == 1 else -1
-    if code < 0:
+    if key.upper() not in DTMF_KEYS:
         raise ValueError(f"{key!r} is not a DTMF key (0-9 * # A-D)")
-    return code
+    return EVENT_KEYS.index(key.upper())
+
+
+def key_for_event_code(code: int) -> str | None:
+    """The key of an event code; None for the codes that are not keys (flash, tones: 16 and up)."""
+    return EVENT_KEYS[code] if 0 <= code < len(EVENT_KEYS) else None
 
 
 class DtmfReceiver:
@@ -96,6 +103,6 @@ def event_payloads(key: str, duration_ms: int = 100, packet_ms: int = 20, clock_
     step = clock_rate * packet_ms // 1000
     total = max(step, clock_rate * duration_ms // 1000)
     durations = list(range(step, total, step)) + [total]
-    payloads = [build_event(TelephoneEvent(code, False, volume, d)) for d in durations[:-1]]
-    end = build_event(TelephoneEvent(code, True, volume, durations[-1]))
+    payloads = [TelephoneEvent(code, False, volume, d).serialise() for d in durations[:-1]]
+    end = TelephoneEvent(code, True, volume, durations[-1]).serialise()
     return payloads + [end] * END_PACKET_REPEATS

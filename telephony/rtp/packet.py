@@ -28,8 +28,16 @@ class RtpPacket:
     marker: bool = False
     csrcs: tuple[int, ...] = ()
 
-    def to_bytes(self) -> bytes:
-        return build_packet(self)
+    def serialise(self) -> bytes:
+        """The datagram (no padding, no extension)."""
+        if not 0 <= self.payload_type <= 127:
+            raise ValueError(f"payload type {self.payload_type} out of range 0..127")
+        if len(self.csrcs) > 15:
+            raise ValueError("at most 15 CSRCs fit in an RTP header")
+        first = (RTP_VERSION << 6) | len(self.csrcs)
+        second = (0x80 if self.marker else 0) | self.payload_type
+        header = _HEADER.pack(first, second, self.sequence & 0xFFFF, self.timestamp & 0xFFFFFFFF, self.ssrc)
+        return header + struct.pack(f"!{len(self.csrcs)}I", *self.csrcs) + self.payload
 
 
 def parse_packet(data: bytes) -> RtpPacket:
@@ -56,18 +64,6 @@ def parse_packet(data: bytes) -> RtpPacket:
         marker=bool(second & 0x80),
         csrcs=csrcs,
     )
-
-
-def build_packet(packet: RtpPacket) -> bytes:
-    """Serialise a packet (no padding, no extension)."""
-    if not 0 <= packet.payload_type <= 127:
-        raise ValueError(f"payload type {packet.payload_type} out of range 0..127")
-    if len(packet.csrcs) > 15:
-        raise ValueError("at most 15 CSRCs fit in an RTP header")
-    first = (RTP_VERSION << 6) | len(packet.csrcs)
-    second = (0x80 if packet.marker else 0) | packet.payload_type
-    header = _HEADER.pack(first, second, packet.sequence & 0xFFFF, packet.timestamp & 0xFFFFFFFF, packet.ssrc)
-    return header + struct.pack(f"!{len(packet.csrcs)}I", *packet.csrcs) + packet.payload
 
 
 def _skip_extension(data: bytes, offset: int) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from telephony.rtp import g711
 from telephony.rtp.dtmf import event_payloads
-from telephony.rtp.packet import RtpPacket, build_packet
+from telephony.rtp.packet import RtpPacket
 
 CLOCK_RATE = 8000
 SAMPLE_BYTES = 2
@@ -68,8 +68,8 @@ class RtpSender:
 
     def key_packet(self, key: OutgoingKey, index: int) -> bytes:
         assert self.dtmf_payload_type is not None  # start_key checked it
-        return build_packet(RtpPacket(self.dtmf_payload_type, self._next_sequence(), key.timestamp, self.ssrc,
-                                      key.payloads[index], marker=index == 0))
+        return RtpPacket(self.dtmf_payload_type, self._next_sequence(), key.timestamp, self.ssrc,
+                         key.payloads[index], marker=index == 0).serialise()
 
     def _audio_packet(self, payload: bytes, samples: int, now: float) -> bytes:
         talkspurt_start = self._last_sent_at is None or now - self._last_sent_at > (
@@ -81,7 +81,7 @@ class RtpSender:
         packet = RtpPacket(self.payload_type, self._next_sequence(), self._timestamp & 0xFFFFFFFF, self.ssrc,
                            payload, marker=talkspurt_start)
         self._timestamp = (self._timestamp + samples) & 0xFFFFFFFF
-        return build_packet(packet)
+        return packet.serialise()
 
     def _next_sequence(self) -> int:
         self._sequence = (self._sequence + 1) & 0xFFFF

@@ -19,7 +19,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from telephony.call_log import UNKNOWN_CALL, call_logger
+from bot.call_log import UNKNOWN_CALL, call_logger
 from telephony.sip.message import SipMessage, build_response
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,11 @@ class ServerTransaction(Transaction):
         self.final_status = 0
         self.to_tag = ""  # the tag of our provisional responses; a final one must carry the same
         self.timers[PROCEEDING_GUARD] = now + self.GUARD_S
+
+    @property
+    def key(self) -> tuple:
+        """The key the UAS core files this transaction under (§17.2.3)."""
+        return server_key(self.request)
 
     def retransmission(self) -> list[Datagram]:
         """A retransmitted request: repeat our latest response, if any (§17.2.1, §17.2.2)."""

@@ -13,13 +13,15 @@ from __future__ import annotations
 import enum
 import logging
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Union
 
 from settings import SipSettings
 from bot.masking import mask_caller_number
-from telephony.call_log import UNKNOWN_CALL, CallLoggerAdapter, call_logger
+from call_contract import DTMF_KEYS
+from bot import call_ids
+from bot.call_log import UNKNOWN_CALL, CallLoggerAdapter, call_logger
+from telephony.rtp.dtmf import key_for_event_code
 from telephony.sip.dialog import Dialog, new_tag
 from telephony.sip.digits import ascii_int
 from telephony.sip.message import (
@@ -63,9 +65,10 @@ ACCEPTED_BODIES = {
 }
 RING_TIMEOUT_S = 120.0  # an INVITE the application never answers is declined after this
 CSEQ_OUT_OF_ORDER = "CSeq out of order"
-DTMF_SIGNAL_RE = re.compile(r"(?im)^\s*signal\s*=\s*([0-9A-Da-d*#]|1[0-6])\s*$")
+# Signal= is a key (either case) or an RFC 4733 event code 10-16 (16, flash, is no key)
+_DTMF_KEY_CLASS = "[" + re.escape("".join(sorted(DTMF_KEYS))) + "]"
+DTMF_SIGNAL_RE = re.compile(r"(?im)^\s*signal\s*=\s*(%s|1[0-6])\s*$" % _DTMF_KEY_CLASS)
 DTMF_DURATION_RE = re.compile(r"(?im)^\s*duration\s*=\s*([0-9]+)\s*$")
-EVENT_TO_DIGIT = {10: "*", 11: "#", 12: "A", 13: "B", 14: "C", 15: "D"}
 ALLOWED_REFER_HEADER_PREFIXES = ("x-ivr-", "user-to-user")
 
 
@@ -77,10 +80,9 @@ class CallState(enum.Enum):
 
 
 def new_call_id() -> str:
-    """Our id of a call: the conversation id upstream (Rasa sender, CDR, logs). Random (uuid4), never a counter, so
-    a gateway restart can never hand call N an old conversation, and no one can guess a live call's id. The peer's
-    Call-ID is only kept as a reference (`sip_call_id`, the CDR's peer_call_id)."""
-    return f"sip-{uuid.uuid4().hex}"
+    """Our id of a call (bot/call_ids.py): the conversation id upstream. The peer's Call-ID is only kept as a
+    reference (`sip_call_id`, the CDR's peer_call_id)."""
+    return call_ids.new_call_id(call_ids.DOOR_SIP)
 
 
 @dataclass
@@ -193,7 +195,9 @@ class UserAgent:
         self.server_transactions: dict[tuple, ServerTransaction] = {}
         self.client_transactions: dict[tuple, NonInviteClientTransaction] = {}
         self.calls: dict[tuple[str, str], Call] = {}  # (Call-ID, our tag) -> call
-        self._tx_calls: dict[int, Call] = {}  # id(transaction) -> call, for timer outcomes
+        # transaction key -> its call, while the transaction lives (CANCEL, REFER answers, timer outcomes). Server
+        # and client keys never collide: a client key is (branch, method), a server key starts with its RFC.
+        self._tx_calls: dict[tuple, Call] = {}
         self.internal_errors = 0  # messages dropped because of a bug here; should stay 0
 
     # ------------------------------------------------------------------------------------- public API
@@ -242,7 +246,6 @@ class UserAgent:
         call._set_state(CallState.ANSWERED)
         call.answered_at = now
         call.ack_tx = call.invite_tx
-        self._tx_calls[id(call.invite_tx)] = call
         call.log.info("answered (%s)", call.media.codec if call.media else "offer in 200")
         return self._respond(
             call.invite_tx, 200, call.peer, to_tag=call.dialog.local_tag, now=now, contact=True,
@@ -252,7 +255,8 @@ class UserAgent:
     def reject(self, call: Call, status: int, now: float, cause: str = "rejected") -> list[Output]:
         if call.state is not CallState.RINGING:
             raise CallError(f"call {call.id} was already answered")
-        out = self._respond(call.invite_tx, status, call.peer, to_tag=call.dialog.local_tag, now=now)
+        headers = [("retry-after", str(self.settings.retry_after_s))] if status == 503 else None
+        out = self._respond(call.invite_tx, status, call.peer, to_tag=call.dialog.local_tag, now=now, headers=headers)
         return out + self._end(call, f"{cause} {status}")
 
     def hangup(self, call: Call, now: float, cause: str = "local_hangup") -> list[Output]:
@@ -445,8 +449,7 @@ class UserAgent:
             headers={name: value for name, value in request.headers if name.startswith("x-")},
         )
         self.calls[(call.sip_call_id, dialog.local_tag)] = call
-        self._tx_calls[id(tx)] = call
-        tx.call_id = call.id
+        self._attach(tx, call)
         return call
 
     def _on_reinvite(self, tx: InviteServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
@@ -467,8 +470,7 @@ class UserAgent:
             return self._respond(tx, 488, source, now=now)
         call.media = media
         call.ack_tx = tx
-        self._tx_calls[id(tx)] = call
-        tx.call_id = call.id
+        self._attach(tx, call)
         sdp = build_answer(media, call.local_media)
         out = self._respond(
             tx, 200, source, to_tag=call.dialog.local_tag, now=now, contact=True,
@@ -478,11 +480,12 @@ class UserAgent:
         return out + [ReInvite(call, media)]
 
     def _on_cancel(self, tx: ServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
-        invite_tx = self.server_transactions.get(server_key(request, method="INVITE"))
+        invite_key = server_key(request, method="INVITE")
+        invite_tx = self.server_transactions.get(invite_key)
         if not isinstance(invite_tx, InviteServerTransaction):
             return self._respond(tx, 481, source, now=now)
         out = self._respond(tx, 200, source, now=now)
-        call = self._tx_calls.get(id(invite_tx))
+        call = self._tx_calls.get(invite_key)
         if invite_tx.state is State.PROCEEDING:
             # §9.2: the CANCEL succeeded, the INVITE ends with 487.
             to_tag = call.dialog.local_tag if call else new_tag()
@@ -581,7 +584,7 @@ class UserAgent:
         tx = self.client_transactions.get(key)
         if tx is None or not tx.receive(response, now):
             return []  # no transaction of ours (RFC 4475 bcast, unreason): dropped
-        call = self._tx_calls.get(id(tx))
+        call = self._tx_calls.get(key)
         if tx.method == "REFER" and call is not None and response.status >= 200:
             return self._refer_answered(call, tx, response, now)
         return []
@@ -605,12 +608,12 @@ class UserAgent:
             deadline = tx.next_deadline()
             if deadline is not None and deadline <= now:
                 out += tx.tick(now)
-            call = self._tx_calls.get(id(tx))
+            call = self._tx_calls.get(key)
             if call is not None and call.invite_tx is tx and call.state is CallState.RINGING and tx.final_status:
                 out += self._end(call, "no_final_response")  # the Proceeding guard answered for the application
             if tx.terminated:
                 del self.server_transactions[key]
-                self._tx_calls.pop(id(tx), None)
+                self._tx_calls.pop(key, None)
                 if tx.timed_out and call is not None and call.ack_tx is tx:
                     out += self._ack_timeout(call, now)
         return out
@@ -634,7 +637,7 @@ class UserAgent:
                 out += tx.tick(now)
             if tx.terminated:
                 del self.client_transactions[key]
-                call = self._tx_calls.pop(id(tx), None)
+                call = self._tx_calls.pop(key, None)
                 if tx.timed_out and tx.method == "REFER" and call is not None and call.transfer is not None:
                     call.transfer = None
                     out.append(TransferResult(call, False, "REFER timed out"))
@@ -658,9 +661,13 @@ class UserAgent:
         """Our id of the call an in-dialog request or a CANCEL belongs to, for its transaction's log lines."""
         call = self._find_call(request) if request.to_tag() else None
         if call is None and request.method == "CANCEL":
-            invite_tx = self.server_transactions.get(server_key(request, method="INVITE"))
-            call = self._tx_calls.get(id(invite_tx)) if invite_tx is not None else None
+            call = self._tx_calls.get(server_key(request, method="INVITE"))
         return call.id if call is not None else UNKNOWN_CALL
+
+    def _attach(self, tx: ServerTransaction | NonInviteClientTransaction, call: Call) -> None:
+        """`tx` belongs to `call`: its log lines say so, and its outcomes find the call by the key it is filed under."""
+        tx.call_id = call.id
+        self._tx_calls[tx.key] = call
 
     def _find_call(self, request: SipMessage) -> Call | None:
         call = self.calls.get((request.call_id, request.to_tag()))
@@ -692,9 +699,8 @@ class UserAgent:
         request.add("user-agent", self.settings.user_agent)
         destination, transport = call.dialog.next_hop()
         tx = NonInviteClientTransaction(request, destination, transport, now)
-        tx.call_id = call.id
         self.client_transactions[tx.key] = tx
-        self._tx_calls[id(tx)] = call
+        self._attach(tx, call)
         return tx, list(tx.start())
 
     def _sent_by(self) -> str:
@@ -764,15 +770,15 @@ def parse_dtmf_info(body: bytes, content_type: str) -> tuple[str | None, int]:
     """`Signal=5\\r\\nDuration=160` (application/dtmf-relay) or a bare `5` (application/dtmf)."""
     text = body.decode("utf-8", "replace")
     if content_type == "application/dtmf":
-        digit = text.strip()
-        return (digit.upper() if re.fullmatch(r"[0-9*#A-Da-d]", digit) else None), 0
+        digit = text.strip().upper()
+        return (digit if digit in DTMF_KEYS else None), 0
     match = DTMF_SIGNAL_RE.search(text)
     if not match:
         return None, 0
     signal = match.group(1).upper()
     event = ascii_int(signal)
     if event is not None and event >= 10:
-        signal = EVENT_TO_DIGIT.get(event, "")
+        signal = key_for_event_code(event) or ""
         if not signal:
             return None, 0
     duration = DTMF_DURATION_RE.search(text)

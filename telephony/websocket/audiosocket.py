@@ -21,14 +21,13 @@ import struct
 import uuid
 from dataclasses import dataclass
 
-from bot.call import CallInfo
-from bot.call_transport import VALID_KEYS as DTMF_KEYS  # what the voice loop takes: 0-9 * # A-D
+from bot.admission import Admission
+from bot.call_session import CallSession
+from call_contract import DTMF_KEYS  # what the voice loop takes: 0-9 * # A-D
+from bot.cdr import CdrWriter
+from bot.door_metrics import DOOR_AUDIOSOCKET
 from settings import GatewaySettings
-from telephony.call_log import call_logger
-from telephony.cdr import CdrWriter
-from telephony.metrics import DOOR_AUDIOSOCKET
-from telephony.websocket.calls import (BAD_MESSAGES, MEDIA_SAMPLE_RATE, REFUSED_CONNECTIONS, CallBinding,
-                                       CallFactory, bind_call, first_result, new_call_id)
+from telephony.websocket.calls import BAD_MESSAGES, MEDIA_SAMPLE_RATE, REFUSED_CONNECTIONS, CallFactory, first_result
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +82,11 @@ class Message:
     kind: int
     payload: bytes = b""
 
-
-def encode_message(kind: int, payload: bytes = b"") -> bytes:
-    if len(payload) > 0xFFFF:
-        raise ValueError(f"AudioSocket payload of {len(payload)} bytes does not fit a 16-bit length")
-    return _HEADER.pack(kind, len(payload)) + payload
+    def serialise(self) -> bytes:
+        """The frame on the wire: kind, 16-bit length, payload."""
+        if len(self.payload) > 0xFFFF:
+            raise ValueError(f"AudioSocket payload of {len(self.payload)} bytes does not fit a 16-bit length")
+        return _HEADER.pack(self.kind, len(self.payload)) + self.payload
 
 
 async def read_message(reader: asyncio.StreamReader, timeout_s: float) -> Message | None:
@@ -105,13 +104,14 @@ async def read_message(reader: asyncio.StreamReader, timeout_s: float) -> Messag
 
 class AudioSocketServer:
     """TCP server; each connection is one call handed to `call_factory`.
-    `cdr_writer`: where each call's CDR line goes (None: metrics only)."""
+    `cdr_writer`: where each call's CDR line goes (None: metrics only); `admission`: the voice loop's limit."""
 
     def __init__(self, call_factory: CallFactory, settings: GatewaySettings,
-                 cdr_writer: CdrWriter | None = None) -> None:
+                 cdr_writer: CdrWriter | None = None, admission: Admission | None = None) -> None:
         self._call_factory = call_factory
         self._settings = settings
         self._cdr_writer = cdr_writer
+        self._admission = admission
         self._allowed = parse_allow_cidrs(settings.audiosocket_allow_cidrs)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
@@ -150,7 +150,7 @@ class AudioSocketServer:
         self._connections.add(task)
         try:
             await AudioSocketCall(reader, writer, self._call_factory, self._settings.media_idle_timeout_s,
-                                  self._cdr_writer).run()
+                                  self._cdr_writer, self._admission).run()
         finally:
             self._connections.discard(task)
 
@@ -168,24 +168,28 @@ class AudioSocketCall:
     """One AudioSocket connection: UUID first, then audio/DTMF to the call and bot audio back."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, call_factory: CallFactory,
-                 idle_timeout_s: float, cdr_writer: CdrWriter | None = None) -> None:
+                 idle_timeout_s: float, cdr_writer: CdrWriter | None = None,
+                 admission: Admission | None = None) -> None:
+        self._admission = admission
         self._reader = reader
         self._writer = writer
         self._call_factory = call_factory
         self._cdr_writer = cdr_writer
         self._idle_timeout_s = idle_timeout_s
-        self._binding: CallBinding | None = None
+        self._session: CallSession | None = None
         self.peer = writer.get_extra_info("peername")
         self.bad_messages = 0
 
     async def run(self) -> None:
         cause = "remote_hangup"
         try:
-            self._binding = await self._start_call()
-            if self._binding is None:
+            self._session = session = await self._new_session()
+            if session is None:
                 return
-            if not await self._binding.start():
-                cause = "start_failed"
+            if not await session.start(on_audio=self._send_audio, on_clear=lambda: None):
+                # Nothing is queued on our side to clear on barge-in: Asterisk plays frames as they come.
+                cause = "start_failed" if session.busy is None else "busy"
+                await session.play_busy(self._send_audio)
                 return
             cause = await first_result(self._receive_loop(), self._until_bot_hangup())
         except asyncio.CancelledError:
@@ -194,7 +198,7 @@ class AudioSocketCall:
         finally:
             await self._teardown(cause)
 
-    async def _start_call(self) -> CallBinding | None:
+    async def _new_session(self) -> CallSession | None:
         try:
             first = await read_message(self._reader, self._idle_timeout_s)
         except (AudioSocketProtocolError, asyncio.TimeoutError) as exc:
@@ -204,42 +208,36 @@ class AudioSocketCall:
             log.warning("AudioSocket from %s: the first message must be a 16-byte UUID", self.peer)
             return None
         peer_call_id = str(uuid.UUID(bytes=first.payload))
-        info = CallInfo(call_id=new_call_id(DOOR_AUDIOSOCKET), caller_number="", sample_rate=MEDIA_SAMPLE_RATE)
-        binding = bind_call(
-            self._call_factory, info, DOOR_AUDIOSOCKET, codec=WIRE_CODEC, peer_call_id=peer_call_id,
-            on_audio=self._send_audio,
-            on_clear=lambda: None,  # nothing is queued on our side: Asterisk plays frames as they come
-            cdr_writer=self._cdr_writer,
-        )
-        if binding is not None:
-            call_logger(log, info.call_id).info("AudioSocket call %s from %s", peer_call_id, self.peer)
-        return binding
+        session = CallSession(self._call_factory, DOOR_AUDIOSOCKET, peer_call_id=peer_call_id, codec=WIRE_CODEC,
+                              sample_rate=MEDIA_SAMPLE_RATE, cdr_writer=self._cdr_writer, admission=self._admission)
+        session.log.info("AudioSocket call %s from %s", peer_call_id, self.peer)
+        return session
 
     async def _receive_loop(self) -> str:
-        assert self._binding is not None
-        binding = self._binding
+        assert self._session is not None
+        session = self._session
         while True:
             try:
                 message = await read_message(self._reader, self._idle_timeout_s)
             except asyncio.TimeoutError:
-                binding.log.info("no AudioSocket message for %.0f s", self._idle_timeout_s)
+                session.log.info("no AudioSocket message for %.0f s", self._idle_timeout_s)
                 return "idle_timeout"
             except AudioSocketProtocolError as exc:
-                binding.log.warning("AudioSocket protocol error: %s", exc)
+                session.log.warning("AudioSocket protocol error: %s", exc)
                 return "media_error"
             if message is None or message.kind == KIND_HANGUP:
                 return "remote_hangup"
             if message.kind == KIND_AUDIO:
-                binding.feed_audio(message.payload[: len(message.payload) & ~1])
+                session.feed_audio(message.payload[: len(message.payload) & ~1])
             elif message.kind == KIND_DTMF:
                 key = message.payload.decode("ascii", "replace").upper()
                 if key in DTMF_KEYS:
-                    binding.feed_dtmf(key)
+                    session.feed_dtmf(key)
                 else:
                     self.bad_messages += 1
                     BAD_MESSAGES.labels(DOOR_AUDIOSOCKET, "bad_dtmf").inc()
             elif message.kind == KIND_ERROR:
-                binding.log.warning("Asterisk reported error %s", message.payload.hex())
+                session.log.warning("Asterisk reported error %s", message.payload.hex())
                 return "remote_error"
 
     def _send_audio(self, pcm16: bytes) -> None:
@@ -247,21 +245,21 @@ class AudioSocketCall:
             return
         if self._writer.transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
             return  # the peer is not reading; dropping keeps memory bounded and the audio real-time
-        self._writer.write(encode_message(KIND_AUDIO, pcm16))
-        if self._binding is not None:
-            self._binding.audio_sent()
+        self._writer.write(Message(KIND_AUDIO, pcm16).serialise())
+        if self._session is not None:
+            self._session.audio_sent()
 
     async def _until_bot_hangup(self) -> str:
-        assert self._binding is not None
-        await self._binding.bot_hung_up.wait()
+        assert self._session is not None
+        await self._session.bot_hung_up.wait()
         return "bot_hangup"
 
     async def _teardown(self, cause: str) -> None:
-        if self._binding is not None:
-            await self._binding.stop(cause)
+        if self._session is not None:
+            await self._session.stop(cause)
         try:
-            if cause in ("bot_hangup", "idle_timeout", "shutdown") and not self._writer.is_closing():
-                self._writer.write(encode_message(KIND_HANGUP))
+            if cause in ("bot_hangup", "busy", "idle_timeout", "shutdown") and not self._writer.is_closing():
+                self._writer.write(Message(KIND_HANGUP).serialise())
             self._writer.close()
             await asyncio.wait_for(self._writer.wait_closed(), 2.0)
         except (ConnectionError, asyncio.TimeoutError, OSError):

@@ -1,11 +1,11 @@
 """Hooks the media doors into the gateway's aiohttp app: `GET /media` (Twilio Media Streams WebSocket) and
 the AudioSocket TCP server, which starts and stops with the app.
 
-    add_media_service(app)                               # the gateway: calls go to app[VOICE_RUNTIME_KEY]
+    add_media_service(app, voice_loop)                   # the gateway: calls go to voice_loop.create_call
     add_media_routes(app, runtime.create_call)           # settings from settings.get_settings()
     add_media_routes(app, call_factory, settings, audiosocket=False)
 
-Each call's CDR line goes to settings.gateway.call_records_dir (telephony/cdr.py) unless another writer is given.
+Each call's CDR line goes to settings.gateway.call_records_dir (bot/cdr.py) unless another writer is given.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
+from bot.admission import Admission
+from bot.cdr import CdrWriter
 from settings import Settings, get_settings
-from telephony.cdr import CdrWriter
 from telephony.websocket.audiosocket import AudioSocketServer
 from telephony.websocket.calls import CallFactory
 from telephony.websocket.twilio import MediaStreamEndpoint
@@ -28,43 +29,21 @@ AUDIOSOCKET_KEY: web.AppKey[AudioSocketServer] = web.AppKey("audiosocket_server"
 log = logging.getLogger(__name__)
 
 
-class NoVoiceRuntime(RuntimeError):
-    """The gateway has no voice loop loaded, so a media call cannot be served."""
-
-
-def add_media_service(app: web.Application, settings: Settings | None = None) -> None:
+def add_media_service(app: web.Application, voice: Any, settings: Settings | None = None) -> None:
     """The gateway's hook (telephony/gateway.py `TELEPHONY_SETUPS`): the media doors, with every call going to
-    the gateway's shared voice loop, `app[VOICE_RUNTIME_KEY].create_call`. bot/web/voice.py loads that runtime
-    in an earlier cleanup context, so it is looked up when a call arrives, not when the routes are added."""
+    the gateway's voice loop (bot/web/voice_loop.py), which refuses calls while its engines are not loaded."""
     from bot.web.app import SETTINGS_KEY
 
-    async def check_runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-        if _gateway_voice_runtime(app) is None:
-            log.error("no voice runtime in the gateway: /media and AudioSocket calls will be refused")
-        yield
-
-    app.cleanup_ctx.append(check_runtime_ctx)
-    add_media_routes(app, _gateway_voice_calls(app), settings or app.get(SETTINGS_KEY) or get_settings())
-
-
-def _gateway_voice_runtime(app: web.Application) -> Any:
-    from bot.web.voice import VOICE_RUNTIME_KEY
-
-    return app.get(VOICE_RUNTIME_KEY)
-
-
-def _gateway_voice_calls(app: web.Application) -> CallFactory:
-    def create_call(info: Any) -> Any:
-        runtime = _gateway_voice_runtime(app)
-        if runtime is None:
-            raise NoVoiceRuntime("no voice runtime in the gateway (bot.web.voice did not load one)")
-        return runtime.create_call(info)
-
-    return create_call
+    if voice is None:
+        log.error("no voice loop in the gateway: /media and AudioSocket not served")
+        return
+    add_media_routes(app, voice.create_call, settings or app.get(SETTINGS_KEY) or get_settings(),
+                     admission=voice.admission)
 
 
 def add_media_routes(app: web.Application, call_factory: CallFactory, settings: Settings | None = None, *,
-                     audiosocket: bool = True, cdr_writer: CdrWriter | None = None) -> None:
+                     audiosocket: bool = True, cdr_writer: CdrWriter | None = None,
+                     admission: Admission | None = None) -> None:
     """Serve `/media` on `app` and, unless `audiosocket=False`, run the AudioSocket server with it.
 
     `call_factory` is `VoiceRuntime.create_call` in production: CallInfo → CallHandle (bot/call.py).
@@ -72,17 +51,17 @@ def add_media_routes(app: web.Application, call_factory: CallFactory, settings: 
     settings = settings or get_settings()
     gateway = settings.gateway
     cdr_writer = cdr_writer or CdrWriter.from_settings(settings)
-    endpoint = MediaStreamEndpoint(call_factory, gateway, cdr_writer)
+    endpoint = MediaStreamEndpoint(call_factory, gateway, cdr_writer, admission)
     app[MEDIA_ENDPOINT_KEY] = endpoint
     app.router.add_get(MEDIA_PATH, endpoint.handle)
 
-    async def media_streams_ctx(app: web.Application) -> AsyncIterator[None]:
-        yield
+    async def close_media_streams(app: web.Application) -> None:
         await endpoint.close_all()
 
-    app.cleanup_ctx.append(media_streams_ctx)
+    # on_shutdown runs before any cleanup context: the calls end (and write their CDRs) while the voice loop is up.
+    app.on_shutdown.append(close_media_streams)
     if audiosocket:
-        server = AudioSocketServer(call_factory, gateway, cdr_writer)
+        server = AudioSocketServer(call_factory, gateway, cdr_writer, admission)
         app[AUDIOSOCKET_KEY] = server
 
         async def audiosocket_ctx(app: web.Application) -> AsyncIterator[None]:

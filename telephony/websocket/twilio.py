@@ -31,16 +31,16 @@ from pipecat.frames.frames import InputAudioRawFrame, InputDTMFFrame, Interrupti
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.serializers.twilio import TwilioFrameSerializer
 
-from bot.call import CallInfo
-from bot.call_transport import VALID_KEYS as DTMF_KEYS  # what the voice loop takes: 0-9 * # A-D
+from call_contract import DTMF_KEYS  # what the voice loop takes: 0-9 * # A-D
 from bot.web.access import bearer_token, token_usable_from, tokens_equal
 from settings import GatewaySettings
-from telephony.call_log import CallLoggerAdapter, call_logger
-from telephony.cdr import CdrWriter
-from telephony.metrics import DOOR_MEDIA_STREAM
-from telephony.websocket.calls import (BAD_MESSAGES, MEDIA_SAMPLE_RATE, REFUSED_CONNECTIONS, CallBinding,
-                                       CallFactory, bind_call, first_result, new_call_id, safe_caller_number,
-                                       safe_peer_reference)
+from bot.admission import Admission
+from bot.call_log import CallLoggerAdapter, call_logger
+from bot.call_session import CallSession
+from bot.cdr import CdrWriter
+from bot.door_metrics import DOOR_MEDIA_STREAM
+from telephony.websocket.calls import (BAD_MESSAGES, MEDIA_SAMPLE_RATE, REFUSED_CONNECTIONS, CallFactory,
+                                       first_result, safe_peer_reference)
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,15 @@ class TwilioCodec:
 
 class MediaStreamEndpoint:
     """The aiohttp handler for `/media`; each accepted socket becomes one `TwilioMediaStream`.
-    `cdr_writer`: where each call's CDR line goes (None: metrics only)."""
+    `cdr_writer`: where each call's CDR line goes (None: metrics only); `admission`: the voice loop's limit, whose
+    slot each call frees at teardown whatever happened to its voice loop."""
 
     def __init__(self, call_factory: CallFactory, settings: GatewaySettings,
-                 cdr_writer: CdrWriter | None = None) -> None:
+                 cdr_writer: CdrWriter | None = None, admission: Admission | None = None) -> None:
         self._call_factory = call_factory
         self._settings = settings
         self._cdr_writer = cdr_writer
+        self._admission = admission
         self.active: dict[TwilioMediaStream, asyncio.Task] = {}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -117,7 +119,8 @@ class MediaStreamEndpoint:
         # timeout: how long a close waits for the peer's close frame; a dead peer must not hold teardown.
         ws = web.WebSocketResponse(max_msg_size=self._settings.media_ws_max_message_bytes, timeout=2.0)
         await ws.prepare(request)
-        stream = TwilioMediaStream(ws, self._call_factory, self._settings.media_idle_timeout_s, self._cdr_writer)
+        stream = TwilioMediaStream(ws, self._call_factory, self._settings.media_idle_timeout_s, self._cdr_writer,
+                                   self._admission)
         # aiohttp cancels this handler when the peer's connection drops; the stream runs in its own task,
         # shielded, so the call is still torn down completely and with the right cause.
         task = asyncio.create_task(stream.run(), name="media-stream")
@@ -137,12 +140,13 @@ class TwilioMediaStream:
     """One media stream: waits for `start`, runs a call, relays audio/keys both ways, tears down."""
 
     def __init__(self, ws: web.WebSocketResponse, call_factory: CallFactory, idle_timeout_s: float,
-                 cdr_writer: CdrWriter | None = None) -> None:
+                 cdr_writer: CdrWriter | None = None, admission: Admission | None = None) -> None:
         self._ws = ws
+        self._admission = admission
         self._call_factory = call_factory
         self._cdr_writer = cdr_writer
         self._idle_timeout_s = idle_timeout_s
-        self._binding: CallBinding | None = None
+        self._session: CallSession | None = None
         self._codec: TwilioCodec | None = None
         self._outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._mark_timer: asyncio.TimerHandle | None = None
@@ -156,7 +160,7 @@ class TwilioMediaStream:
 
     @property
     def call_id(self) -> str:
-        return self._binding.call_id if self._binding else "-"
+        return self._session.id if self._session else "-"
 
     @property
     def log(self) -> CallLoggerAdapter:
@@ -170,16 +174,12 @@ class TwilioMediaStream:
             if not isinstance(start, dict):
                 cause = "shutdown" if self._shutdown.is_set() else self._end_cause
                 return
-            self._binding = self._start_call(start)
-            if self._binding is None:
-                await self._ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"call could not be created")
-                return
+            self._session = session = self._new_session(start)
             assert self._codec is not None
             await self._codec.setup()
             sender = asyncio.create_task(self._send_loop(), name=f"media-send-{self.call_id}")
-            if not await self._binding.start():
-                cause = "start_failed"
-                await self._ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"call could not be started")
+            if not await session.start(on_audio=self._queue_audio, on_clear=self._queue_clear):
+                cause = await self._refused(session)
                 return
             cause = await first_result(self._receive_loop(), self._until_bot_hangup(), self._shutdown.wait())
             cause = cause if isinstance(cause, str) else "shutdown"
@@ -206,22 +206,28 @@ class TwilioMediaStream:
             elif event in ("media", "dtmf", "mark"):
                 self._count_bad("before_start")
 
-    def _start_call(self, message: dict[str, Any]) -> CallBinding | None:
+    def _new_session(self, message: dict[str, Any]) -> CallSession:
         start = message["start"]
         stream_sid = safe_peer_reference(message.get("streamSid") or start.get("streamSid")) or uuid.uuid4().hex
         peer_call_id = safe_peer_reference(start.get("callSid")) or stream_sid
         parameters = start.get("customParameters") if isinstance(start.get("customParameters"), dict) else {}
         caller = next((parameters[name] for name in _CALLER_PARAMETER_NAMES if name in parameters), "")
-        info = CallInfo(call_id=new_call_id(DOOR_MEDIA_STREAM), caller_number=safe_caller_number(caller),
-                        sample_rate=MEDIA_SAMPLE_RATE)
-        binding = bind_call(
-            self._call_factory, info, DOOR_MEDIA_STREAM, codec=WIRE_CODEC, peer_call_id=peer_call_id,
-            on_audio=self._queue_audio, on_clear=self._queue_clear, cdr_writer=self._cdr_writer,
-        )
-        if binding is not None:
-            self._codec = TwilioCodec(stream_sid)
-            call_logger(log, info.call_id).info("media stream %s started (peer call %s)", stream_sid, peer_call_id)
-        return binding
+        session = CallSession(self._call_factory, DOOR_MEDIA_STREAM, caller=caller, peer_call_id=peer_call_id,
+                              codec=WIRE_CODEC, sample_rate=MEDIA_SAMPLE_RATE, cdr_writer=self._cdr_writer,
+                              admission=self._admission)
+        self._codec = TwilioCodec(stream_sid)
+        session.log.info("media stream %s started (peer call %s)", stream_sid, peer_call_id)
+        return session
+
+    async def _refused(self, session: CallSession) -> str:
+        """The voice loop did not take the call: say busy when it is full, then close; the cause for the CDR."""
+        if session.busy is None:
+            await self._ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"call could not be started")
+            return "start_failed"
+        await first_result(session.play_busy(self._queue_audio), self._shutdown.wait())
+        await first_result(self._outbox_drained(), asyncio.sleep(1.0))  # the prompt's last frames go out
+        await self._ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"busy")
+        return "busy"
 
     def _count_bad(self, reason: str) -> None:
         self.bad_messages += 1
@@ -247,7 +253,7 @@ class TwilioMediaStream:
                 self._count_bad("bad_event")  # unknown event names are skipped silently (newer protocol versions)
 
     async def _relay(self, event: str, message: dict[str, Any], text: str) -> None:
-        assert self._codec is not None and self._binding is not None
+        assert self._codec is not None and self._session is not None
         if not _well_formed(event, message):
             self._count_bad(f"bad_{event}")
             return
@@ -258,9 +264,9 @@ class TwilioMediaStream:
         if decoded is None:
             self._count_bad(f"bad_{event}")
         elif isinstance(decoded, str):
-            self._binding.feed_dtmf(decoded)
+            self._session.feed_dtmf(decoded)
         else:
-            self._binding.feed_audio(decoded)
+            self._session.feed_audio(decoded)
 
     async def _next_message(self) -> dict[str, Any] | None:
         """The next JSON object from the peer; None when the socket closed, errored or idled out."""
@@ -310,6 +316,10 @@ class TwilioMediaStream:
             self._outbox.get_nowait()
         self._outbox.put_nowait(("clear", None))
 
+    async def _outbox_drained(self) -> None:
+        while not self._outbox.empty():
+            await asyncio.sleep(0.02)
+
     async def _send_loop(self) -> None:
         assert self._codec is not None
         while True:
@@ -326,21 +336,21 @@ class TwilioMediaStream:
                 await self._ws.send_str(text)
             except (ConnectionError, RuntimeError):  # the socket is closing; teardown follows
                 return
-            if kind == "audio" and self._binding is not None:
-                self._binding.audio_sent()
+            if kind == "audio" and self._session is not None:
+                self._session.audio_sent()
 
     # ---- teardown ---------------------------------------------------------------------------
 
     async def _until_bot_hangup(self) -> str:
-        assert self._binding is not None
-        await self._binding.bot_hung_up.wait()
+        assert self._session is not None
+        await self._session.bot_hung_up.wait()
         return "bot_hangup"
 
     async def _teardown(self, sender: asyncio.Task | None, cause: str) -> None:
         if self._mark_timer is not None:
             self._mark_timer.cancel()
-        if self._binding is not None:
-            await self._binding.stop(cause)
+        if self._session is not None:
+            await self._session.stop(cause)
         if sender is not None:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)

@@ -10,7 +10,7 @@ from actions.cards import (
     ActionActivateCard, ActionAskConfirmed, ActionCreditCardBill, ActionRepayCreditCard, ActionReportCardLoss,
     ActionResetPassword, ValidateRepaymentForm,
 )
-from actions.complaints import ActionCreateComplaint, ValidateComplaintForm
+from actions.complaints import ActionCloseComplaint, ValidateComplaintForm
 from actions.info import ActionBranchLocator, ActionExchangeRate, ActionInterestRate, ValidateBranchForm
 from actions.transfers import ActionTransferMoney, ValidateTransferForm
 from actions.verification import ValidateCardLossForm
@@ -93,7 +93,7 @@ async def test_activation_of_a_new_card(bank_for_actions):
     assert "已经是激活状态" in again.text
 
 
-async def test_transfer_between_own_cards_and_insufficient_funds(bank_for_actions):
+async def test_transfer_between_own_cards_refuses_more_than_the_balance_before_the_read_back(bank_for_actions):
     call = await verified_call(bank_for_actions, CHEN)
     call.active_loop = "transfer_form"
     form = ValidateTransferForm()
@@ -102,13 +102,15 @@ async def test_transfer_between_own_cards_and_insufficient_funds(bank_for_action
     someone_elses = await call.fill(form, "to_card", dtmf("1234"))
     assert "不在您本人名下" in someone_elses.text and call.slots["to_card"] is None
     await call.fill(form, "to_card", user("九九九九", "inform"))
-    await call.fill(form, "amount_cents", user("转两千块", "inform"))
-    assert call.slots["amount_cents"] == "200000"
+    refused = await call.fill(form, "amount_cents", user("转两千块", "inform"))
+    assert "可用余额是1200元" in refused.text and call.slots["amount_cents"] is None  # 陈晓明 has 1,200.00
+    await call.fill(form, "amount_cents", user("转五百块", "inform"))
+    assert call.slots["amount_cents"] == "50000"
     read_back = await call.run(ActionAskConfirmed())
-    assert "尾号4321" in read_back.text and "尾号9999" in read_back.text and "2000元" in read_back.text
+    assert "尾号4321" in read_back.text and "尾号9999" in read_back.text and "500元" in read_back.text
     call.slots["confirmed"] = True
     outcome = await call.run(ActionTransferMoney())
-    assert "余额不足" in outcome.text  # 陈晓明 has 1,200.00
+    assert "转账成功" in outcome.text
 
 
 async def test_transfer_ok_reads_reference_and_limit(bank_for_actions):
@@ -155,13 +157,22 @@ async def test_rates(bank_for_actions):
     assert "美元" in fx.text and "买入价" in fx.text
 
 
-async def test_complaint_creates_a_work_order_and_reads_the_ticket(bank_for_actions):
+async def test_complaint_asks_where_and_when_then_files_one_ticket_and_reads_it_back(bank_for_actions):
     call = Call()
     call.active_loop = "complaint_form"
-    await call.fill(ValidateComplaintForm(), "complaint_text", user("网点排队太久了", "inform"))
-    outcome = await call.run(ActionCreateComplaint())
-    assert "工单号是" in outcome.text and len(spoken_digits(outcome.texts[0])) >= 6
-    assert outcome.messages[0]["custom"] == {"event": "interruptible", "value": False}  # the number is heard in full
+    asked = await call.fill(ValidateComplaintForm(), "complaint_text", user("网点排队太久了", "inform"))
+    assert "complaint_ticket" not in asked.slots_set()  # where and when are not known yet
+    filed = await call.fill(ValidateComplaintForm(), "complaint_where", user("上周五在海淀支行", "branch_locator"))
+    assert call.slots["complaint_where"] == "海淀支行" and call.slots["complaint_when"] == "上周五"
+    assert "工单号是" in filed.text and "海淀支行" in filed.text and len(spoken_digits(filed.text)) >= 6
+    assert filed.messages[0]["custom"] == {"event": "interruptible", "value": False}  # the number is heard in full
+    ticket = call.slots["complaint_ticket"]
+    added = await call.fill(ValidateComplaintForm(), "complaint_more", user("柜员还一直玩手机", "complaint"))
+    assert ticket in spoken_digits(added.text) and call.slots["complaint_more"] is None
+    done = await call.fill(ValidateComplaintForm(), "complaint_more", user("没有了", "deny"))
+    assert done.slots_set()["complaint_more"] == "no"
+    closed = await call.run(ActionCloseComplaint())
+    assert "感谢您的反馈" in closed.text and closed.slots_set()["complaint_ticket"] is None
 
 
 async def test_commands_are_not_written_into_a_complaint(bank_for_actions):

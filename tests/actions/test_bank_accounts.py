@@ -1,4 +1,4 @@
-"""Accounts of a verified customer: cards, balances, transaction history and credit-card statements."""
+"""Accounts of a verified customer: cards, balances, transaction history, credit-card statements, card rules."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from datetime import date, datetime
 import pytest
 
 from actions.bank import BankService, NotYourCard, UnknownCustomer
+from actions.bank.accounts import card_to_activate, debit_source
 from actions.bank.seed import CUSTOMERS
-from actions.bank.views import CardView, StatementView
+from actions.bank.views import CardStatus, CardView, StatementView
 
 
 def test_cards_of_a_customer(bank_service: BankService) -> None:
@@ -117,3 +118,84 @@ def test_no_statement(bank_service: BankService) -> None:
 def test_statement_of_someone_elses_card(bank_service: BankService) -> None:
     with pytest.raises(NotYourCard):
         bank_service.credit_card_statement("C1002", "8888")
+
+
+# ---------------------------------------------------------------- card rules (moved here from actions/cards.py)
+
+
+def test_own_card(bank_service: BankService) -> None:
+    assert bank_service.accounts.card("C1001", "8888") == CardView("8888", "credit", "active", "C1001")
+    assert bank_service.accounts.card("C1006", "1111").status is CardStatus.LOST
+    for not_theirs in ("5678", "0000", "88", None):
+        assert bank_service.accounts.card("C1001", not_theirs) is None
+    with pytest.raises(UnknownCustomer):
+        bank_service.accounts.card("C9999", "1234")
+
+
+@pytest.mark.parametrize(
+    "customer, named, statement_of",
+    [
+        ("C1001", "8888", "8888"),  # the credit card named
+        ("C1001", "1234", "8888"),  # a debit card named: the statement with something due
+        ("C1001", None, "8888"),
+        ("C1001", "5678", "8888"),  # someone else's card is not refused here, just not used
+        ("C1003", "9999", "9999"),
+        ("C1003", "7777", None),  # the credit card named has no statement yet
+        ("C1002", "5678", None),  # no credit card at all
+    ],
+)
+def test_statement_for_the_card_the_caller_means(bank_service: BankService, customer, named, statement_of) -> None:
+    statement = bank_service.accounts.statement_for(customer, named)
+    assert (statement.card_last4 if statement else None) == statement_of
+
+
+def test_statement_for_an_unknown_customer(bank_service: BankService) -> None:
+    with pytest.raises(UnknownCustomer):
+        bank_service.accounts.statement_for("C9999", "8888")
+
+
+def _card(last4: str, kind: str, status: str = "active") -> CardView:
+    return CardView(last4, kind, status, "C1")
+
+
+@pytest.mark.parametrize(
+    "cards, preferred, expected",
+    [
+        ([_card("1234", "debit"), _card("8888", "credit")], "1234", "1234"),
+        ([_card("1234", "debit"), _card("8888", "credit")], "8888", "1234"),  # a credit card is not a source
+        ([_card("1234", "debit"), _card("5555", "debit")], "5555", "5555"),
+        ([_card("1234", "debit"), _card("5555", "debit")], None, "1234"),
+        ([_card("1234", "debit", "lost"), _card("5555", "debit")], "1234", "5555"),  # only an active card
+        ([_card("1234", "debit", "inactive"), _card("8888", "credit")], "1234", None),
+        ([], None, None),
+    ],
+)
+def test_debit_source(cards, preferred, expected) -> None:
+    source = debit_source(cards, preferred)
+    assert (source.last4 if source else None) == expected
+
+
+def test_debit_source_of_a_customer(bank_service: BankService) -> None:
+    assert bank_service.accounts.debit_source("C1001", "8888").last4 == "1234"
+    assert bank_service.accounts.debit_source("C1006", "1111").last4 == "6666"  # 1111 is lost
+
+
+@pytest.mark.parametrize(
+    "cards, named, expected",
+    [
+        ([_card("4321", "debit"), _card("7777", "credit", "inactive")], "4321", "7777"),  # 「激活新卡」
+        ([_card("4321", "debit"), _card("7777", "credit", "inactive")], "7777", "7777"),
+        ([_card("4321", "debit"), _card("7777", "credit", "inactive"), _card("7778", "credit", "inactive")],
+         "4321", "4321"),  # two new cards: the caller must say which
+        ([_card("4321", "debit"), _card("1111", "debit", "lost")], "1111", "1111"),
+        ([_card("4321", "debit")], "0000", "0000"),  # not theirs: activation says so
+        ([_card("4321", "debit")], None, None),
+    ],
+)
+def test_card_to_activate(cards, named, expected) -> None:
+    assert card_to_activate(cards, named) == expected
+
+
+def test_card_to_activate_of_a_customer(bank_service: BankService) -> None:
+    assert bank_service.accounts.card_to_activate("C1003", "4321") == "7777"
+    assert bank_service.accounts.card_to_activate("C1001", "1234") == "1234"

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from actions.bank import BankService
-from actions.bank.views import CardView, CustomerView, PinResult
+from actions.bank import identity as identity_module
+from actions.bank.identity import age_on
+from actions.bank.views import CardView, CustomerView, PinResult, PinStatus
 
 MORNING = datetime(2026, 11, 26, 9, 0)
 
@@ -171,3 +173,25 @@ def test_pin_is_never_logged(bank_service: BankService, caplog: pytest.LogCaptur
         logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
     assert "locked" in caplog.text
     assert "864213" not in caplog.text and "135790" not in caplog.text
+
+
+def test_an_unknown_card_costs_the_same_hashing_as_a_wrong_pin(bank_service: BankService, monkeypatch) -> None:
+    checks: list[str] = []
+    real = identity_module.pin_matches
+    monkeypatch.setattr(identity_module, "pin_matches", lambda pin, stored: checks.append(stored) or real(pin, stored))
+    bank_service.verify_pin("1234", "000000", caller_phone="17700000000", now=MORNING)
+    bank_service.verify_pin("0009", "000000", caller_phone="17700000000", now=MORNING)
+    assert len(checks) == 2  # one PBKDF2 each, whether or not the card exists
+    for _ in range(3):  # the calling number gets locked out (5 failures): still one PBKDF2 per attempt
+        bank_service.verify_pin("0009", "000000", caller_phone="17700000000", now=MORNING)
+    assert bank_service.verify_pin("1234", "135790", caller_phone="17700000000", now=MORNING).status is PinStatus.LOCKED
+    assert len(checks) == 6
+
+
+@pytest.mark.parametrize(
+    "born, today, age",
+    [(date(1952, 3, 8), date(2026, 3, 7), 73), (date(1952, 3, 8), date(2026, 3, 8), 74),
+     (date(1948, 2, 29), date(2026, 2, 28), 77), (date(1948, 2, 29), date(2026, 3, 1), 78)],
+)
+def test_age_on(born: date, today: date, age: int) -> None:
+    assert age_on(born, today) == age

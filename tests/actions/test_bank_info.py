@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from actions.bank import BankService, UnknownCustomer
-from actions.bank.views import FxRateView, RateView
+from actions.bank.views import FxRateView, RateKind, RateView, WorkOrderKind
 
 
 @pytest.mark.parametrize(
@@ -146,3 +146,16 @@ def test_record_handoff(bank_service: BankService, bank_db_url: str) -> None:
 def test_handoff_needs_a_call_and_queue(bank_service: BankService) -> None:
     with pytest.raises(ValueError):
         bank_service.record_handoff("", "general", "human_agent", None, False, None)
+
+
+def test_rates_by_kind(bank_service: BankService) -> None:
+    assert bank_service.information.rates(RateKind.DEPOSIT) == bank_service.deposit_rates()
+    assert bank_service.information.rates("loan") == bank_service.loan_rates()
+    with pytest.raises(ValueError):
+        bank_service.information.rates("mortgage")
+
+
+def test_work_order_kinds_are_the_enum(bank_service: BankService, bank_db_url: str) -> None:
+    bank_service.records.create_work_order(WorkOrderKind.CALLBACK, "回电", "call-9")
+    with sqlite3.connect(Path(bank_db_url.removeprefix("sqlite:///"))) as connection:
+        assert connection.execute("SELECT kind FROM work_orders").fetchall() == [("callback",)]

@@ -10,9 +10,18 @@ from datetime import date
 
 import pytest
 
-import actions.bank.service as service_module
+import actions.bank.payments as payments_module
 from actions.bank import BankService, IdempotencyConflict, UnknownCustomer
-from actions.bank.views import ActivationResult, CardLossResult, RepaymentResult, TransferResult
+from actions.bank.money import MAX_AMOUNT_CENTS, is_phone_amount
+from actions.bank.views import (
+    ActivationResult,
+    ActivationStatus,
+    CardLossResult,
+    CardLossStatus,
+    RepaymentResult,
+    TransferResult,
+    TransferStatus,
+)
 
 REFERENCE = re.compile(r"[0-9]{12}")
 
@@ -129,7 +138,7 @@ def test_a_failure_midway_rolls_back_everything(bank_service: BankService, monke
     def broken_reference(*_args) -> str:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(service_module, "reference_number", broken_reference)
+    monkeypatch.setattr(payments_module, "reference_number", broken_reference)
     with pytest.raises(RuntimeError):
         bank_service.repay_credit_card("C1001", "8888", "1234", 10_000, "r-1")
     with pytest.raises(RuntimeError):
@@ -245,3 +254,50 @@ def test_activate_card(bank_service: BankService) -> None:
     assert bank_service.activate_card("C1003", "7777") == ActivationResult("already_active")
     assert bank_service.activate_card("C1006", "1111") == ActivationResult("lost")
     assert bank_service.activate_card("C1001", "7777") == ActivationResult("not_your_card")
+
+
+# ---------------------------------------------------------------- rules before a movement (moved from actions/cards.py)
+
+
+def test_repayment_plan(bank_service: BankService) -> None:
+    plan = bank_service.payments.repayment_plan("C1001", "1234")
+    assert (plan.statement.card_last4, plan.source.last4, plan.remaining_due_cents, plan.possible) == (
+        "8888", "1234", 328_000, True
+    )
+    bank_service.repay_credit_card("C1001", "8888", "1234", 328_000, "r-1")
+    assert bank_service.payments.repayment_plan("C1001", "8888").possible is False  # nothing due any more
+
+
+def test_no_repayment_without_a_statement_or_a_debit_card(bank_service: BankService) -> None:
+    assert bank_service.payments.repayment_plan("C1003", "9999").possible is False  # the bill is 0
+    assert bank_service.payments.repayment_plan("C1002", "5678").statement is None  # no credit card
+    bank_service.report_card_loss("C1001", "1234", "loss-1")
+    plan = bank_service.payments.repayment_plan("C1001", "8888")
+    assert plan.remaining_due_cents == 328_000 and plan.source is None and not plan.possible
+
+
+@pytest.mark.parametrize("cents, ok", [(1, True), (MAX_AMOUNT_CENTS, True), (MAX_AMOUNT_CENTS + 1, False), (0, False),
+                                       (-100, False), (True, False), (1.0, False), ("100", False)])
+def test_is_phone_amount(cents, ok: bool) -> None:
+    assert is_phone_amount(cents) is ok
+
+
+def test_results_are_typed(bank_service: BankService) -> None:
+    first = bank_service.transfer("C1003", "4321", "9999", 100, "t-1")
+    again = bank_service.transfer("C1003", "4321", "9999", 100, "t-1")  # read back from the stored record
+    assert first.status is TransferStatus.OK and again.status is TransferStatus.OK and again.repeated
+    loss = bank_service.report_card_loss("C1001", "1234", "loss-1")
+    assert bank_service.report_card_loss("C1001", "1234", "loss-1").status is CardLossStatus.REPORTED
+    assert loss.status is CardLossStatus.REPORTED
+    assert bank_service.activate_card("C1003", "7777").status is ActivationStatus.ACTIVATED
+
+
+def test_transfer_limit_left(bank_service: BankService) -> None:
+    day = date(2026, 11, 26)
+    assert bank_service.payments.transfer_limit_left("C1001", today=day) == 5_000_000
+    bank_service.transfer("C1001", "1234", "8888", 3_000_000, "t-1", today=day)
+    assert bank_service.payments.transfer_limit_left("C1001", today=day) == 2_000_000
+    assert bank_service.payments.transfer_limit_left("C1001", today=date(2026, 11, 27)) == 5_000_000
+    assert bank_service.payments.transfer_limit_left("C1003") == 5_000_000  # today in bank time by default
+    with pytest.raises(UnknownCustomer):
+        bank_service.payments.transfer_limit_left("C0000")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,8 @@ import pytest
 import settings
 from actions.bank import BankService, BankUnavailable
 from actions.bank.database import build_engine
+from actions.bank.normalise import optional_text, required_text
+from actions.bank.store import bank_now, end_of_bank_day, reference_number
 
 
 def test_seed_matches_the_issue(bank_service: BankService) -> None:
@@ -179,3 +181,27 @@ def test_reads_do_not_wait_for_a_writer(bank_service: BankService, bank_db_url: 
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_bank_time_is_beijing_time_without_a_zone() -> None:
+    assert bank_now(datetime(2026, 11, 26, 16, 30, tzinfo=timezone.utc)) == datetime(2026, 11, 27, 0, 30)
+    assert bank_now(datetime(2026, 11, 26, 9, 0)) == datetime(2026, 11, 26, 9, 0)  # naive: already bank time
+    assert bank_now().tzinfo is None
+    assert end_of_bank_day(datetime(2026, 11, 26, 23, 59)) == datetime(2026, 11, 27, 0, 0)
+
+
+def test_reference_numbers_tell_what_they_are_for() -> None:
+    created = datetime(2026, 11, 26, 9, 0)
+    assert reference_number("card_loss", created, 42) == "126112600042"
+    assert reference_number("work_order", created, 1_234_567) == "82611261234567"
+
+
+@pytest.mark.parametrize("value", ["", "   ", None, 42])
+def test_required_text_refuses_what_is_not_text(value) -> None:
+    with pytest.raises(ValueError):
+        required_text(value, "call_id", 128)
+
+
+def test_text_is_trimmed_and_cut() -> None:
+    assert required_text("  call-1  ", "call_id", 4) == "call"
+    assert optional_text(None, 4) is None and optional_text(" ab ", 4) == "ab"

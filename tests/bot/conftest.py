@@ -2,9 +2,43 @@
 
 from __future__ import annotations
 
-import pytest
+import logging
+import sys
 
+import pytest
+from loguru import logger as loguru_logger
+
+from bot.call_log import CallIdFilter, route_loguru_to_logging
 from tests.bot.voice_doubles import CallHarness, ScriptedRasa
+
+
+class _LineCollector(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def log_lines():
+    """Every line the process logs during the test, at DEBUG (the most the gateway ever logs), as the gateway's
+    handler sees it (bot/call_log.py): stdlib and pipecat's loguru alike, `call=<id>` on each."""
+    lines: list[str] = []
+    handler = _LineCollector(lines)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(CallIdFilter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    sink = route_loguru_to_logging("DEBUG")
+    yield lines
+    loguru_logger.remove(sink)
+    loguru_logger.add(sys.stderr)  # pipecat's own default
+    root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from loguru import logger
 
 from tests.bot.test_pipeline_turns import LONG_PROMPT, caller_audio
 from tests.bot.voice_doubles import CallHarness, ScriptedRasa
@@ -30,12 +29,8 @@ async def rasa():
 
 
 @pytest.fixture
-def captured_logs():
-    lines: list[str] = []
-    # DEBUG: the most the gateway ever logs (pipecat's TRACE frame dumps are never enabled in production).
-    sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG")
-    yield lines
-    logger.remove(sink)
+def captured_logs(log_lines):
+    return log_lines  # tests/bot/conftest.py: everything the gateway would log, pipecat's loguru lines included
 
 
 async def press(call: CallHarness, keys: str) -> None:
@@ -229,3 +224,47 @@ async def test_a_key_typed_during_the_greeting_request_answers_the_greeting(rasa
 
     await call.wait_for(lambda: len(rasa.messages) == 2, timeout=5)
     assert rasa.messages == ["/call_start", '/dtmf{"digits":"*"}']
+
+
+HANDOFF = [{"text": "好的，正在为您转接人工客服，请稍候。"},
+           {"custom": {"event": "handoff", "queue": "general", "priority": 1, "reason": "human_agent", "context": {}}}]
+
+
+@pytest.mark.parametrize("words", ["人工", "绿色 通道"])
+async def test_a_service_word_at_the_pin_prompt_reaches_the_dialogue_and_hands_off(
+    rasa, make_call, tmp_path_factory, words
+):
+    """Issue 8: at a digit prompt the recogniser's grammar holds the service words too; what is said reaches Rasa
+    as the caller's words (not forced onto digits), and the handoff follows in the same turn."""
+    from bot.services.vosk.stt import MANDARIN_DIGIT_WORDS
+
+    assert set(words.split()) <= {w for phrase in MANDARIN_DIGIT_WORDS for w in phrase.split()}
+    rasa.replies["/call_start"] = ASK_PIN
+    rasa.replies[words] = HANDOFF
+    call = make_call(rasa, script=[words], end_of_turn_s=0.3)
+    await call.call.start()
+    await call.wait_until_quiet()
+    await call.feed_realtime(caller_audio(tmp_path_factory.getbasetemp() / "caller_audio", "人工"))
+    await call.feed_silence(1.2)
+    await call.wait_for(lambda: call.handoffs, timeout=5)
+    await call.call.stop("remote_hangup")
+    assert rasa.messages[1] == words
+
+
+async def test_star_inside_an_entry_cancels_it_and_asks_for_the_menu(rasa, make_call, captured_logs):
+    """Issue 8: `*` at a card or PIN prompt drops the digits keyed so far (never sent: they may be half a PIN) and
+    sends the menu key, which the dialogue answers by leaving the task and reading the menu."""
+    rasa.replies["/call_start"] = ASK_PIN
+    rasa.replies['/dtmf{"digits":"*"}'] = [{"text": "好的，已取消。查询余额请按1。"}]
+    call = make_call(rasa, script=[], interdigit_timeout_s=5.0)
+    await call.call.start()
+    await call.wait_until_quiet()
+    await press(call, "135*")
+    await call.wait_for(lambda: len(rasa.messages) == 2, timeout=5)
+    await call.wait_until_quiet()
+    await press(call, "1")  # after the cancel, a single key is a menu choice again
+    await call.wait_for(lambda: len(rasa.messages) == 3, timeout=5)
+    await call.call.stop("remote_hangup")
+
+    assert rasa.messages[1:] == ['/dtmf{"digits":"*"}', '/dtmf{"digits":"1"}']
+    assert not [line for line in captured_logs if "135" in line]

@@ -25,6 +25,7 @@ from bot.frames import (
 )
 from bot.processors.rasa_bridge import APOLOGY_TEXT, HOLD_TEXT, CallMetadata, RasaBridge
 from bot.rasa_client import RasaClient
+from call_contract import HUMAN_AGENT, fallback_handoff
 from settings import Settings
 from tests.bot.voice_doubles import CALLER, ScriptedRasa
 
@@ -42,10 +43,10 @@ async def rasa():
 
 
 def make_bridge(rasa: ScriptedRasa, *, timeout_s: float = 1.0, asr: bool = True,
-                record: CallRecord | None = None, hold_after_s: float = 0.0) -> RasaBridge:
+                record: CallRecord | None = None, hold_after_s: float = 0.0, **kwargs) -> RasaBridge:
     return RasaBridge(client=RasaClient(rasa.url, "t", timeout_s=timeout_s), call_id="c1",
                       metadata=CallMetadata(caller_number=CALLER, asr_available=asr), record=record,
-                      hold_after_s=hold_after_s)
+                      hold_after_s=hold_after_s, **kwargs)
 
 
 def of_type(frames, cls):
@@ -117,6 +118,17 @@ async def test_dead_rasa_becomes_an_apology():
     dead.port = 9  # discard port: nothing listens
     down, _ = await run_test(make_bridge(dead), frames_to_send=[SleepFrame(sleep=0.3)])
     assert [f.text for f in of_type(down, TTSSpeakFrame)] == [APOLOGY_TEXT]
+
+
+async def test_rasa_down_apology_offers_the_human_key_the_gateway_obeys_then_the_contracts_fallback_handoff():
+    # Issue 11: HUMAN_KEY=9 moved the agent key, but the apology still said 「请按0」.
+    dead = ScriptedRasa(replies={})
+    dead.port = 9  # discard port: nothing listens
+    down, _ = await run_test(make_bridge(dead, human_key="9"), frames_to_send=[
+        SleepFrame(sleep=0.3), CallerTurnFrame(text=HUMAN_AGENT, source="keypad"), SleepFrame(sleep=0.3)])
+    apology = of_type(down, TTSSpeakFrame)[0].text
+    assert "请按9" in apology and "按0" not in apology
+    assert of_type(down, HandoffFrame)[0].event == fallback_handoff("c1")
 
 
 async def test_garbage_reply_items_are_skipped(rasa):

@@ -20,6 +20,7 @@ from bot.call import VoiceRuntime
 from bot.rasa_client import RasaClient
 from bot.services.espeak.tts import EspeakTTSService
 from bot.web.voice import add_voice_routes
+from bot.web.voice_loop import VoiceLoop
 from tests.bot.voice_doubles import ScriptedRasa, ScriptedSTT, espeak_pcm
 
 
@@ -43,7 +44,9 @@ async def gateway(rasa, tmp_path):
                            tts_factory=lambda rate: EspeakTTSService(sample_rate=rate),
                            stt_factory=lambda: ScriptedSTT(["我要查余额"]))
     app = web.Application()
-    add_voice_routes(app, settings, runtime=runtime)
+    voice = VoiceLoop(settings, runtime)
+    app.cleanup_ctx.append(voice.serve)
+    add_voice_routes(app, settings, voice)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     yield f"http://127.0.0.1:{server.port}"
@@ -119,12 +122,15 @@ def test_cli_reports_an_unreachable_gateway(tmp_path, capsys):
 
 
 async def test_socket_says_why_when_the_voice_loop_could_not_load(monkeypatch):
-    def broken_load(settings):
+    def broken_load(settings, **kwargs):
         raise RuntimeError("no TTS: espeak-ng not installed")
 
     monkeypatch.setattr(VoiceRuntime, "load", staticmethod(broken_load))
     app = web.Application()
-    add_voice_routes(app, settings_module.Settings())
+    settings = settings_module.Settings()
+    voice = VoiceLoop(settings)
+    app.cleanup_ctx.append(voice.serve)
+    add_voice_routes(app, settings, voice)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:

@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.web.app import create_app
 from bot.web.console import debug_from_tracker
+from call_contract import SECURE_MASK
 from settings import Settings
 from tests.bot.fake_rasa import TOKEN, FakeRasa, running_fake_rasa
 
@@ -93,7 +94,7 @@ async def test_secure_input_masks_entities_in_debug(client):
                                    "expecting_digits": True})
     body = await resp.text()
     assert "1234" not in body  # the fake's entity value is masked too
-    assert json.loads(body)["debug"]["entities"][0]["value"] == "******"
+    assert json.loads(body)["debug"]["entities"][0]["value"] == SECURE_MASK
 
 
 async def test_human_key_alone_asks_for_an_agent_when_no_digits_expected(client, fake_rasa):

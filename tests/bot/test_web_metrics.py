@@ -29,7 +29,7 @@ async def test_extra_setup_hooks_add_routes():
     async def hello(request):
         return web.Response(text="sip door")
 
-    def add_door(app: web.Application) -> None:
+    def add_door(app: web.Application, voice) -> None:
         app.router.add_get("/door", hello)
 
     async with TestClient(TestServer(create_app(Settings(), extra_setup=[add_door]))) as client:

@@ -62,3 +62,18 @@ def test_apology_reply_is_a_spoken_apology_and_a_handoff():
     handoff = reply[1]["custom"]
     assert handoff["event"] == "handoff" and handoff["queue"] == "elderly_priority" and handoff["priority"] == 9
     assert handoff["reason"] == "action_unavailable" and handoff["context"]["call_id"] == "call-9"
+
+
+def test_the_apology_speaks_the_trainers_wording_from_the_domain():
+    from types import SimpleNamespace
+
+    from dialogue.channel import APOLOGY_RESPONSE, UNAVAILABLE_APOLOGY, _apology_text
+
+    def request(responses):
+        domain = SimpleNamespace(responses=responses)
+        return SimpleNamespace(app=SimpleNamespace(ctx=SimpleNamespace(agent=SimpleNamespace(domain=domain))))
+
+    assert _apology_text(request({APOLOGY_RESPONSE: [{"text": "抱歉，马上为您转人工。"}]})) == "抱歉，马上为您转人工。"
+    assert _apology_text(request({})) == UNAVAILABLE_APOLOGY  # a model without the response still apologises
+    assert _apology_text(SimpleNamespace(app=None)) == UNAVAILABLE_APOLOGY
+    assert apology_reply("call-1", {}, "改过的话。")[0]["text"] == "改过的话。"

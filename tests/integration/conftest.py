@@ -22,7 +22,7 @@ import requests
 from scripts.stack import ChildSpec, build_specs, child_env, find_model
 from settings import Settings, get_settings
 
-READY_TIMEOUT_S = 150.0
+READY_TIMEOUT_S = 300.0  # Rasa loads TensorFlow; on 2 busy cores it has taken over 150 s
 PINS = ("135790", "246802", "112233")
 
 

@@ -98,6 +98,14 @@ def test_complaint_creates_a_ticket_and_reads_back_its_number(stack):
     caller = Caller(stack, "13900000003")
     caller.start()
     caller.say("我要投诉")
-    reply = caller.answer_prompts(caller.say("你们网点的工作人员态度太差了 让我排队等了两个小时"),
-                                  done=lambda items: len(digits_in(joined(items))) >= 6)
+    reply = caller.say("你们网点的工作人员态度太差了 让我排队等了两个小时")
+    # The complaint form asks where and when, and whether there is more (docs/DIALOGUE.md, "Complaints").
+    answers = {"哪个网点": "海淀支行", "什么时间": "上周五下午", "补充": "没有了"}
+    for _ in range(4):
+        if len(digits_in(joined(reply))) >= 6:
+            break
+        answer = next((said for asked, said in answers.items() if asked in joined(reply)), None)
+        if answer is None:
+            break
+        reply = caller.say(answer)
     assert len(digits_in(joined(reply))) >= 6, f"no ticket number read back: {texts(reply)}"

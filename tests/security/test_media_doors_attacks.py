@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestServer, make_mocked_request
 from prometheus_client import REGISTRY
 
 from settings import Settings
-from telephony.cdr import CdrWriter
+from bot.cdr import CdrWriter
 from telephony.rtp import g711
 from telephony.websocket.audiosocket import (KIND_AUDIO, KIND_DTMF, KIND_HANGUP, KIND_UUID, AudioSocketServer,
-                                             encode_message, parse_allow_cidrs, peer_allowed)
+                                             Message, parse_allow_cidrs, peer_allowed)
 from telephony.websocket.routes import MEDIA_ENDPOINT_KEY, add_media_routes
 from telephony.websocket.twilio import token_is_valid
 from tests.telephony.websocket.conftest import EchoCallFactory, tone_chunk
@@ -281,7 +281,7 @@ async def audiosocket(factory):
 
 async def connect(server: AudioSocketServer, peer_uuid: uuid.UUID):
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(encode_message(KIND_UUID, peer_uuid.bytes))
+    writer.write(Message(KIND_UUID, peer_uuid.bytes).serialise())
     return reader, writer
 
 
@@ -295,7 +295,7 @@ async def test_audiosocket_calls_get_fresh_ids_and_keep_the_asterisk_uuid_as_ref
     assert ids[0] != ids[1] and all(str(same) not in call_id for call_id in ids)
     assert all(call_id.startswith("audiosocket-") for call_id in ids)
     for _, writer in connections:
-        writer.write(encode_message(KIND_HANGUP))
+        writer.write(Message(KIND_HANGUP).serialise())
     await until(lambda: len([line for path in tmp_path.glob("cdr-*.jsonl")
                              for line in path.read_text().splitlines()]) == 2)
     cdrs = [json.loads(line) for path in tmp_path.glob("cdr-*.jsonl") for line in path.read_text().splitlines()]
@@ -311,7 +311,7 @@ async def test_a_stranger_is_closed_at_once_and_counted(audiosocket, factory):
     before = REGISTRY.get_sample_value("ivr_media_refused_connections_total",
                                        {"door": "audiosocket", "reason": "not_allowed"}) or 0.0
     reader, writer = await connect(server, uuid.uuid4())
-    writer.write(encode_message(KIND_AUDIO, tone_chunk()))
+    writer.write(Message(KIND_AUDIO, tone_chunk()).serialise())
     try:
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing sent back
     except ConnectionResetError:
@@ -339,7 +339,7 @@ def test_a_malformed_allow_list_is_a_clear_configuration_error():
 async def test_audiosocket_keys_that_are_not_one_keypad_key_are_skipped(audiosocket, factory, payload):
     server = await audiosocket()
     _, writer = await connect(server, uuid.uuid4())
-    writer.write(encode_message(KIND_DTMF, payload) + encode_message(KIND_DTMF, b"5"))
+    writer.write(Message(KIND_DTMF, payload).serialise() + Message(KIND_DTMF, b"5").serialise())
     await until(lambda: bool(factory.calls) and factory.calls[0].keys == ["5"])
     assert factory.calls[0].stop_causes == []
     writer.close()

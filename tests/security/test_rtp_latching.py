@@ -19,7 +19,7 @@ from telephony.rtp import g711
 from telephony.rtp.core import AudioReceived, RtpCore
 from telephony.rtp.dtmf import event_payloads
 from telephony.rtp.latching import NAT_LATCH_PACKETS
-from telephony.rtp.packet import RtpPacket, build_packet
+from telephony.rtp.packet import RtpPacket
 from telephony.rtp.ports import PortAllocator
 from telephony.rtp.session import RtpSession
 
@@ -35,7 +35,7 @@ FRAME = 320
 
 
 def caller_packet(sequence: int) -> bytes:
-    return build_packet(RtpPacket(0, sequence, sequence * 160, CALLER_SSRC, bytes([CALLER_BYTE]) * 160))
+    return RtpPacket(0, sequence, sequence * 160, CALLER_SSRC, bytes([CALLER_BYTE]) * 160).serialise()
 
 
 def stranger_datagrams(kind: str, rng: random.Random) -> list[bytes]:
@@ -43,16 +43,16 @@ def stranger_datagrams(kind: str, rng: random.Random) -> list[bytes]:
     sequence = rng.randrange(1 << 16)
     loud = bytes([STRANGER_BYTE]) * 160
     if kind == "valid_audio":
-        return [build_packet(RtpPacket(0, (sequence + i) & 0xFFFF, i * 160, STRANGER_SSRC, loud)) for i in range(3)]
+        return [RtpPacket(0, (sequence + i) & 0xFFFF, i * 160, STRANGER_SSRC, loud).serialise() for i in range(3)]
     if kind == "valid_dtmf":
-        return [build_packet(RtpPacket(101, (sequence + i) & 0xFFFF, 8000, STRANGER_SSRC, p))
+        return [RtpPacket(101, (sequence + i) & 0xFFFF, 8000, STRANGER_SSRC, p).serialise()
                 for i, p in enumerate(event_payloads("9"))]
     if kind == "caller_ssrc":  # a forgery of the caller's SSRC and next sequence numbers
         first = sequence % 50
-        return [build_packet(RtpPacket(0, i, i * 160, CALLER_SSRC, loud)) for i in range(first, first + 3)]
+        return [RtpPacket(0, i, i * 160, CALLER_SSRC, loud).serialise() for i in range(first, first + 3)]
     if kind == "garbage":
         return [b"", b"\x80" * 5, b"\x8f" + b"\x00" * 15, struct.pack("!BBHII", 0x90, 0, 1, 1, 1) + b"\xbe\xde\x00\xff",
-                rng.randbytes(200), build_packet(RtpPacket(18, sequence, 0, STRANGER_SSRC, loud))]
+                rng.randbytes(200), RtpPacket(18, sequence, 0, STRANGER_SSRC, loud).serialise()]
     raise ValueError(kind)
 
 
@@ -129,7 +129,7 @@ def test_another_ip_never_latches_however_long_it_sprays_even_on_the_signalled_p
     core = new_core()
     stranger = STRANGERS["other_ip_signalled_port"]
     for sequence in range(1000):
-        packet = build_packet(RtpPacket(0, sequence, sequence * 160, STRANGER_SSRC, b"\x00" * 160))
+        packet = RtpPacket(0, sequence, sequence * 160, STRANGER_SSRC, b"\x00" * 160).serialise()
         assert core.receive_datagram(packet, stranger, sequence * 0.02) == []
     assert core.latched_address is None and core.remote_address == CALLER
     assert core.stats().packets_ignored == 1000
@@ -142,7 +142,7 @@ def test_a_private_sdp_address_widens_the_latch_to_the_sip_host_only():
     core = RtpCore(private, now=0.0, rng=random.Random(1), signalling_host=sip_host)
     for stranger in (("198.51.100.7", 5004), ("10.0.0.1", 5004), ("203.0.113.6", 5004)):
         for sequence in range(200):
-            packet = build_packet(RtpPacket(0, sequence, sequence * 160, STRANGER_SSRC, b"\x00" * 160))
+            packet = RtpPacket(0, sequence, sequence * 160, STRANGER_SSRC, b"\x00" * 160).serialise()
             assert core.receive_datagram(packet, stranger, sequence * 0.02) == []
     assert core.latched_address is None and core.stats().packets_ignored == 600
 
@@ -151,7 +151,7 @@ def test_the_documented_race_a_same_ip_stranger_first_loses_the_latch_at_the_cal
     core = new_core()
     stranger = STRANGERS["same_ip_other_port"]
     for sequence in range(NAT_LATCH_PACKETS):  # the stranger wins the NAT latch before the caller speaks
-        core.receive_datagram(build_packet(RtpPacket(0, sequence, 0, STRANGER_SSRC, b"\x00" * 160)), stranger, 0.0)
+        core.receive_datagram(RtpPacket(0, sequence, 0, STRANGER_SSRC, b"\x00" * 160).serialise(), stranger, 0.0)
     assert core.latched_address == stranger
     destinations, events, caller_packets = live_call(core, stranger, "valid_audio", head_start=0)
     assert core.latched_address == CALLER and set(destinations) == {CALLER}

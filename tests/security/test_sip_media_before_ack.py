@@ -76,7 +76,7 @@ async def test_the_acks_sdp_sets_the_remote_and_a_strangers_early_packets_win_no
         with_sdp = f"Content-Type: application/sdp\r\nContent-Length: {len(answer)}\r\n\r\n{answer}"
         ack = uac.ack().replace(b"Content-Length: 0\r\n\r\n", with_sdp.encode())
         signalling.sendto(ack, bridge.address)
-        await until(lambda: leg.voice is not None)
+        await until(lambda: leg.session.voice is not None)
         assert leg.rtp.remote_address == ("127.0.0.1", caller_port)
 
         for sequence in range(1, 30):  # the caller speaks; the echo bot answers it

@@ -20,6 +20,7 @@ from bot.web.access import (SESSION_COOKIE, ConsoleAccess, ConsoleSessions, Refu
                             origin_allowed, require_safe_binding)
 from bot.web.app import create_app
 from bot.web.voice import add_voice_routes
+from bot.web.voice_loop import VoiceLoop
 from settings import Settings
 from tests.bot.fake_rasa import TOKEN, FakeRasa, running_fake_rasa
 
@@ -206,7 +207,7 @@ async def test_keypad_digits_must_be_ascii(gateway, fake_rasa, digits):
 @pytest.fixture
 async def voice_gateway(monkeypatch):
     """A voice page whose voice loop failed to load: a socket that passes the door's checks gets 503."""
-    def no_voice_loop(settings):
+    def no_voice_loop(settings, **kwargs):
         raise RuntimeError("no voice loop in this test")
 
     monkeypatch.setattr(VoiceRuntime, "load", staticmethod(no_voice_loop))
@@ -214,7 +215,10 @@ async def voice_gateway(monkeypatch):
 
     async def serve(**env: str) -> TestServer:
         app = web.Application()
-        add_voice_routes(app, settings_module.Settings.from_env(env))
+        settings = settings_module.Settings.from_env(env)
+        voice = VoiceLoop(settings)
+        app.cleanup_ctx.append(voice.serve)
+        add_voice_routes(app, settings, voice)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)

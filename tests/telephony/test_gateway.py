@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from settings import Settings
 from telephony import gateway
 from telephony.sip_calls import add_sip_service
-from telephony.websocket.audiosocket import KIND_AUDIO, KIND_HANGUP, KIND_UUID, encode_message
+from telephony.websocket.audiosocket import KIND_AUDIO, KIND_HANGUP, KIND_UUID, Message
 from telephony.websocket.routes import AUDIOSOCKET_KEY, add_media_service
 
 
@@ -26,7 +26,7 @@ async def test_telephony_setups_start_and_stop_with_the_app(monkeypatch):
         yield
         lifecycle.append("stopped")
 
-    def add_door(app: web.Application) -> None:
+    def add_door(app: web.Application, voice) -> None:
         app.cleanup_ctx.append(door)
 
     monkeypatch.setattr(gateway, "TELEPHONY_SETUPS", [add_door])
@@ -84,21 +84,16 @@ class GreetingRuntime:
 
 
 def media_app(tmp_path, runtime: GreetingRuntime | None) -> web.Application:
-    """An app shaped like the gateway's: settings under SETTINGS_KEY, the runtime loaded in a cleanup context."""
+    """An app shaped like the gateway's: settings under SETTINGS_KEY, the voice loop handed to the doors (without a
+    runtime: one whose engines never loaded)."""
     from bot.web.app import SETTINGS_KEY
-    from bot.web.voice import VOICE_RUNTIME_KEY
+    from bot.web.voice_loop import VoiceLoop
 
     app = web.Application()
-    app[SETTINGS_KEY] = Settings.from_env({"MEDIA_WS_TOKEN": "gw-token", "AUDIOSOCKET_PORT": "0",
-                                           "CALL_RECORDS_DIR": str(tmp_path)})
-
-    async def runtime_ctx(app: web.Application):
-        if runtime is not None:
-            app[VOICE_RUNTIME_KEY] = runtime
-        yield
-
-    app.cleanup_ctx.append(runtime_ctx)
-    add_media_service(app)
+    settings = Settings.from_env({"MEDIA_WS_TOKEN": "gw-token", "AUDIOSOCKET_PORT": "0",
+                                  "CALL_RECORDS_DIR": str(tmp_path)})
+    app[SETTINGS_KEY] = settings
+    add_media_service(app, VoiceLoop(settings, runtime))
     return app
 
 
@@ -120,9 +115,9 @@ async def test_media_doors_hand_their_calls_to_the_gateways_voice_runtime(tmp_pa
         assert (await ws.receive(timeout=2)).type == WSMsgType.CLOSE
 
         reader, writer = await asyncio.open_connection("127.0.0.1", app[AUDIOSOCKET_KEY].port)
-        writer.write(encode_message(KIND_UUID, uuid.uuid4().bytes))
+        writer.write(Message(KIND_UUID, uuid.uuid4().bytes).serialise())
         assert (await asyncio.wait_for(reader.readexactly(3), 2))[0] == KIND_AUDIO  # the greeting
-        writer.write(encode_message(KIND_HANGUP))
+        writer.write(Message(KIND_HANGUP).serialise())
         await asyncio.wait_for(reader.read(), 2)
         writer.close()
     assert [(call.info.call_id.split("-")[0], call.stop_cause) for call in runtime.created] == [
@@ -139,4 +134,5 @@ async def test_a_media_call_without_a_voice_runtime_is_refused_and_the_gateway_s
             await ws.send_str(START)
             closing = await ws.receive(timeout=2)
             assert (closing.type, closing.data) == (WSMsgType.CLOSE, WSCloseCode.INTERNAL_ERROR)
-    assert any("no voice runtime" in record.getMessage() for record in caplog.records)
+    assert any("refused the call" in record.getMessage() and "voice loop unavailable" in record.exc_text
+               for record in caplog.records if record.exc_text)

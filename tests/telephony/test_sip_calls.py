@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 
 from rtp_pcap import tone_pcm16, write_pcmu_pcap
 from settings import Settings
-from telephony.cdr import CdrWriter
+from bot.cdr import CdrWriter
 from telephony.rtp.ports import PortAllocator
 from telephony.sip.transport import free_port
 from telephony.sip.uas import CallAnswered
@@ -183,7 +183,7 @@ async def test_bot_handoff_becomes_a_refer_only_inside_the_routing_table(bridge,
 async def test_gateway_hook_serves_calls_with_the_apps_voice_runtime(tmp_path):
     from aiohttp import web
 
-    from bot.web.voice import VOICE_RUNTIME_KEY
+    from bot.web.voice_loop import VoiceLoop
     from telephony.sip_calls import add_sip_service
 
     class Runtime:  # the gateway's VoiceRuntime, reduced to what the SIP door uses
@@ -202,13 +202,7 @@ async def test_gateway_hook_serves_calls_with_the_apps_voice_runtime(tmp_path):
                                    gateway=dataclasses.replace(base.gateway, call_records_dir=str(tmp_path / "calls")))
     app = web.Application()
     runtime = Runtime()
-
-    async def runtime_ctx(app):
-        app[VOICE_RUNTIME_KEY] = runtime
-        yield
-
-    app.cleanup_ctx.append(runtime_ctx)
-    add_sip_service(app, settings=settings)
+    add_sip_service(app, VoiceLoop(settings, runtime), settings=settings)
     runner = web.AppRunner(app)
     await runner.setup()
     try:
@@ -332,7 +326,7 @@ async def test_keypad_keys_never_appear_in_the_logs(bridge, tmp_path, caplog, sc
         await wait_until(lambda: not sip_bridge.legs)
     [echo] = RecordingEchoCall.instances
     assert echo.dtmf == keys  # the keys did reach the bot
-    telephony = [r.getMessage() for r in caplog.records if r.name.startswith("telephony")]
+    telephony = [r.getMessage() for r in caplog.records if r.name.startswith(("telephony", "bot.call_session"))]
     dtmf_lines = [line for line in telephony if "dtmf" in line.lower()]
     assert len(dtmf_lines) == len(keys), telephony
     for line in dtmf_lines:
@@ -354,10 +348,10 @@ async def test_a_call_whose_voice_loop_crashes_is_hung_up_and_still_recorded(bri
     sip_bridge, _ = bridge
     sip_bridge.call_factory = CrashingBot
     failed_before = metric("ivr_telephony_calls_total", door="sip", outcome="failed")
-    await run_sipp("bye_from_ivr.xml", sip_bridge.address, tmp_path)  # we BYE: internal error
+    await run_sipp("bye_from_ivr.xml", sip_bridge.address, tmp_path)  # we BYE: the voice loop did not start
     await wait_until(lambda: not sip_bridge.legs)
     [cdr] = read_cdrs(tmp_path / "calls")
-    assert (cdr["cause"], cdr["outcome"]) == ("internal_error", "failed")
+    assert (cdr["cause"], cdr["outcome"]) == ("start_failed", "failed")
     assert metric("ivr_telephony_calls_total", door="sip", outcome="failed") == failed_before + 1
     assert metric("ivr_telephony_active_calls", door="sip") == 0
     assert sip_bridge.allocator.in_use == frozenset()

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from settings import Settings
-from telephony.cdr import CdrWriter
+from bot.cdr import CdrWriter
 from telephony.rtp.ports import PortAllocator
 from telephony.sip.transport import free_port
 from telephony.sip.uas import TransferResult

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
 
-from loguru import logger
-
 from bot.services.local_tts import LocalTTSService
+
+log = logging.getLogger(__name__)
 
 ESPEAK_DEFAULT_WPM = 175
 ESPEAK_MIN_WPM = 80
@@ -149,4 +150,4 @@ class EspeakTTSService(LocalTTSService):
         if code != 0:
             raise RuntimeError(f"espeak-ng exited with {code}: {stderr.decode(errors='replace').strip()[:200]}")
         if stderr.strip():
-            logger.debug(f"{self}: espeak-ng: {stderr.decode(errors='replace').strip()[:200]}")
+            log.debug("%s: espeak-ng: %s", self, stderr.decode(errors="replace").strip()[:200])

@@ -22,6 +22,7 @@ from that sequential decode path; the event loop only flips the wanted mode, whi
 
 from __future__ import annotations
 
+import logging
 import asyncio
 import functools
 import json
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import vosk
-from loguru import logger
 from pipecat.audio.utils import create_stream_resampler
 from pipecat.frames.frames import (
     CancelFrame,
@@ -47,25 +47,22 @@ from pipecat.services.stt_service import STTService
 from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.types import NOT_GIVEN, NotGiven
 
+from call_contract import SECURE_MASK
+
+log = logging.getLogger(__name__)
+
 VOSK_SAMPLE_RATE = 16000
-# Spoken Mandarin digits; 幺 is "one" when reading numbers aloud, 两 "two" in amounts. "[unk]" lets anything
-# else be rejected instead of being forced onto a digit.
-MANDARIN_DIGIT_WORDS: tuple[str, ...] = (
-    "零",
-    "一",
-    "二",
-    "三",
-    "四",
-    "五",
-    "六",
-    "七",
-    "八",
-    "九",
-    "幺",
-    "两",
-    "[unk]",
+# Spoken Mandarin digits; 幺 is "one" when reading numbers aloud, 两 "two" in amounts.
+MANDARIN_DIGITS: tuple[str, ...] = ("零", "一", "二", "三", "四", "五", "六", "七", "八", "九", "幺", "两")
+# What a caller must still be able to say at a card or PIN prompt (issue 8): without these the digits grammar
+# leaves no way out but silence. Phrases are written as the model's vocabulary segments them (words a model lacks
+# are skipped by Vosk, the rest of the grammar still applies).
+MANDARIN_SERVICE_PHRASES: tuple[str, ...] = (
+    "人工", "转 人工", "绿色 通道", "取消", "重听", "重 听", "再说 一遍", "再 说 一 遍", "返回",
 )
-MASKED = "****"
+# The digits grammar: digits, the service phrases, and "[unk]" so anything else is rejected instead of being
+# forced onto a digit.
+MANDARIN_DIGIT_WORDS: tuple[str, ...] = (*MANDARIN_DIGITS, *MANDARIN_SERVICE_PHRASES, "[unk]")
 
 vosk.SetLogLevel(-1)  # Kaldi's own log lines would go to stderr unfiltered; errors still raise
 
@@ -216,7 +213,7 @@ class VoskDecoder:
                 self._recognizer_digits = True
                 return recognizer
             except Exception as exc:  # the model refused the grammar: keep recognising, with the full vocabulary
-                logger.warning(f"Vosk digits grammar unavailable ({exc}); using the full vocabulary")
+                log.warning("Vosk digits grammar unavailable (%s); using the full vocabulary", exc)
                 self._grammar_supported = False
         self._recognizer_digits = False
         return vosk.KaldiRecognizer(self._model, VOSK_SAMPLE_RATE)
@@ -241,7 +238,8 @@ class VoskSTTService(STTService):
     ):
         """Args:
         model_path: the Vosk model folder (e.g. models/vosk/vosk-model-small-cn-0.22).
-        digit_words: the vocabulary of the digits grammar; the default is spoken Mandarin digits.
+        digit_words: the vocabulary of the digits grammar; the default is spoken Mandarin digits and the service
+            phrases (人工, 绿色通道, 取消, 重听, 再说一遍, 返回).
         settings: a settings delta applied over the defaults (expect_digits=False, secure=False).
         **kwargs: passed to pipecat's STTService (`sample_rate` defaults to the pipeline's input rate).
 
@@ -280,7 +278,7 @@ class VoskSTTService(STTService):
         self._settings.secure = bool(secure) if enabled else False
         self._decoder.want_digits = bool(enabled)
         if enabled and not self._grammar_supported:
-            logger.warning(f"{self}: model has no runtime grammar support; digits use the full vocabulary")
+            log.warning("%s: model has no runtime grammar support; digits use the full vocabulary", self)
 
     async def _update_settings(self, delta: STTSettings) -> dict[str, Any]:
         """Apply an STTUpdateSettingsFrame delta; mode flags are picked up by the decode path, nothing to reload."""
@@ -357,5 +355,5 @@ class VoskSTTService(STTService):
         self._last_partial = ""
         if not text:
             return None
-        logger.debug(f"{self}: final transcript [{MASKED if self._secure else text}]")
+        log.debug("%s: final transcript [%s]", self, SECURE_MASK if self._secure else text)
         return TranscriptionFrame(text, self._user_id, time_now_iso8601(), finalized=True)

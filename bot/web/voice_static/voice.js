@@ -71,6 +71,7 @@ function onEvent(event) {
     case "hangup": addLine("info", "(the bot hung up)"); break;
     case "ended": addLine("info", `call ended: ${event.outcome}`); break;
     case "error": addLine("info", `error: ${event.error}`); break;
+    case "busy": addLine("info", "the line is busy (the gateway takes no more calls now): try again later"); break;
   }
 }
 

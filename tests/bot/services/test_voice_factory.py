@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from loguru import logger
-
 from bot.services.espeak.tts import EspeakTTSService
 from bot.services.factory import load_stt, load_tts
 from bot.services.piper.tts import PiperTTSService
 from bot.services.vosk.stt import VoskSTTService
 from settings import Settings
-
-
-@pytest.fixture
-def log_lines():
-    lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(str(message).rstrip("\n")), level="INFO", format="{level} {message}")
-    yield lines
-    logger.remove(sink)
 
 
 def settings_for(models_dir: Path, **env: str) -> Settings:
@@ -74,7 +63,8 @@ def test_installed_mandarin_piper_voice_is_preferred(tmp_path, joe_voice_path, l
     service = engine.create_service(sample_rate=8000, speech_rate=0.8)
     assert isinstance(service, PiperTTSService) and service.speech_rate == 0.8
     assert [line for line in log_lines if "TTS:" in line] == [
-        f"INFO TTS: Piper voice zh_CN-test-medium ({voice_dir / 'zh_CN-test-medium.onnx'})"
+        "INFO bot.services.factory: call=- TTS: Piper voice zh_CN-test-medium "
+        f"({voice_dir / 'zh_CN-test-medium.onnx'})"
     ]
 
 

@@ -15,6 +15,7 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.worker import PipelineParams
 from pipecat.tests.utils import SleepFrame, run_test
 
+from call_contract import SECURE_MASK
 from bot.services.vosk.stt import (
     VOSK_SAMPLE_RATE,
     VoskDecoder,
@@ -108,22 +109,15 @@ async def test_expect_digits_arrives_as_a_pipecat_settings_frame(
 
 
 async def test_secure_mode_keeps_transcripts_out_of_the_log(
-    korean_model, korean_model_path, korean_digits_16k, korean_digit_words
+    korean_model, korean_model_path, korean_digits_16k, korean_digit_words, log_lines
 ):
-    from loguru import logger
+    service = VoskSTTService(model_path=korean_model_path, digit_words=korean_digit_words)
+    service.expect_digits(True, secure=True)
+    finals, _ = await transcribe(service, utterance(korean_digits_16k, 16000), 16000)
 
-    lines: list[str] = []
-    sink = logger.add(lines.append, level="TRACE")
-    try:
-        service = VoskSTTService(model_path=korean_model_path, digit_words=korean_digit_words)
-        service.expect_digits(True, secure=True)
-        finals, _ = await transcribe(service, utterance(korean_digits_16k, 16000), 16000)
-    finally:
-        logger.remove(sink)
-
-    mine = [line for line in lines if "VoskSTTService" in line and "final transcript" in line]
+    mine = [line for line in log_lines if "VoskSTTService" in line and "final transcript" in line]
     assert finals and mine
-    assert all(finals[0] not in line and "****" in line for line in mine)
+    assert all(finals[0] not in line and SECURE_MASK in line for line in mine)
 
 
 def test_mode_switch_waits_for_the_end_of_the_utterance(korean_model, korean_digits_16k, korean_digit_words):
@@ -196,3 +190,15 @@ async def test_audio_outside_speech_is_not_decoded(korean_model, korean_model_pa
     )
 
     assert finals == [] and partials == []
+
+
+def test_the_default_digits_grammar_holds_the_service_words() -> None:
+    """Issue 8: at a card or PIN prompt a caller can still say 人工, 绿色通道, 取消, 重听, 再说一遍 or 返回."""
+    import inspect
+
+    from bot.services.vosk.stt import MANDARIN_DIGIT_WORDS, VoskSTTService
+
+    grammar = {phrase.replace(" ", "") for phrase in MANDARIN_DIGIT_WORDS}
+    assert {"人工", "绿色通道", "取消", "重听", "再说一遍", "返回"} <= grammar
+    assert set("零一二三四五六七八九幺两") <= grammar and "[unk]" in grammar
+    assert inspect.signature(VoskSTTService.__init__).parameters["digit_words"].default == MANDARIN_DIGIT_WORDS

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from actions.bank import BankService
-from actions.bank import service as bank_module
+from actions.bank import identity as bank_module
 from actions.bank.errors import DeadlineExceeded
 from actions.bank.service import commit_deadline
 from actions.cards import validated_amount
@@ -95,7 +95,7 @@ async def test_a_negative_amount_is_refused_not_made_positive(bank_for_actions, 
 def test_zero_is_refused_with_the_same_words():
     dispatcher = CollectingDispatcher()
     assert validated_amount("0", dispatcher) == {"amount_cents": None}
-    assert "大于零" in dispatcher.messages[0]["text"]
+    assert dispatcher.messages[0]["response"] == "utter_amount_not_positive"  # its words: domain/cards.yml
 
 
 def test_a_movement_ready_after_the_deadline_rolls_back(bank_service: BankService):

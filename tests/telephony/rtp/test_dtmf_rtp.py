@@ -2,7 +2,7 @@
 
 import pytest
 
-from telephony.rtp.dtmf import (DtmfReceiver, TelephoneEvent, build_event, event_payloads, key_to_event_code,
+from telephony.rtp.dtmf import (DtmfReceiver, TelephoneEvent, event_payloads, key_to_event_code,
                                 parse_event)
 from telephony.rtp.jitter import JitterBuffer
 from telephony.rtp.packet import RtpPacket, parse_packet
@@ -61,7 +61,7 @@ def test_a_key_whose_end_packets_were_lost_is_reported_when_the_next_starts():
 def test_malformed_and_non_dtmf_events_are_ignored():
     receiver = DtmfReceiver()
     assert receiver.feed(rtp(b"\x01", 1)) == []
-    assert receiver.feed(rtp(build_event(TelephoneEvent(16, True, 10, 800)), 2)) == []  # hook flash
+    assert receiver.feed(rtp(TelephoneEvent(16, True, 10, 800).serialise(), 2)) == []  # hook flash
 
 
 def test_unknown_keys_are_rejected_when_sending():

@@ -15,7 +15,7 @@ from telephony.rtp import g711
 from telephony.rtp.core import AudioReceived, DtmfReceived, MediaTimedOut, RtpCore
 from telephony.rtp.dtmf import event_payloads
 from telephony.rtp.latching import NAT_LATCH_PACKETS
-from telephony.rtp.packet import RtpPacket, build_packet, parse_packet
+from telephony.rtp.packet import RtpPacket, parse_packet
 
 CALLER = ("192.0.2.10", 40000)
 OTHER = ("198.51.100.7", 5004)
@@ -38,7 +38,7 @@ def rtp(sequence: int, *, ssrc: int = SSRC, payload_type: int = PT_PCMU, payload
         timestamp: int | None = None) -> bytes:
     body = tag_payload(sequence) if payload is None else payload
     stamp = sequence * 160 if timestamp is None else timestamp
-    return build_packet(RtpPacket(payload_type, sequence & 0xFFFF, stamp & 0xFFFFFFFF, ssrc, body))
+    return RtpPacket(payload_type, sequence & 0xFFFF, stamp & 0xFFFFFFFF, ssrc, body).serialise()
 
 
 def levels(events) -> list[int | None]:

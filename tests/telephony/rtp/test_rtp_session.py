@@ -16,7 +16,7 @@ import pytest
 from telephony.rtp import g711
 from telephony.rtp.dtmf import DtmfReceiver
 from telephony.rtp.latching import NAT_LATCH_PACKETS
-from telephony.rtp.packet import RtpPacket, build_packet, parse_packet
+from telephony.rtp.packet import RtpPacket, parse_packet
 from telephony.rtp.ports import PortAllocator
 from telephony.rtp.session import RtpSession
 
@@ -52,7 +52,7 @@ def tone(n_frames: int, amplitude: int = 8000) -> bytes:
 
 
 def rtp_datagram(sequence: int, payload: bytes = b"\xff" * 160, payload_type: int = 0, ssrc: int = 7) -> bytes:
-    return build_packet(RtpPacket(payload_type, sequence, sequence * 160, ssrc, payload))
+    return RtpPacket(payload_type, sequence, sequence * 160, ssrc, payload).serialise()
 
 
 async def receive(sock, count: int) -> list[RtpPacket]:

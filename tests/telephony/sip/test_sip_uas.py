@@ -366,3 +366,22 @@ def test_refer_outside_the_routing_table_is_refused(ua):
         ua.refer_to_queue(call, "premium_rate", {}, 1.0)
     with pytest.raises(TransferNotAllowed):
         ua.refer(call, "sip:general@127.0.0.1:5070", [("Route", "<sip:evil.example.com>")], 1.0)
+
+
+def test_a_call_is_found_from_its_transactions_by_their_keys_and_only_while_they_live(ua):
+    """Issue 11: calls are never keyed by id(obj) (an id is reused once its object is gone). The core files each
+    transaction's call under the key the transaction itself is filed under, and lets go of it with the transaction."""
+    uac = Uac()
+    call = establish(ua, uac)
+    ua.feed(uac.in_dialog("INVITE", OFFER), CALLER, 0.5)  # a re-INVITE: its transaction awaits the ACK
+    ua.feed(uac.ack(), CALLER, 0.6)
+    start_refer(ua, uac, call)
+    ua.hangup(call, 2.0)
+    live = set(ua.server_transactions) | set(ua.client_transactions)
+    assert ua._tx_calls and set(ua._tx_calls) <= live
+    assert set(ua._tx_calls.values()) == {call}
+    assert all(tx.call_id == call.id for key, tx in {**ua.server_transactions, **ua.client_transactions}.items()
+               if key in ua._tx_calls)
+    for step in range(1, 200):
+        ua.tick(2.0 + step * T2)
+    assert ua.server_transactions == {} and ua.client_transactions == {} and ua._tx_calls == {}

@@ -16,9 +16,9 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from settings import Settings
-from telephony.cdr import CdrWriter
+from bot.cdr import CdrWriter
 from telephony.websocket.audiosocket import (KIND_AUDIO, KIND_DTMF, KIND_ERROR, KIND_HANGUP, KIND_UUID,
-                                             AudioSocketServer, encode_message)
+                                             AudioSocketServer, Message)
 from telephony.websocket.routes import AUDIOSOCKET_KEY, add_media_routes
 
 CALL_UUID = uuid.UUID("2f0b9a3c-6a1d-4a7e-9b8e-1c2d3e4f5a6b")
@@ -47,7 +47,7 @@ async def connect():
     async def open_connection(server: AudioSocketServer, first: bytes | None = None):
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writers.append(writer)
-        writer.write(encode_message(KIND_UUID, CALL_UUID.bytes) if first is None else first)
+        writer.write(Message(KIND_UUID, CALL_UUID.bytes).serialise() if first is None else first)
         return reader, writer
 
     yield open_connection
@@ -85,11 +85,11 @@ async def test_a_call_with_audio_both_ways_dtmf_and_hangup(audiosocket, connect,
     # our own id, never Asterisk's UUID (kept as the CDR's peer_call_id)
     assert re.fullmatch(r"audiosocket-[0-9a-f]{32}", call.info.call_id) and str(CALL_UUID) not in call.info.call_id
 
-    writer.write(encode_message(KIND_AUDIO, tone(1500)))
+    writer.write(Message(KIND_AUDIO, tone(1500)).serialise())
     assert await read_message(reader) == (KIND_AUDIO, tone(1500))  # signed linear: echoed bit-exact
-    writer.write(encode_message(KIND_DTMF, b"#"))
+    writer.write(Message(KIND_DTMF, b"#").serialise())
     await wait_until(lambda: call.keys == ["#"])
-    writer.write(encode_message(KIND_HANGUP))
+    writer.write(Message(KIND_HANGUP).serialise())
     assert await read_until_eof(reader) == []
     await wait_until(lambda: call.stop_causes == ["remote_hangup"])
 
@@ -98,7 +98,7 @@ async def test_the_bot_hanging_up_sends_a_hangup_message_and_closes(audiosocket,
                                                                      wait_until):
     server = await audiosocket()
     reader, writer = await connect(server)
-    writer.write(encode_message(KIND_DTMF, b"9"))
+    writer.write(Message(KIND_DTMF, b"9").serialise())
     assert (await read_until_eof(reader))[-1] == KIND_HANGUP
     await wait_until(lambda: call_factory.calls[0].stop_causes == ["bot_hangup"])
 
@@ -106,13 +106,13 @@ async def test_the_bot_hanging_up_sends_a_hangup_message_and_closes(audiosocket,
 async def test_a_handoff_is_declined(audiosocket, connect, call_factory, wait_until):
     server = await audiosocket()
     reader, writer = await connect(server)
-    writer.write(encode_message(KIND_DTMF, b"0"))
+    writer.write(Message(KIND_DTMF, b"0").serialise())
     await wait_until(lambda: bool(call_factory.calls) and call_factory.calls[0].transfer_results != [])
     assert call_factory.calls[0].transfer_results[0][0] is False
 
 
-@pytest.mark.parametrize("first", [encode_message(KIND_AUDIO, bytes(320)), encode_message(KIND_UUID, b"short"),
-                                   b"\x01\xff\xff"])
+@pytest.mark.parametrize("first", [Message(KIND_AUDIO, bytes(320)).serialise(),
+                                   Message(KIND_UUID, b"short").serialise(), b"\x01\xff\xff"])
 async def test_a_connection_not_starting_with_a_uuid_is_closed_without_a_call(audiosocket, connect,
                                                                               call_factory, first):
     server = await audiosocket()
@@ -132,7 +132,7 @@ async def test_an_oversized_message_ends_the_call(audiosocket, connect, call_fac
 async def test_an_error_message_from_asterisk_ends_the_call(audiosocket, connect, call_factory, wait_until):
     server = await audiosocket()
     reader, writer = await connect(server)
-    writer.write(encode_message(KIND_ERROR, b"\x02"))
+    writer.write(Message(KIND_ERROR, b"\x02").serialise())
     await read_until_eof(reader)
     await wait_until(lambda: call_factory.calls[0].stop_causes == ["remote_error"])
 
@@ -148,8 +148,8 @@ async def test_odd_length_audio_and_unknown_kinds_do_not_break_the_call(audiosoc
                                                                         wait_until):
     server = await audiosocket()
     reader, writer = await connect(server)
-    writer.write(encode_message(0x42, b"future") + encode_message(KIND_AUDIO, bytes(321)))
-    writer.write(encode_message(KIND_DTMF, b"3"))
+    writer.write(Message(0x42, b"future").serialise() + Message(KIND_AUDIO, bytes(321)).serialise())
+    writer.write(Message(KIND_DTMF, b"3").serialise())
     await wait_until(lambda: bool(call_factory.calls) and call_factory.calls[0].keys == ["3"])
     assert len(call_factory.calls[0].audio_in) == 320
 
@@ -204,7 +204,7 @@ async def test_ended_calls_are_counted_in_the_metrics(audiosocket, connect, call
     server = await audiosocket()
     reader, writer = await connect(server)
     await wait_until(lambda: REGISTRY.get_sample_value("ivr_telephony_active_calls", {"door": "audiosocket"}) == 1)
-    writer.write(encode_message(KIND_HANGUP))
+    writer.write(Message(KIND_HANGUP).serialise())
     await read_until_eof(reader)
     await wait_until(lambda: ended() == before + 1)
     assert REGISTRY.get_sample_value("ivr_telephony_active_calls", {"door": "audiosocket"}) == 0
@@ -214,15 +214,15 @@ async def test_a_call_leaves_one_cdr_line_and_logs_no_key(call_factory, connect,
     server = AudioSocketServer(call_factory, settings_for_test().gateway, CdrWriter(tmp_path))
     await server.start()
     try:
-        with caplog.at_level(logging.DEBUG, logger="telephony"):
+        with caplog.at_level(logging.DEBUG):
             reader, writer = await connect(server)
             for _ in range(3):
                 await read_message(reader)  # the greeting
-            writer.write(encode_message(KIND_AUDIO, tone(1500)))
+            writer.write(Message(KIND_AUDIO, tone(1500)).serialise())
             for key in b"2580":
-                writer.write(encode_message(KIND_DTMF, bytes([key])))
+                writer.write(Message(KIND_DTMF, bytes([key])).serialise())
             await wait_until(lambda: bool(call_factory.calls) and call_factory.calls[0].keys == list("2580"))
-            writer.write(encode_message(KIND_HANGUP))
+            writer.write(Message(KIND_HANGUP).serialise())
             await read_until_eof(reader)
             await wait_until(lambda: list(tmp_path.glob("cdr-*.jsonl")) != [])
     finally:

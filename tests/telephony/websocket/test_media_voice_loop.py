@@ -22,7 +22,7 @@ from bot.call_records import CallRecordWriter
 from bot.rasa_client import RasaClient
 from bot.services.espeak.tts import EspeakTTSService
 from telephony.rtp import g711
-from telephony.websocket.audiosocket import KIND_AUDIO, KIND_DTMF, KIND_UUID, encode_message
+from telephony.websocket.audiosocket import KIND_AUDIO, KIND_DTMF, KIND_UUID, Message
 from telephony.websocket.routes import AUDIOSOCKET_KEY, add_media_routes
 from tests.bot.voice_doubles import ScriptedRasa
 
@@ -92,8 +92,8 @@ async def test_audiosocket_call_hears_the_greeting(gateway, rasa):
     server = gateway.app[AUDIOSOCKET_KEY]
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
-        writer.write(encode_message(KIND_UUID, uuid.uuid4().bytes))
-        writer.write(encode_message(KIND_AUDIO, bytes(320)))
+        writer.write(Message(KIND_UUID, uuid.uuid4().bytes).serialise())
+        writer.write(Message(KIND_AUDIO, bytes(320)).serialise())
         greeting = bytearray()
         while len(greeting) < 8000:
             kind, length = struct.unpack("!BH", await asyncio.wait_for(reader.readexactly(3), 10))
@@ -101,9 +101,9 @@ async def test_audiosocket_call_hears_the_greeting(gateway, rasa):
             if kind == KIND_AUDIO:
                 greeting += payload
         assert np.abs(np.frombuffer(bytes(greeting), "<i2")).max() > 1000
-        writer.write(encode_message(KIND_DTMF, b"0"))
+        writer.write(Message(KIND_DTMF, b"0").serialise())
         await until(lambda: "/transfer_failed" in rasa.messages, timeout=15)
     finally:
-        writer.write(encode_message(0x00))
+        writer.write(Message(0x00).serialise())
         writer.close()
         await writer.wait_closed()

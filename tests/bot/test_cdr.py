@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from telephony.cdr import CallDetailRecord, CdrWriter, finish_call, handoff_is_green_channel
-from telephony.metrics import DOOR_SIP
+from bot.cdr import CallDetailRecord, CdrWriter, finish_call, handoff_is_green_channel
+from bot.door_metrics import DOOR_SIP
 
 
 def lines(directory: Path) -> list[dict]:
@@ -90,7 +90,7 @@ def test_an_unwritable_directory_is_logged_not_raised(tmp_path, caplog):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the records directory should be")
     record = CallDetailRecord.begin("sip-9", DOOR_SIP)
-    with caplog.at_level(logging.ERROR, logger="telephony.cdr"):
+    with caplog.at_level(logging.ERROR, logger="bot.cdr"):
         finish_call(record, "remote_bye", CdrWriter(blocker / "calls"))
     assert record.ended_at is not None
     assert any(r.getMessage().startswith("call=sip-9 CDR not written") for r in caplog.records)

@@ -1,7 +1,7 @@
-"""Prometheus metrics of the telephony doors, in the default registry (the gateway renders it at `/metrics`).
+"""Prometheus metrics of calls by door, in the default registry (the gateway renders it at `/metrics`).
 
-All telephony metric definitions live here; the doors report through the small functions below.
-Label values are bounded: doors are the three constants, outcomes come from `telephony.cdr`, and queues are
+All per-door call metric definitions live here; `bot.call_session.CallSession` reports through the small functions
+below for every door. Label values are bounded: doors are the constants of `bot.call_ids`, outcomes come from `bot.cdr`, and queues are
 routing-table names only (anything else is counted as `unrouted`).
 """
 
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-DOOR_SIP = "sip"
-DOOR_MEDIA_STREAM = "media_stream"  # the Twilio-protocol /media WebSocket
-DOOR_AUDIOSOCKET = "audiosocket"
+from bot.call_ids import DOOR_AUDIOSOCKET, DOOR_MEDIA_STREAM, DOOR_SIP, DOOR_WEB  # noqa: F401 (re-exported)
 UNROUTED_QUEUE = "unrouted"
 
 # Green-channel callers should reach a person within seconds; the tail shows a queue that is not answering.

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from settings import Settings
-from telephony import metrics
+from bot import door_metrics as metrics
 from bot.masking import mask_caller_number
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class CallDetailRecord:
         self.outcome = _outcome(self)
 
     def to_json(self) -> dict[str, Any]:
-        data = {name: _printable(value) if isinstance(value, str) else value for name, value in asdict(self).items()}
+        data = {name: printable_text(value) if isinstance(value, str) else value for name, value in asdict(self).items()}
         data["caller"] = mask_caller_number(data["caller"])
         for name in ("started_at", "answered_at", "ended_at"):
             data[name] = _iso(data[name])
@@ -124,7 +124,7 @@ def _outcome(record: CallDetailRecord) -> str:
     return OUTCOME_COMPLETED
 
 
-def _printable(text: str) -> str:
+def printable_text(text: str) -> str:
     """UTF-8-encodable text: undecodable bytes (lone surrogates from `surrogateescape`) become `\\xNN`,
     any other lone surrogate `\\udNNN`."""
     try:
@@ -163,7 +163,7 @@ class CdrWriter:
                 with path.open("a", encoding="utf-8") as out:
                     out.write(line + "\n")
         except (OSError, ValueError) as error:
-            log.error("call=%s CDR not written to %s: %s", _printable(record.call_id), path, error)
+            log.error("call=%s CDR not written to %s: %s", printable_text(record.call_id), path, error)
             return None
         return path
 
