@@ -11,47 +11,26 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions import contract
+from actions.bank.money import MAX_AMOUNT_CENTS
 from actions.bank.service import BankService
-from actions.bank.views import CardView, StatementView
+from actions.bank.views import (
+    ActivationStatus, CardLossStatus, RepaymentPlan, RepaymentResult, RepaymentStatus, StatementView,
+)
 from actions.call import OFFER_HUMAN_FOR
 from actions.cn_numbers import amount_cents_from_speech, amount_in_context, says_negative_amount, speak_amount, speak_digits
 from actions.handoff import hand_off
-from actions.common import bank_service, card_kind_name, keyed_digits, latest_intent, request_id
+from actions.common import bank_service, keyed_digits, latest_intent, request_id
 from actions.keypad import MENU_KEY
 from actions.tasks import VerifiedTaskAction
 from actions.utterances import human_request
-from actions.verification import VerifiedTaskValidation, requested_slot
+from actions.verification import VerifiedTaskValidation, card_is_lost, requested_slot
 
-MAX_AMOUNT_CENTS = 100_000_000  # 1,000,000 yuan: anything above is a mishearing, not a phone transaction
 FULL_AMOUNT_WORDS = ("全额", "全部", "全款", "还清", "账单金额", "所有")
 MINIMUM_WORDS = ("最低",)
 
 
 def due_date_text(statement: StatementView) -> str:
     return f"{statement.due_date.month}月{statement.due_date.day}日"
-
-
-def remaining_due(statement: StatementView) -> int:
-    return max(statement.amount_due_cents - statement.paid_cents, 0)
-
-
-def debit_source(cards: list[CardView], preferred: str | None) -> CardView | None:
-    """The caller's debit card to pay from: the card of the task if it is an active debit card, else the first one."""
-    debit = [card for card in cards if card.kind == "debit" and card.status == "active"]
-    return next((card for card in debit if card.last4 == preferred), debit[0] if debit else None)
-
-
-def statement_for(bank: BankService, customer_ref: str, card_last4: str | None) -> StatementView | None:
-    cards = {card.last4: card for card in bank.cards(customer_ref)}
-    chosen = card_last4 if card_last4 in cards and cards[card_last4].kind == "credit" else None
-    return bank.credit_card_statement(customer_ref, chosen)
-
-
-def can_repay(bank: BankService, tracker: Tracker) -> bool:
-    customer_ref, card = tracker.get_slot("customer_ref"), tracker.get_slot("card_last4")
-    statement = statement_for(bank, customer_ref, card)
-    has_due = statement is not None and remaining_due(statement) > 0
-    return has_due and debit_source(bank.cards(customer_ref), card) is not None
 
 
 def spoken_amount_cents(tracker: Tracker) -> int | None:
@@ -90,19 +69,24 @@ def opening_amount(tracker: Tracker, task_intent: str) -> dict:
     return {"amount_cents": str(cents)} if cents is not None else {}
 
 
+def repayment_plan(tracker: Tracker) -> RepaymentPlan:
+    """The statement the verified caller means and the debit card it would be paid from."""
+    return bank_service().payments.repayment_plan(tracker.get_slot("customer_ref"), tracker.get_slot("card_last4"))
+
+
 class ActionCreditCardBill(VerifiedTaskAction):
     def name(self) -> str:
         return "action_credit_card_bill"
 
     def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
-        statement = statement_for(bank, customer_ref, tracker.get_slot("card_last4"))
+        statement = bank.accounts.statement_for(customer_ref, tracker.get_slot("card_last4"))
         if statement is None:
             dispatcher.utter_message(response="utter_no_credit_card_bill")
-        elif remaining_due(statement) == 0:
+        elif statement.remaining_due_cents == 0:
             dispatcher.utter_message(response="utter_bill_nothing_due", card=statement.card_last4)
         else:
             dispatcher.utter_message(
-                response="utter_bill", card=statement.card_last4, due=speak_amount(remaining_due(statement)),
+                response="utter_bill", card=statement.card_last4, due=speak_amount(statement.remaining_due_cents),
                 minimum=speak_amount(statement.minimum_due_cents), due_date=due_date_text(statement),
             )
         dispatcher.utter_message(response="utter_anything_else")
@@ -119,7 +103,7 @@ class ValidateRepaymentForm(VerifiedTaskValidation):
         self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[str]:
         required = await super().required_slots(domain_slots, dispatcher, tracker, domain)
-        if tracker.get_slot("verified") and not can_repay(bank_service(), tracker):
+        if tracker.get_slot("verified") and not repayment_plan(tracker).possible:
             return []  # nothing due or no debit card: the repayment action says so without asking for an amount
         return required
 
@@ -129,17 +113,16 @@ class ValidateRepaymentForm(VerifiedTaskValidation):
         text = tracker.latest_message.get("text") or ""
         if latest_intent(tracker) not in self.answer_intents() or human_request(text):
             return {}
-        statement = statement_for(bank_service(), tracker.get_slot("customer_ref"), tracker.get_slot("card_last4"))
+        statement = repayment_plan(tracker).statement
         if statement and any(word in text for word in FULL_AMOUNT_WORDS):
-            return {"amount_cents": str(remaining_due(statement))}
+            return {"amount_cents": str(statement.remaining_due_cents)}
         if statement and any(word in text for word in MINIMUM_WORDS):
             return {"amount_cents": str(statement.minimum_due_cents)}
         return amount_answer(tracker, self.answer_intents())
 
     def validate_amount_cents(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
-        bank = bank_service()
-        source = debit_source(bank.cards(tracker.get_slot("customer_ref")), tracker.get_slot("card_last4"))
-        available = bank.balance(tracker.get_slot("customer_ref"), source.last4) if source else None
+        source = repayment_plan(tracker).source
+        available = bank_service().balance(tracker.get_slot("customer_ref"), source.last4) if source else None
         return validated_amount(value, dispatcher, Available(source.last4, available) if source else None)
 
 
@@ -175,37 +158,41 @@ class ActionRepayCreditCard(VerifiedTaskAction):
         return "action_repay_credit_card"
 
     def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
-        statement = statement_for(bank, customer_ref, tracker.get_slot("card_last4"))
-        source = debit_source(bank.cards(customer_ref), tracker.get_slot("card_last4"))
-        if statement is None or remaining_due(statement) == 0:
-            dispatcher.utter_message(text="您的信用卡本期没有待还款金额。")
+        plan = bank.payments.repayment_plan(customer_ref, tracker.get_slot("card_last4"))
+        statement, source = plan.statement, plan.source
+        if statement is None or plan.remaining_due_cents == 0:
+            dispatcher.utter_message(response="utter_repayment_nothing_due")
         elif source is None:
-            dispatcher.utter_message(text="您名下没有可用于还款的借记卡，请到网点或手机银行办理。")
+            dispatcher.utter_message(response="utter_repayment_no_debit_card")
         elif tracker.get_slot("confirmed") is not True or not tracker.get_slot("amount_cents"):
-            dispatcher.utter_message(text="好的，已取消还款。")
+            dispatcher.utter_message(response="utter_repayment_cancelled")
         else:
             amount = int(tracker.get_slot("amount_cents"))
             result = bank.repay_credit_card(
                 customer_ref, statement.card_last4, source.last4, amount, request_id(tracker, "repay", statement.card_last4, source.last4, amount)
             )
-            dispatcher.utter_message(text=repayment_outcome(result, amount, source.last4))
+            dispatcher.utter_message(response=repayment_response(result),
+                                     debit=source.last4, amount=speak_amount(amount),
+                                     remaining=speak_amount(result.remaining_due_cents or 0))
         dispatcher.utter_message(response="utter_anything_else")
         return []
 
 
-def repayment_outcome(result: Any, amount: int, source_last4: str) -> str:
-    if result.status == "ok" and result.repeated:
-        return f"这笔{speak_amount(amount)}的还款本次通话中已经办理过了，没有重复扣款。"
-    if result.status == "ok":
-        remaining = f"本期还需还款{speak_amount(result.remaining_due_cents)}。" if result.remaining_due_cents else "本期账单已还清。"
-        return f"还款成功，已从尾号{source_last4}的借记卡还款{speak_amount(amount)}。{remaining}"
-    if result.status == "insufficient_funds":
-        return f"尾号{source_last4}的借记卡余额不足{speak_amount(amount)}，还款没有成功。您可以说一个较小的金额再试。"
-    if result.status == "nothing_due":
-        return "您的信用卡本期没有待还款金额。"
-    if result.status == "invalid_amount":
-        return "还款金额不正确，还款没有成功。"
-    return "这张卡暂时无法办理还款，请说「人工」咨询客服。"
+# What is said for each outcome of a repayment; its words are in domain/cards.yml.
+REPAYMENT_RESPONSES = {
+    RepaymentStatus.INSUFFICIENT_FUNDS: "utter_repayment_insufficient_funds",
+    RepaymentStatus.NOTHING_DUE: "utter_repayment_nothing_due",
+    RepaymentStatus.INVALID_AMOUNT: "utter_repayment_invalid_amount",
+}
+
+
+def repayment_response(result: RepaymentResult) -> str:
+    """The response for a repayment's outcome; its variables are `debit`, `amount` and `remaining`."""
+    if result.status is RepaymentStatus.OK and result.repeated:
+        return "utter_repayment_repeated"
+    if result.status is RepaymentStatus.OK:
+        return "utter_repayment_done" if result.remaining_due_cents else "utter_repayment_done_paid_off"
+    return REPAYMENT_RESPONSES.get(result.status, "utter_repayment_unavailable")
 
 
 class ActionReportCardLoss(VerifiedTaskAction):
@@ -214,44 +201,33 @@ class ActionReportCardLoss(VerifiedTaskAction):
 
     def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
         card = tracker.get_slot("card_last4")
-        already_lost = any(c.last4 == card and c.status == "lost" for c in bank.cards(customer_ref))
-        if already_lost:
-            dispatcher.utter_message(text=f"尾号{card}的卡已经挂失过了，不用重复挂失。")
+        if card_is_lost(bank, customer_ref, card):
+            dispatcher.utter_message(response="utter_card_already_lost", card=card)
         elif tracker.get_slot("confirmed") is not True:
-            dispatcher.utter_message(text="好的，已取消挂失。")
+            dispatcher.utter_message(response="utter_card_loss_cancelled")
         else:
             result = bank.report_card_loss(customer_ref, card, request_id(tracker, "card_loss", card))
-            if result.status == "reported":
+            if result.status is CardLossStatus.REPORTED:
+                reference = speak_digits(result.reference)
                 dispatcher.utter_message(json_message=contract.interruptible(False))  # the reference must be heard
-                dispatcher.utter_message(
-                    text=f"尾号{card}的卡已挂失，这张卡已停止使用。挂失参考号是：{speak_digits(result.reference)}。"
-                )
-                dispatcher.utter_message(text=f"再说一遍，参考号是：{speak_digits(result.reference)}。")
+                dispatcher.utter_message(response="utter_card_loss_reported", card=card, reference=reference)
+                dispatcher.utter_message(response="utter_card_loss_reference_again", reference=reference)
                 dispatcher.utter_message(json_message=contract.interruptible(True))
-            elif result.status == "already_lost":
-                dispatcher.utter_message(text=f"尾号{card}的卡已经挂失过了，不用重复挂失。")
+            elif result.status is CardLossStatus.ALREADY_LOST:
+                dispatcher.utter_message(response="utter_card_already_lost", card=card)
             else:
-                dispatcher.utter_message(text=f"尾号{card}的卡不在您本人名下，无法挂失。")
+                dispatcher.utter_message(response="utter_card_loss_not_own", card=card)
         dispatcher.utter_message(response="utter_anything_else")
         return []
 
 
-ACTIVATION_OUTCOMES = {
-    "activated": "尾号{card}的卡已激活，现在可以正常使用了。",
-    "already_active": "尾号{card}的卡已经是激活状态，不需要再激活。",
-    "lost": "尾号{card}的卡已挂失，不能激活。如需补办新卡，请到网点办理。",
-    "not_your_card": "尾号{card}的卡不在您本人名下，无法激活。",
+# What is said for each outcome of an activation (variable `card`); its words are in domain/cards.yml.
+ACTIVATION_RESPONSES = {
+    ActivationStatus.ACTIVATED: "utter_card_activated",
+    ActivationStatus.ALREADY_ACTIVE: "utter_card_already_active",
+    ActivationStatus.LOST: "utter_card_activation_lost",
+    ActivationStatus.NOT_YOUR_CARD: "utter_card_activation_not_own",
 }
-
-
-def card_to_activate(cards: list[CardView], named: str | None) -> str | None:
-    """The card the caller means: the one named, unless it is active and exactly one other card awaits activation
-    (a caller verified earlier with their old card who says 「激活新卡」)."""
-    inactive = [card.last4 for card in cards if card.status == "inactive"]
-    named_card = next((card for card in cards if card.last4 == named), None)
-    if named_card is not None and named_card.status == "active" and len(inactive) == 1:
-        return inactive[0]
-    return named
 
 
 class ActionActivateCard(VerifiedTaskAction):
@@ -259,9 +235,9 @@ class ActionActivateCard(VerifiedTaskAction):
         return "action_activate_card"
 
     def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
-        card = card_to_activate(bank.cards(customer_ref), tracker.get_slot("card_last4"))
+        card = bank.accounts.card_to_activate(customer_ref, tracker.get_slot("card_last4"))
         result = bank.activate_card(customer_ref, card)
-        dispatcher.utter_message(text=ACTIVATION_OUTCOMES.get(result.status, ACTIVATION_OUTCOMES["not_your_card"]).format(card=card))
+        dispatcher.utter_message(response=ACTIVATION_RESPONSES[result.status], card=card or "")
         dispatcher.utter_message(response="utter_anything_else")
         return []
 
@@ -305,11 +281,9 @@ def read_back(form: str | None, tracker: Tracker) -> tuple[str | None, dict[str,
     if form == "transfer_form":
         return "utter_read_back_transfer", {"source": card, "target": tracker.get_slot("to_card"), "amount": spoken}
     if form == "repayment_form":
-        bank = bank_service()
-        customer_ref = tracker.get_slot("customer_ref")
-        statement = statement_for(bank, customer_ref, card)
-        source = debit_source(bank.cards(customer_ref), card)
-        credit = f"尾号{statement.card_last4}的信用卡" if statement else "信用卡"
-        debit = f"尾号{source.last4}的{card_kind_name(source.kind)}" if source else "借记卡"
-        return "utter_read_back_repayment", {"debit": debit, "credit": credit, "amount": spoken}
+        plan = repayment_plan(tracker)
+        if plan.statement is None or plan.source is None:
+            return None, {}  # not reached: with nothing to pay or nothing to pay from, the form asks no question
+        return "utter_read_back_repayment", {"debit": plan.source.last4, "credit": plan.statement.card_last4,
+                                             "amount": spoken}
     return None, {}

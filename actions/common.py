@@ -115,10 +115,3 @@ def in_form(tracker: Tracker) -> bool:
 
 def clear_task_slots() -> list[dict[str, Any]]:
     return [SlotSet(slot, None) for slot in TASK_SLOTS]
-
-
-CARD_KIND_NAMES = {"debit": "借记卡", "credit": "信用卡"}
-
-
-def card_kind_name(kind: str) -> str:
-    return CARD_KIND_NAMES.get(kind, "卡")

@@ -73,6 +73,7 @@ def details_from(text: str, slots: dict[str, Any]) -> dict[str, str]:
 
 
 def complaint_summary(slots: dict[str, Any]) -> str:
+    """The work order's description: a record for the agents, not words the caller hears (utter_complaint_filed)."""
     return f"时间：{slots.get('complaint_when')}；地点：{slots.get('complaint_where')}；经过：{slots.get('complaint_text')}"
 
 
@@ -138,17 +139,17 @@ class ValidateComplaintForm(FormValidationAction):
 
 def file_complaint(dispatcher: CollectingDispatcher, tracker: Tracker, slots: dict[str, Any]) -> list[dict[str, Any]]:
     """Open the work order once the details are in, and read back the summary and the ticket number."""
-    summary = complaint_summary(slots)
     try:
         ticket = bank_service().create_work_order(
-            kind="complaint", description=summary, call_id=call_id(tracker),
+            kind="complaint", description=complaint_summary(slots), call_id=call_id(tracker),
             customer_ref=tracker.get_slot("customer_ref") or tracker.get_slot("caller_ref"),
             request_id=request_id(tracker, "complaint"),
         )
     except Exception:  # noqa: BLE001 - apology and handoff instead of silence
         return hand_off(dispatcher, tracker, reason="action_unavailable", response=HANDOFF_UNAVAILABLE_RESPONSE)
     dispatcher.utter_message(json_message=contract.interruptible(False))  # the ticket number must be heard
-    dispatcher.utter_message(response="utter_complaint_filed", summary=summary, ticket=speak_digits(ticket))
+    dispatcher.utter_message(response="utter_complaint_filed", when=slots["complaint_when"],
+                             where=slots["complaint_where"], what=slots["complaint_text"], ticket=speak_digits(ticket))
     dispatcher.utter_message(json_message=contract.interruptible(True))
     return [SlotSet("complaint_ticket", ticket)]
 

@@ -17,6 +17,7 @@ from actions.handoff import HANDOFF_UNAVAILABLE_RESPONSE, hand_off
 from actions.verification import requested_slot
 
 MAX_LOCATION_CHARS = 20
+MAX_RATES = 4  # a phone menu of rates: more than four is not remembered
 FILLERS = re.compile(r"[喂嗯啊呃哦那个就是在我附近的哪里有网点银行吗呢吧请问，。？！?!,.\s]")
 MAIN_CURRENCIES = ("USD", "EUR", "HKD", "JPY")
 CURRENCY_WORDS = {
@@ -48,7 +49,7 @@ class ValidateBranchForm(FormValidationAction):
     def validate_location(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         if isinstance(value, str) and value.strip():
             return {"location": value.strip()}
-        dispatcher.utter_message(text="没有听清地点。")
+        dispatcher.utter_message(response="utter_location_unclear")
         return {"location": None}
 
 
@@ -67,9 +68,9 @@ class ActionBranchLocator(Action):
             return hand_off(dispatcher, tracker, reason="action_unavailable", response=HANDOFF_UNAVAILABLE_RESPONSE)
         if branches:
             listed = "；".join(f"{b.name}，地址{b.address}，营业时间{b.hours}" for b in branches)
-            dispatcher.utter_message(text=f"为您找到{len(branches)}个网点：{listed}。")
+            dispatcher.utter_message(response="utter_branches", count=str(len(branches)), branches=listed)
         else:
-            dispatcher.utter_message(text=f"没有找到{location}附近的网点，您可以换一个区名或路名再问我。")
+            dispatcher.utter_message(response="utter_no_branches", location=location)
         if not in_form(tracker):
             dispatcher.utter_message(response="utter_anything_else")
         return [SlotSet("location", None)]
@@ -93,11 +94,13 @@ class ActionInterestRate(Action):
             rates = bank_service().loan_rates() if loans else bank_service().deposit_rates()
         except Exception:  # noqa: BLE001
             return hand_off(dispatcher, tracker, reason="action_unavailable", response=HANDOFF_UNAVAILABLE_RESPONSE)
-        kind = "贷款" if loans else "存款"
+        found, none = (
+            ("utter_loan_rates", "utter_no_loan_rates") if loans else ("utter_deposit_rates", "utter_no_deposit_rates")
+        )
         if rates:
-            dispatcher.utter_message(text=f"目前的{kind}利率：" + "；".join(speak_rate(r) for r in rates[:4]) + "。")
+            dispatcher.utter_message(response=found, rates="；".join(speak_rate(r) for r in rates[:MAX_RATES]))
         else:
-            dispatcher.utter_message(text=f"暂时查不到{kind}利率，请稍后再试。")
+            dispatcher.utter_message(response=none)
         if not in_form(tracker):
             dispatcher.utter_message(response="utter_anything_else")
         return []
@@ -128,9 +131,10 @@ class ActionExchangeRate(Action):
             return hand_off(dispatcher, tracker, reason="action_unavailable", response=HANDOFF_UNAVAILABLE_RESPONSE)
         if rates:
             as_of = rates[0].as_of
-            dispatcher.utter_message(text=f"{as_of.month}月{as_of.day}日的外汇牌价：" + "；".join(speak_fx(r) for r in rates) + "。")
+            dispatcher.utter_message(response="utter_fx_rates", month=str(as_of.month), day=str(as_of.day),
+                                     rates="；".join(speak_fx(r) for r in rates))
         else:
-            dispatcher.utter_message(text="暂时查不到这种货币的牌价。可以查询美元、欧元、日元、港币、英镑等。")
+            dispatcher.utter_message(response="utter_no_fx_rates")
         if not in_form(tracker):
             dispatcher.utter_message(response="utter_anything_else")
         return []

@@ -17,18 +17,13 @@ from actions.bank.service import BankService, commit_deadline
 from actions.call import OFFER_HUMAN_FOR
 from actions.common import bank_service, clear_task_slots
 from actions.handoff import HANDOFF_UNAVAILABLE_RESPONSE, hand_off
+from actions.keypad import HUMAN_KEY
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-PIN_LOCKED = (
-    "为了您的账户安全，今天的电话银行密码验证已暂停，请明天再试，或携带本人身份证件到网点办理。"
-    "需要人工服务请说「人工」或按0。"
-)
-NOT_VERIFIED = "请先完成身份验证。"
 # Time kept back from the action budget for the reply to reach Rasa after the bank committed.
 COMMIT_MARGIN_S = 0.5
-NOT_YOUR_CARD = "尾号{card}的卡不在您本人名下，无法办理。请问还有什么可以帮您？"
 
 
 class VerifiedTaskAction(Action):
@@ -52,7 +47,7 @@ class VerifiedTaskAction(Action):
         try:
             events = await asyncio.to_thread(self._perform_by, deadline, dispatcher, tracker)
         except NotYourCard:
-            dispatcher.utter_message(text=NOT_YOUR_CARD.format(card=tracker.get_slot("card_last4") or ""))
+            dispatcher.utter_message(response="utter_card_not_own", card=tracker.get_slot("card_last4") or "")
             events = []
         except Exception:  # noqa: BLE001 - a failing bank store becomes an apology and a handoff, never silence
             logger.exception("task %s failed", self.name())
@@ -67,7 +62,7 @@ class VerifiedTaskAction(Action):
 
 def refuse_unverified(dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:
     if tracker.get_slot("pin_locked"):
-        dispatcher.utter_message(text=PIN_LOCKED)
+        dispatcher.utter_message(response="utter_pin_locked", human_key=HUMAN_KEY)
         return [SlotSet("pending_offer", OFFER_HUMAN_FOR.format(reason="pin_locked"))]
-    dispatcher.utter_message(text=NOT_VERIFIED)
+    dispatcher.utter_message(response="utter_not_verified")
     return []

@@ -9,7 +9,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.bank.service import BankService
-from actions.bank.views import TransferResult
+from actions.bank.views import TransferResult, TransferStatus
 from actions.cn_numbers import speak_amount, speak_digits
 from actions.cards import Available, amount_answer, opening_amount, validated_amount
 from actions.common import bank_service, latest_intent, request_id
@@ -73,7 +73,7 @@ def checked_destination(value: str, source: str | None, customer_ref: str | None
     if value == source:
         dispatcher.utter_message(response="utter_to_card_same")
         return {"to_card": None}
-    if customer_ref is not None and value not in {card.last4 for card in bank_service().cards(customer_ref)}:
+    if customer_ref is not None and bank_service().accounts.card(customer_ref, value) is None:
         # said now, not after the read-back: phone banking only moves money between the caller's own cards
         dispatcher.utter_message(response="utter_to_card_not_own", card=value)
         return {"to_card": None}
@@ -88,26 +88,21 @@ def checked_amount(value: Any, source: str | None, customer_ref: str | None, dis
     return validated_amount(value, dispatcher, available, get_settings().bank.daily_transfer_limit_cents)
 
 
-def transfer_outcome(result: TransferResult, source: str, target: str, amount: int) -> str:
-    left = f"今天还可以转账{speak_amount(result.limit_left_cents)}。" if result.limit_left_cents is not None else ""
-    if result.status == "ok" and result.repeated:
-        return (f"这笔转账本次通话中已经办理过了，没有重复转账。参考号是：{speak_digits(result.reference or '')}。")
-    if result.status == "ok":
-        return (
-            f"转账成功，已从尾号{source}的卡向尾号{target}的卡转账{speak_amount(amount)}。"
-            f"参考号是：{speak_digits(result.reference or '')}。{left}"
-        )
-    if result.status == "insufficient_funds":
-        return f"尾号{source}的卡余额不足，转账没有成功。"
-    if result.status == "daily_limit":
-        return f"这笔转账超过了每日转账限额，没有成功。{left}"
-    if result.status == "same_card":
-        return "转出卡和转入卡不能相同，转账没有成功。"
-    if result.status == "not_your_card":
-        return "电话银行只能在您本人名下的卡之间转账，转账没有成功。"
-    if result.status == "invalid_amount":
-        return "转账金额不正确，转账没有成功。"
-    return "其中一张卡已挂失、未激活或不能转出，转账没有成功。"
+# What is said for each outcome of a transfer; its words are in domain/transfers.yml.
+TRANSFER_RESPONSES = {
+    TransferStatus.DAILY_LIMIT: "utter_transfer_daily_limit",
+    TransferStatus.INSUFFICIENT_FUNDS: "utter_transfer_insufficient_funds",
+    TransferStatus.SAME_CARD: "utter_transfer_same_card",
+    TransferStatus.NOT_YOUR_CARD: "utter_transfer_not_own",
+    TransferStatus.INVALID_AMOUNT: "utter_transfer_invalid_amount",
+}
+
+
+def transfer_response(result: TransferResult) -> str:
+    """The response for a transfer's outcome; its variables are `source`, `target`, `amount`, `reference`, `limit`."""
+    if result.status is TransferStatus.OK:
+        return "utter_transfer_repeated" if result.repeated else "utter_transfer_done"
+    return TRANSFER_RESPONSES.get(result.status, "utter_transfer_card_unavailable")
 
 
 class ActionTransferMoney(VerifiedTaskAction):
@@ -118,10 +113,13 @@ class ActionTransferMoney(VerifiedTaskAction):
         source, target = tracker.get_slot("card_last4"), tracker.get_slot("to_card")
         amount = tracker.get_slot("amount_cents")
         if tracker.get_slot("confirmed") is not True or not (target and amount):
-            dispatcher.utter_message(text="好的，已取消转账。")
+            dispatcher.utter_message(response="utter_transfer_cancelled")
         else:
             key = request_id(tracker, "transfer", source, target, int(amount))
             result = bank.transfer(customer_ref, source, target, int(amount), key)
-            dispatcher.utter_message(text=transfer_outcome(result, source, target, int(amount)))
+            dispatcher.utter_message(
+                response=transfer_response(result), source=source, target=target, amount=speak_amount(int(amount)),
+                reference=speak_digits(result.reference or ""), limit=speak_amount(result.limit_left_cents or 0),
+            )
         dispatcher.utter_message(response="utter_anything_else")
         return []

@@ -18,6 +18,8 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import FormValidationAction
 from rasa_sdk.types import DomainDict
 
+from actions.bank.service import BankService
+from actions.bank.views import CardStatus
 from actions.common import bank_service, digits_in_latest_message, keyed_digits, latest_intent
 from actions.utterances import cards_by_role, explicit_answer, human_request, is_filler
 from settings import get_settings
@@ -27,6 +29,11 @@ PIN_DIGITS = 6
 # Intents that may carry the digits a form asked for; anything else lets the rules handle the turn.
 ANSWER_INTENTS = ("inform", "dtmf", "out_of_scope", "nlu_fallback", "affirm", "deny")
 YES_KEY, NO_KEY = "1", "2"
+
+
+def card_is_lost(bank: BankService, customer_ref: str, card_last4: str | None) -> bool:
+    """Whether `card_last4` is the customer's own card and already reported lost."""
+    return (own := bank.accounts.card(customer_ref, card_last4)) is not None and own.status is CardStatus.LOST
 
 
 def requested_slot(tracker: Tracker) -> str | None:
@@ -198,9 +205,7 @@ class ValidateCardLossForm(VerifiedTaskValidation):
 
     @staticmethod
     def _already_lost(tracker: Tracker) -> bool:
-        card = tracker.get_slot("card_last4")
-        cards = bank_service().cards(tracker.get_slot("customer_ref"))
-        return any(c.last4 == card and c.status == "lost" for c in cards)
+        return card_is_lost(bank_service(), tracker.get_slot("customer_ref"), tracker.get_slot("card_last4"))
 
     async def extract_confirmed(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict:
         named = digits_in_latest_message(tracker, CARD_DIGITS)

@@ -246,7 +246,8 @@ async def test_a_service_word_at_the_pin_prompt_reaches_the_dialogue_and_hands_o
     await call.wait_until_quiet()
     await call.feed_realtime(caller_audio(tmp_path_factory.getbasetemp() / "caller_audio", "人工"))
     await call.feed_silence(1.2)
-    await call.wait_for(lambda: call.handoffs, timeout=5)
+    # The handoff follows the spoken reply, played out in real time (≈6 s of espeak-ng): a bound, not a target.
+    await call.wait_for(lambda: call.handoffs, timeout=30)
     await call.call.stop("remote_hangup")
     assert rasa.messages[1] == words
 
