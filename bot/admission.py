@@ -70,9 +70,6 @@ class Admission:
     def in_use(self) -> int:
         return len(self._calls)
 
-    def holds(self, call_id: str) -> bool:
-        return call_id in self._calls
-
     def try_admit(self, call_id: str, door: str) -> bool:
         """True when `call_id` holds a slot (now or already); False, counted, when the limit is reached."""
         if call_id in self._calls:

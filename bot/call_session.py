@@ -222,7 +222,3 @@ class CallSession:
                 self._admission.release(self.id)
             finish_call(self.record, cause, self._cdr_writer)
             self.log.info("%s call ended (%s)", self.door, cause)
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
