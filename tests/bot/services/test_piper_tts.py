@@ -37,7 +37,10 @@ async def test_slower_rate_gives_longer_audio(synthesize, joe_voice_path):
     normal = await synthesize(PiperTTSService(voice_path=joe_voice_path), SENTENCE)
     slower = await synthesize(PiperTTSService(voice_path=joe_voice_path, speech_rate=0.7), SENTENCE)
 
-    assert slower.duration_s > normal.duration_s * 1.2
+    # Rate 0.7 stretches phonemes 1/0.7 (1.43x), but Piper's pauses between sentences are not scaled: with the
+    # duration noise off this sentence grows 1.28x, and the noise moves each take by about +-4%. A worst pair of
+    # takes measured 1.207x (CI once saw 1.19996x against a 1.2x bound), so the bound leaves room for the noise.
+    assert slower.duration_s > normal.duration_s * 1.1
 
 
 async def test_rate_change_arrives_as_a_pipecat_settings_frame(synthesize, joe_voice_path):
