@@ -56,13 +56,13 @@ def hand_off(
     intent = latest_task_intent(tracker)
     queue = choose_queue(tracker, intent, green_channel)
     context = handoff_context(tracker, intent, green_channel)
-    _record(tracker, queue, reason, context)
+    _record(queue, reason, context)
     dispatcher.utter_message(response=response)
     dispatcher.utter_message(json_message=contract.handoff(queue, reason, context))
     return [ActiveLoop(None), SlotSet("requested_slot", None), SlotSet("pending_offer", None), *clear_task_slots()]
 
 
-def _record(tracker: Tracker, queue: str, reason: str, context: dict[str, Any]) -> None:
+def _record(queue: str, reason: str, context: dict[str, Any]) -> None:
     # A failing bank database must not stop the transfer: the caller is already waiting for a person.
     try:
         bank_service().record_handoff(
@@ -70,4 +70,4 @@ def _record(tracker: Tracker, queue: str, reason: str, context: dict[str, Any]) 
             verified=context["verified"], customer_ref=context["customer_ref"],
         )
     except Exception:  # noqa: BLE001 - any bank failure is logged and the handoff proceeds
-        logger.exception("could not record the handoff of call %s", call_id(tracker))
+        logger.exception("could not record the handoff")  # the line names its call (call_logging.py)

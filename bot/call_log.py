@@ -1,16 +1,12 @@
-"""The logging convention: stdlib `logging` everywhere, one stream per process, `call=<id>` on every line.
+"""The gateway's log stream: stdlib `logging` everywhere, one stream per process, `call=<id>` on every line.
 
-    log = logging.getLogger(__name__)                       # every module of bot/ and telephony/
-    log = call_logger(logging.getLogger(__name__), call.id) # code that knows its call (doors, the SIP core)
-    log.info("answered (%s)", codec)                        # → "call=sip-5f0c…e1 answered (PCMU)"
+The convention itself (`call_logger`, `call_context`, the `CallIdFilter`) is call_logging.py at the top level,
+shared with the action server; this module re-exports it for bot/ and telephony/ and sets up the gateway's
+stream. Code that does not know its call (pipecat processors and services, pipecat itself) logs plainly: the
+call's pipeline runs in tasks created inside `call_context(call_id)` (bot/call.py). pipecat logs through loguru:
+`configure_logging` routes loguru's records into stdlib logging at the same level, so a process has one stream
+with one format.
 
-Code that does not know its call (pipecat processors and services, pipecat itself) logs plainly: the call's
-pipeline runs in tasks created inside `call_context(call_id)` (bot/call.py), tasks inherit the context, and the
-`CallIdFilter` on the process's handler prefixes `call=<id>` (`call=-` outside any call) to every record that
-does not name its call already. pipecat logs through loguru: `configure_logging` routes loguru's records into
-stdlib logging at the same level, so a process has one stream with one format.
-
-The id also travels as `record.call_id`, for handlers that format or ship structured logs.
 Nothing secret goes through here in clear: keypad keys are logged as "dtmf key received", never the key (a PIN is
 keyed), and caller numbers go through `mask_caller_number`.
 """
@@ -19,66 +15,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Any, MutableMapping
+from typing import Any
 
-UNKNOWN_CALL = "-"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-# The call whose task is running; tasks created inside `call_context` (the call's pipeline) inherit it.
-_current_call: ContextVar[str] = ContextVar("current_call", default=UNKNOWN_CALL)
-
-
-class CallLoggerAdapter(logging.LoggerAdapter):
-    """Prefixes `call=<id> ` to every message and sets `record.call_id`."""
-
-    @property
-    def call_id(self) -> str:
-        return str((self.extra or {}).get("call_id", UNKNOWN_CALL))
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = dict(kwargs.get("extra") or {})
-        extra.setdefault("call_id", self.call_id)
-        kwargs["extra"] = extra
-        return f"call={self.call_id} {msg}", kwargs
-
-
-def call_logger(logger: logging.Logger, call_id: str | None) -> CallLoggerAdapter:
-    """`logger` bound to one call; a call without an id yet logs as `call=-`."""
-    return CallLoggerAdapter(logger, {"call_id": call_id or UNKNOWN_CALL})
-
-
-@contextmanager
-def call_context(call_id: str) -> Iterator[None]:
-    """Lines logged inside the block, and by every task created inside it, belong to `call_id`."""
-    token = _current_call.set(call_id)
-    try:
-        yield
-    finally:
-        _current_call.reset(token)
-
-
-def current_call_id() -> str:
-    """The call of the running task (`-` outside any call)."""
-    return _current_call.get()
-
-
-class CallIdFilter(logging.Filter):
-    """For a handler: a record that does not name its call gets `call=<id>` of the task that logged it.
-
-    On the handler, not a logger, because a logger's filters never see records propagated from its children.
-    Records from `call_logger` already carry their id and prefix and are left alone (idempotent).
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "call_id", None) is None:
-            record.call_id = current_call_id()
-            prefix = f"call={record.call_id} "
-            # the message is %-formatted with its args later: a `%` in an id must survive that
-            record.msg = (prefix.replace("%", "%%") if record.args else prefix) + str(record.msg)
-        return True
+from call_logging import (  # noqa: F401 - re-exported: the convention, for bot/ and telephony/
+    LOG_FORMAT,
+    UNKNOWN_CALL,
+    CallIdFilter,
+    CallLoggerAdapter,
+    call_context,
+    call_logger,
+)
 
 
 def configure_logging(level: str) -> None:

@@ -8,6 +8,7 @@ followed by an update cannot race another process), and foreign keys are switche
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
@@ -19,9 +20,12 @@ SQLITE_BUSY_TIMEOUT_S = 5  # writes hold the lock for milliseconds; waiting long
 CONNECT_TIMEOUT_S = 3
 READ_ONLY_OPTION = "bank_read_only"
 
+log = logging.getLogger(__name__)
+
 
 def build_engine(db_url: str) -> Engine:
-    """An engine for `db_url`; for a SQLite file its parent folder is created."""
+    """An engine for `db_url`; for a SQLite file its parent folder is created. Never connects, so never fails on a
+    store that is down: that shows at the first transaction, as BankUnavailable."""
     url = make_url(db_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
@@ -44,11 +48,19 @@ def _sqlite_engine(url: URL) -> Engine:
     if in_memory:
         options["poolclass"] = StaticPool  # one shared connection, or every checkout would see an empty database
     else:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _make_folder_of(Path(database).expanduser())
     engine = create_engine(url, future=True, **options)
     event.listen(engine, "connect", _on_sqlite_connect)
     event.listen(engine, "begin", _on_sqlite_begin)
     return engine
+
+
+def _make_folder_of(database: Path) -> None:
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        # not fatal here: opening the file fails next, and the store reports itself unavailable like any dead store
+        log.error("bank store folder %s cannot be created: %s", database.parent, exc.strerror or type(exc).__name__)
 
 
 def _on_sqlite_connect(dbapi_connection, _connection_record) -> None:

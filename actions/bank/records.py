@@ -84,5 +84,5 @@ class RecordService:
             session.add(order)
             session.flush()
             order.ticket = reference_number("work_order", now, order.id)
-            log.info("work order %s (%s) opened for call %s", order.ticket, kind, call_id)
+            log.info("work order %s (%s) opened", order.ticket, kind)  # the line names its call (call_logging.py)
             return order.ticket

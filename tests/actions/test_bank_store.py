@@ -112,6 +112,19 @@ def test_unreadable_sqlite_file_is_unavailable(tmp_path: Path, bank_settings) ->
         service.close()
 
 
+def test_a_sqlite_folder_that_cannot_be_made_is_unavailable_not_a_crash(tmp_path: Path, bank_settings) -> None:
+    # the action server builds its service at start-up: a raise here would stop the whole server
+    (tmp_path / "a-file").write_text("")
+    service = BankService(f"sqlite:///{tmp_path / 'a-file' / 'bank.db'}", bank_settings)
+    try:
+        assert service.prepare() is False
+        assert service.ping() is False
+        with pytest.raises(BankUnavailable):
+            service.customer_by_phone("13800000001")
+    finally:
+        service.close()
+
+
 def test_postgres_urls_get_a_plain_engine() -> None:
     engine = build_engine("postgresql+psycopg2://bank:secret@db.example:5432/bank")
     assert engine.dialect.name == "postgresql" and engine.url.database == "bank"
