@@ -8,6 +8,7 @@ never confirm a transfer, and 「…帮我转人工」 must reach a person whate
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 from actions.cn_numbers import extract_digits
@@ -23,10 +24,28 @@ _PUNCTUATION = re.compile(r"[\s,.;:!?…~、，。；：！？～]+")
 # Explicit yes words (issue 8): 是 / 对 / 确认 / 可以 / 没问题 / 好的, and their plain variants.
 YES_WORDS = ("是", "对", "确认", "确定", "可以", "没问题", "好的", "好", "行", "没错", "同意", "办吧", "ok", "OK")
 _NEGATED = re.compile(r"(?:不|别|甭)(?:是|对|确认|确定|可以|行|好|同意|要|用|办|转)|没有|算了|取消|否")
-_CARD_WORDS = r"(?:我的|我)?(?:尾号|后四位|卡号后四位|尾数)?(?:是|为)?"
 _DIGIT = "[零〇洞幺一二两三四五六七八九拐勾0-9]"
-_SOURCE = re.compile(rf"(?:从|用|由)\s*{_CARD_WORDS}\s*({_DIGIT}{{4}})(?!{_DIGIT})")
-_DESTINATION = re.compile(rf"(?:到|往|向|给|转进|转入|存进)\s*{_CARD_WORDS}\s*({_DIGIT}{{4}})(?!{_DIGIT})")
+# Four digits, no more, no fewer: a card's last four (a PIN or an ID tail is longer, an amount has units).
+_FOUR_DIGITS = re.compile(rf"(?<!{_DIGIT}){_DIGIT}{{4}}(?!{_DIGIT})")
+# Words between a direction marker and the digits: 从[我的卡号后四位是]4321, 到[尾号为]9999, 往[末四位]5310.
+_CARD_WORDS_BEFORE = re.compile(r"(?:我的|我|那张|这张|的)?(?:卡号后四位|后四位|末四位|尾号|尾数|末尾四个数|卡号|卡)?(?:是|为)?$")
+_CARD_WORDS_AFTER = re.compile(r"^(?:的卡|那张|这张|卡|的钱|里)")
+_CARD_WORD_BEFORE = re.compile(r"(?:后四位|末四位|尾号|尾数|末尾四个数|卡号)(?:是|为)?$")
+_UNITS_AFTER = re.compile(r"^(?:块|元|圆|万|千|百|rmb|RMB)")
+# What marks a card as the one paid from, or paid to. Longer words first: 转入 must not read as 入 or 转.
+SOURCE_MARKERS = ("付款", "转出", "扣款", "从", "由", "用", "自", "把")
+DESTINATION_MARKERS = ("收款", "转入", "转进", "存进", "到", "往", "向", "给", "进")
+SOURCE, DESTINATION = "source", "destination"
+
+
+@dataclass(frozen=True)
+class CardMention:
+    """A card's last four digits as said, where, and the role the words around it give it (None: unmarked)."""
+
+    start: int
+    end: int
+    spoken: str
+    role: str | None
 
 
 def human_request(text: str | None) -> str | None:
@@ -63,6 +82,57 @@ def explicit_answer(text: str | None) -> bool | None:
     return True if any(word in words for word in YES_WORDS) else None
 
 
+def card_mentions(text: str | None) -> list[CardMention]:
+    """The cards a sentence names by their last four digits, in order, each with the role its words mark.
+
+    A run of exactly four digits is a card when a card word or a direction marker comes before it (尾号四三二一,
+    从4321, 到五六七八) or a card word after it (四三二一那张卡). A bare run followed by a unit is an amount
+    (转3000块); a bare run after 转 alone is an amount too (转3000), since nobody says a card that way.
+    """
+    if not isinstance(text, str) or text.startswith("/"):
+        return []
+    mentions = []
+    for match in _FOUR_DIGITS.finditer(text):
+        before, after = text[:match.start()], text[match.end():]
+        if _UNITS_AFTER.match(after):
+            continue
+        role = _marked_role(before)
+        card_word = _CARD_WORD_BEFORE.search(before) is not None or _CARD_WORDS_AFTER.match(after) is not None
+        if role is None and not card_word and before.rstrip().endswith("转"):
+            continue
+        mentions.append(CardMention(match.start(), match.end(), match.group(), role))
+    return mentions
+
+
+def transfer_roles(mentions: list[CardMention]) -> list[CardMention]:
+    """Roles in a transfer request: an unmarked card is the source (「尾号一二三四的卡转五百」 pays from it) unless
+    the words already named the source, then it is the destination."""
+    taken = {m.role for m in mentions if m.role}
+    resolved = []
+    for mention in mentions:
+        if mention.role is None:
+            role = SOURCE if SOURCE not in taken else DESTINATION
+            taken.add(role)
+            mention = replace(mention, role=role)
+        resolved.append(mention)
+    return resolved
+
+
+def _marked_role(before: str) -> str | None:
+    """The role a direction marker right before the card words gives (从[尾号]…, 到[后四位是]…, 收款[卡是]…).
+    The longest marker wins: 收款用 is a destination, whatever 用 alone would say."""
+    rest = re.split(r"[\s,.;:!?，。；：！？、]", before)[-1]
+    while (shorter := _CARD_WORDS_BEFORE.sub("", rest, count=1)) != rest:
+        rest = shorter
+    found = [(len(marker) + len(trailing), role)
+             for trailing in ("", "用", "卡")  # 收款用尾号… / 付款卡是…
+             for markers, role in ((SOURCE_MARKERS, SOURCE), (DESTINATION_MARKERS, DESTINATION))
+             for marker in markers if rest.endswith(marker + trailing)]
+    if found:
+        return max(found)[1]
+    return None
+
+
 def cards_by_role(message: dict[str, Any]) -> dict[str, str]:
     """{"source": "4321", "destination": "9999"} as far as the message tells them apart.
 
@@ -74,15 +144,12 @@ def cards_by_role(message: dict[str, Any]) -> dict[str, str]:
         if entity.get("entity") != "card_last4":
             continue
         digits = extract_digits(str(entity.get("value") or ""), 4)
-        role = entity.get("role") if entity.get("role") in ("source", "destination") else "source"
+        role = entity.get("role") if entity.get("role") in (SOURCE, DESTINATION) else SOURCE
         if digits and role not in found:
             found[role] = digits
-    text = message.get("text") or ""
-    if isinstance(text, str) and not text.startswith("/"):
-        for role, pattern in (("source", _SOURCE), ("destination", _DESTINATION)):
-            match = pattern.search(text)
-            if match and extract_digits(match.group(1), 4):
-                found[role] = extract_digits(match.group(1), 4)  # the words beat a classifier's guess
-    if found.get("source") and found.get("source") == found.get("destination"):
-        found.pop("source")  # one card said once cannot be both: keep it as the destination the words named
+    for mention in card_mentions(message.get("text")):
+        if mention.role and extract_digits(mention.spoken, 4):
+            found[mention.role] = extract_digits(mention.spoken, 4)  # the words beat a classifier's guess
+    if found.get(SOURCE) and found.get(SOURCE) == found.get(DESTINATION):
+        found.pop(SOURCE)  # one card said once cannot be both: keep it as the destination the words named
     return found

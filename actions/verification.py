@@ -10,7 +10,7 @@ message itself).
 from __future__ import annotations
 
 import asyncio
-from abc import abstractmethod
+from abc import ABCMeta, abstractmethod
 from typing import Any
 
 from rasa_sdk import Tracker
@@ -57,7 +57,7 @@ def answer_for(
     return {slot: None} if latest_intent(tracker) in answer_intents else {}
 
 
-class VerifiedTaskValidation(FormValidationAction):
+class VerifiedTaskValidation(FormValidationAction, metaclass=ABCMeta):  # abstract: rasa_sdk registers no action for it
     """Base of every form whose task needs a verified caller."""
 
     # Asking for the same task again while its form runs (「我的卡丢了」 at the read-back) repeats the question.

@@ -57,8 +57,10 @@ def table(report: dict) -> str:
 
 
 def by_role(report: dict, entities: list[str]) -> dict[str, dict]:
-    """The rows of `entities`, one per role: Rasa labels them 「card_last4.source」, 「card_last4.destination」, 「amount」."""
-    return {name: row for name, row in per_intent(report).items() if re.split(r"[.#]", name)[0] in entities}
+    """The rows of `entities`, one per role: Rasa labels them 「card_last4.source」, 「card_last4.destination」, 「amount」.
+    An entity named with its role (「card_last4.source」) picks that row alone."""
+    return {name: row for name, row in per_intent(report).items()
+            if name in entities or re.split(r"[.#]", name)[0] in entities}
 
 
 def role_lines(rows: dict[str, dict]) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import urllib.request
 import zlib
@@ -85,7 +84,8 @@ def test_each_action_run_logs_with_its_own_call_even_when_runs_overlap(action_se
     assert statuses == [200] * len(senders)  # a dead bank costs the greeting its personal touch, not the call
     for sender in senders:
         assert len([line for line in lines_of(log, LOOKUP_FAILED) if f"call={sender} " in line]) == 1
-    assert all(re.search(r"call=sip-\d\d-", line) for line in lines_of(log, LOOKUP_FAILED))
+    # the module's other tests share the server and its log: no lookup line, theirs or these, lost its call
+    assert not [line for line in lines_of(log, LOOKUP_FAILED) if "call=- " in line]
 
 
 def test_a_deflated_action_call_names_its_call_too(action_server):

@@ -51,3 +51,19 @@ def test_missing_or_malformed_report_is_a_clear_error(nlu_metrics, tmp_path, cap
     assert nlu_metrics.main([str(_write(tmp_path, "{not json"))]) == 2
     assert nlu_metrics.main([str(_write(tmp_path, json.dumps([1, 2])))]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def _entity_report() -> dict:
+    def row(f1: float) -> dict:
+        return {"precision": f1, "recall": f1, "f1-score": f1, "support": 30}
+    return {"amount": row(0.96), "card_last4": row(0.0), "card_last4.source": row(1.0),
+            "card_last4.destination": row(0.97), "micro avg": row(0.8), "macro avg": row(0.8)}
+
+
+def test_roles_named_alone_pick_their_rows_and_gate_on_f1(nlu_metrics, tmp_path, capsys):
+    path = _write(tmp_path, _entity_report())
+    assert nlu_metrics.main([str(path), "--by-role", "card_last4.source,card_last4.destination", "--min-f1", "0.95"]) == 0
+    out = capsys.readouterr().out
+    assert "entity card_last4 role=source: f1=1.000" in out and "role=destination: f1=0.970" in out
+    assert "entity card_last4:" not in out  # the unlabelled row is another extractor's business
+    assert nlu_metrics.main([str(path), "--by-role", "card_last4", "--min-f1", "0.95"]) == 1
