@@ -15,6 +15,7 @@ from actions.bank.views import TransactionView
 from actions.cn_numbers import amount_cents_from_speech, speak_amount
 from actions.common import bank_service, entity_values, latest_user_event_with_intent
 from actions.tasks import VerifiedTaskAction
+from actions.wording import LIST_SEPARATOR, piece
 
 DEFAULT_TRANSACTIONS = 5
 MAX_TRANSACTIONS = 10
@@ -26,7 +27,8 @@ class ActionCheckBalance(VerifiedTaskAction):
     def name(self) -> str:
         return "action_check_balance"
 
-    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
+    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str,
+                domain: dict) -> list:
         card = tracker.get_slot("card_last4")
         dispatcher.utter_message(response="utter_balance", card=card, amount=speak_amount(bank.balance(customer_ref, card)))
         dispatcher.utter_message(response="utter_anything_else")
@@ -82,10 +84,11 @@ def period_bounds(period: str, today: date) -> tuple[date, date] | None:
     return None
 
 
-def describe(transaction: TransactionView) -> str:
-    direction = "收入" if transaction.amount_cents > 0 else "支出"
-    when = f"{transaction.posted_at.month}月{transaction.posted_at.day}日"
-    return f"{when}，{transaction.description}，{direction}{speak_amount(abs(transaction.amount_cents))}"
+def spoken_transaction(domain: dict, transaction: TransactionView) -> str:
+    """One transaction as a list item: its date, description and the amount in or out (utter_item_transaction_*)."""
+    response = "utter_item_transaction_in" if transaction.amount_cents > 0 else "utter_item_transaction_out"
+    return piece(domain, response, month=transaction.posted_at.month, day=transaction.posted_at.day,
+                 description=transaction.description, amount=speak_amount(abs(transaction.amount_cents)))
 
 
 class ActionQueryTransactions(VerifiedTaskAction):
@@ -94,7 +97,8 @@ class ActionQueryTransactions(VerifiedTaskAction):
     def name(self) -> str:
         return "action_query_transactions"
 
-    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
+    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str,
+                domain: dict) -> list:
         card = tracker.get_slot("card_last4")
         request = latest_user_event_with_intent(tracker, ["query_transactions"]) or {}
         text = str(request.get("text") or "")
@@ -108,7 +112,7 @@ class ActionQueryTransactions(VerifiedTaskAction):
         if not found:
             dispatcher.utter_message(response="utter_no_transactions", card=card)
         else:
-            items = "；".join(describe(t) for t in found)
+            items = LIST_SEPARATOR.join(spoken_transaction(domain, t) for t in found)
             dispatcher.utter_message(response="utter_transactions", card=card, count=str(len(found)), items=items)
         dispatcher.utter_message(response="utter_anything_else")
         return []

@@ -14,7 +14,7 @@ from actions import contract
 from actions.bank.money import MAX_AMOUNT_CENTS
 from actions.bank.service import BankService
 from actions.bank.views import (
-    ActivationStatus, CardLossStatus, RepaymentPlan, RepaymentResult, RepaymentStatus, StatementView,
+    ActivationStatus, CardLossStatus, RepaymentPlan, RepaymentResult, RepaymentStatus,
 )
 from actions.call import OFFER_HUMAN_FOR
 from actions.cn_numbers import amount_cents_from_speech, amount_in_context, says_negative_amount, speak_amount, speak_digits
@@ -24,13 +24,10 @@ from actions.keypad import MENU_KEY
 from actions.tasks import VerifiedTaskAction
 from actions.utterances import human_request
 from actions.verification import VerifiedTaskValidation, card_is_lost, requested_slot
+from actions.wording import spoken_date
 
 FULL_AMOUNT_WORDS = ("全额", "全部", "全款", "还清", "账单金额", "所有")
 MINIMUM_WORDS = ("最低",)
-
-
-def due_date_text(statement: StatementView) -> str:
-    return f"{statement.due_date.month}月{statement.due_date.day}日"
 
 
 def spoken_amount_cents(tracker: Tracker) -> int | None:
@@ -78,7 +75,8 @@ class ActionCreditCardBill(VerifiedTaskAction):
     def name(self) -> str:
         return "action_credit_card_bill"
 
-    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
+    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str,
+                domain: dict) -> list:
         statement = bank.accounts.statement_for(customer_ref, tracker.get_slot("card_last4"))
         if statement is None:
             dispatcher.utter_message(response="utter_no_credit_card_bill")
@@ -87,7 +85,7 @@ class ActionCreditCardBill(VerifiedTaskAction):
         else:
             dispatcher.utter_message(
                 response="utter_bill", card=statement.card_last4, due=speak_amount(statement.remaining_due_cents),
-                minimum=speak_amount(statement.minimum_due_cents), due_date=due_date_text(statement),
+                minimum=speak_amount(statement.minimum_due_cents), due_date=spoken_date(domain, statement.due_date),
             )
         dispatcher.utter_message(response="utter_anything_else")
         return []
@@ -157,7 +155,8 @@ class ActionRepayCreditCard(VerifiedTaskAction):
     def name(self) -> str:
         return "action_repay_credit_card"
 
-    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
+    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str,
+                domain: dict) -> list:
         plan = bank.payments.repayment_plan(customer_ref, tracker.get_slot("card_last4"))
         statement, source = plan.statement, plan.source
         if statement is None or plan.remaining_due_cents == 0:
@@ -199,7 +198,8 @@ class ActionReportCardLoss(VerifiedTaskAction):
     def name(self) -> str:
         return "action_report_card_loss"
 
-    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
+    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str,
+                domain: dict) -> list:
         card = tracker.get_slot("card_last4")
         if card_is_lost(bank, customer_ref, card):
             dispatcher.utter_message(response="utter_card_already_lost", card=card)
@@ -234,7 +234,8 @@ class ActionActivateCard(VerifiedTaskAction):
     def name(self) -> str:
         return "action_activate_card"
 
-    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
+    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str,
+                domain: dict) -> list:
         card = bank.accounts.card_to_activate(customer_ref, tracker.get_slot("card_last4"))
         result = bank.activate_card(customer_ref, card)
         dispatcher.utter_message(response=ACTIVATION_RESPONSES[result.status], card=card or "")

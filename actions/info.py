@@ -15,6 +15,7 @@ from actions.bank.views import FxRateView, RateView
 from actions.common import bank_service, entity_values, in_form, latest_intent, latest_user_event_with_intent
 from actions.handoff import HANDOFF_UNAVAILABLE_RESPONSE, hand_off
 from actions.verification import requested_slot
+from actions.wording import pieces
 
 MAX_LOCATION_CHARS = 20
 MAX_RATES = 4  # a phone menu of rates: more than four is not remembered
@@ -67,7 +68,8 @@ class ActionBranchLocator(Action):
         except Exception:  # noqa: BLE001 - apology and handoff instead of silence
             return hand_off(dispatcher, tracker, reason="action_unavailable", response=HANDOFF_UNAVAILABLE_RESPONSE)
         if branches:
-            listed = "；".join(f"{b.name}，地址{b.address}，营业时间{b.hours}" for b in branches)
+            listed = pieces(domain, "utter_item_branch",
+                            [{"name": b.name, "address": b.address, "hours": b.hours} for b in branches])
             dispatcher.utter_message(response="utter_branches", count=str(len(branches)), branches=listed)
         else:
             dispatcher.utter_message(response="utter_no_branches", location=location)
@@ -76,9 +78,9 @@ class ActionBranchLocator(Action):
         return [SlotSet("location", None)]
 
 
-def speak_rate(rate: RateView) -> str:
+def rate_item(rate: RateView) -> dict[str, str]:
     name = rate.product if rate.term in rate.product else f"{rate.product}{rate.term}"  # 活期存款, not 活期存款活期
-    return f"{name}，年利率百分之{rate.rate_percent.normalize():f}"
+    return {"name": name, "percent": f"{rate.rate_percent.normalize():f}"}
 
 
 class ActionInterestRate(Action):
@@ -98,7 +100,7 @@ class ActionInterestRate(Action):
             ("utter_loan_rates", "utter_no_loan_rates") if loans else ("utter_deposit_rates", "utter_no_deposit_rates")
         )
         if rates:
-            dispatcher.utter_message(response=found, rates="；".join(speak_rate(r) for r in rates[:MAX_RATES]))
+            dispatcher.utter_message(response=found, rates=pieces(domain, "utter_item_rate", [rate_item(r) for r in rates[:MAX_RATES]]))
         else:
             dispatcher.utter_message(response=none)
         if not in_form(tracker):
@@ -114,8 +116,8 @@ def currencies_asked(tracker: Tracker) -> list[str]:
     return list(dict.fromkeys(code for code in named if code in CURRENCY_WORDS.values() or len(code) == 3)) or list(MAIN_CURRENCIES)
 
 
-def speak_fx(rate: FxRateView) -> str:
-    return f"{rate.name_zh}，每100{rate.name_zh}现汇买入价{rate.buy.normalize():f}元，卖出价{rate.sell.normalize():f}元"
+def fx_item(rate: FxRateView) -> dict[str, str]:
+    return {"currency": rate.name_zh, "buy": f"{rate.buy.normalize():f}", "sell": f"{rate.sell.normalize():f}"}
 
 
 class ActionExchangeRate(Action):
@@ -132,7 +134,7 @@ class ActionExchangeRate(Action):
         if rates:
             as_of = rates[0].as_of
             dispatcher.utter_message(response="utter_fx_rates", month=str(as_of.month), day=str(as_of.day),
-                                     rates="；".join(speak_fx(r) for r in rates))
+                                     rates=pieces(domain, "utter_item_fx", [fx_item(r) for r in rates]))
         else:
             dispatcher.utter_message(response="utter_no_fx_rates")
         if not in_form(tracker):

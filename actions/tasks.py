@@ -34,9 +34,9 @@ class VerifiedTaskAction(Action, metaclass=ABCMeta):  # abstract: rasa_sdk regis
 
     @abstractmethod
     def perform(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str, domain: dict
     ) -> list[dict[str, Any]]:
-        """Carry out the task and say the outcome."""
+        """Carry out the task and say the outcome (`domain` for the wording of list items, actions/wording.py)."""
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
         if not tracker.get_slot("verified"):
@@ -45,7 +45,7 @@ class VerifiedTaskAction(Action, metaclass=ABCMeta):  # abstract: rasa_sdk regis
         # while Rasa still waits for this action: later, the caller has already heard an apology.
         deadline = time.monotonic() + get_settings().actions.timeout_s - COMMIT_MARGIN_S
         try:
-            events = await asyncio.to_thread(self._perform_by, deadline, dispatcher, tracker)
+            events = await asyncio.to_thread(self._perform_by, deadline, dispatcher, tracker, domain)
         except NotYourCard:
             dispatcher.utter_message(response="utter_card_not_own", card=tracker.get_slot("card_last4") or "")
             events = []
@@ -54,10 +54,10 @@ class VerifiedTaskAction(Action, metaclass=ABCMeta):  # abstract: rasa_sdk regis
             return hand_off(dispatcher, tracker, reason="action_unavailable", response=HANDOFF_UNAVAILABLE_RESPONSE)
         return events + clear_task_slots()
 
-
-    def _perform_by(self, deadline: float, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:
+    def _perform_by(self, deadline: float, dispatcher: CollectingDispatcher, tracker: Tracker,
+                    domain: dict) -> list[dict[str, Any]]:
         with commit_deadline(deadline):
-            return self.perform(dispatcher, tracker, bank_service(), tracker.get_slot("customer_ref"))
+            return self.perform(dispatcher, tracker, bank_service(), tracker.get_slot("customer_ref"), domain)
 
 
 def refuse_unverified(dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:

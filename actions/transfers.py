@@ -109,7 +109,8 @@ class ActionTransferMoney(VerifiedTaskAction):
     def name(self) -> str:
         return "action_transfer_money"
 
-    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str) -> list:
+    def perform(self, dispatcher: CollectingDispatcher, tracker: Tracker, bank: BankService, customer_ref: str,
+                domain: dict) -> list:
         source, target = tracker.get_slot("card_last4"), tracker.get_slot("to_card")
         amount = tracker.get_slot("amount_cents")
         if tracker.get_slot("confirmed") is not True or not (target and amount):
