@@ -5,7 +5,7 @@
     log.info("answered (%s)", codec)                        # → "call=sip-5f0c…e1 answered (PCMU)"
 
 Code that does not know its call logs plainly. The call's work runs inside `call_context(call_id)`: the gateway
-enters it for a call's pipeline (bot/call.py), the action server for each action it runs (actions/call_logging.py).
+enters it for a call's pipeline (bot/call.py), the action server for each action it runs (actions/log_context.py).
 Tasks and `asyncio.to_thread` inherit the context, and the `CallIdFilter` on the process's handler prefixes
 `call=<id>` (`call=-` outside any call) to every record that does not name its call already.
 
@@ -26,7 +26,7 @@ from typing import Any, MutableMapping
 UNKNOWN_CALL = "-"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-MAX_CALL_ID_CHARS = 80  # a uuid4 id with its door prefix is 40; anything longer is cut, not trusted
+MAX_CALL_ID_CHARS = 128  # as CallInfo allows; a uuid4 id with its door prefix is 40
 
 # The call whose task is running; tasks created inside `call_context` (the call's pipeline) inherit it.
 _current_call: ContextVar[str] = ContextVar("current_call", default=UNKNOWN_CALL)
@@ -43,7 +43,7 @@ class CallLoggerAdapter(logging.LoggerAdapter):
 
     @property
     def call_id(self) -> str:
-        return str((self.extra or {}).get("call_id", UNKNOWN_CALL))
+        return safe_call_id((self.extra or {}).get("call_id"))
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         extra = dict(kwargs.get("extra") or {})

@@ -46,7 +46,8 @@ _SMALL_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟"
 _BIG_UNITS = {"万": 10**4, "萬": 10**4, "亿": 10**8, "億": 10**8}
 _FILLERS = ("那个", "就是", "嗯", "啊", "呃", "额", "哦", "噢", "喂", "是", "呀", "吧", "了")
 _SEPARATORS = re.compile(r"[\s,.;:!?'\"\-_/·、，。；：！？“”‘’（）()]+")
-_DIGIT_CLASS = "".join(_DIGIT_VALUES)
+DIGIT_CHARS = "".join(_DIGIT_VALUES)  # every way a single digit is written: 一 幺 壹 洞 拐 勾 ... 0-9
+_DIGIT_CLASS = DIGIT_CHARS
 _DIGIT_RUN = re.compile(rf"[{_DIGIT_CLASS}](?:[\s,，、\-]*[{_DIGIT_CLASS}])*")
 
 _AMOUNT_NOISE = ("人民币", "RMB", "CNY", "¥", "钱", "整")

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 RASA_SDK_APP = "rasa_sdk"  # the name rasa_sdk.endpoint.create_app gives its Sanic app
 WEBHOOK_PATH = "/webhook"
+# rasa_sdk gives these handlers of their own and stops them propagating to the root's
+SANIC_LOGGERS = ("sanic.root", "sanic.error", "sanic.access")
 
 
 def install_on_action_server() -> bool:
@@ -32,7 +34,8 @@ def install_on_action_server() -> bool:
         app = Sanic.get_app(RASA_SDK_APP)
     except SanicException:
         return False
-    add_call_ids_to_handlers()
+    for logger in (None, *SANIC_LOGGERS):
+        add_call_ids_to_handlers(logging.getLogger(logger) if logger else None)
     app.register_middleware(enter_call_of_request, "request")
     app.register_middleware(leave_call_of_request, "response")
     return True

@@ -14,7 +14,7 @@ from actions.cn_numbers import speak_amount, speak_digits
 from actions.cards import Available, amount_answer, opening_amount, validated_amount
 from actions.common import bank_service, latest_intent, request_id
 from actions.tasks import VerifiedTaskAction
-from actions.utterances import cards_by_role
+from actions.card_grammar import cards_by_role
 from actions.verification import CARD_DIGITS, VerifiedTaskValidation, answer_for, requested_slot
 from settings import get_settings
 

@@ -21,7 +21,8 @@ from rasa_sdk.types import DomainDict
 from actions.bank.service import BankService
 from actions.bank.views import CardStatus
 from actions.common import bank_service, digits_in_latest_message, keyed_digits, latest_intent
-from actions.utterances import cards_by_role, explicit_answer, human_request, is_filler
+from actions.card_grammar import cards_by_role
+from actions.utterances import explicit_answer, human_request, is_filler
 from settings import get_settings
 
 CARD_DIGITS = 4

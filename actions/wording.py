@@ -8,6 +8,7 @@ item or a date without Python. Pieces are joined with LIST_SEPARATOR, which is p
 from __future__ import annotations
 
 import logging
+import re
 from datetime import date
 from typing import Any
 
@@ -16,23 +17,24 @@ log = logging.getLogger(__name__)
 LIST_SEPARATOR = "；"
 
 
-class _KeepUnknown(dict):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"  # as Rasa leaves a variable it has no value for
+# A {variable} as Rasa's response templates write it; nothing else in a text is special (no format specs).
+_VARIABLE = re.compile(r"\{([^\n{}]+?)\}")
 
 
 def piece(domain: dict[str, Any] | None, response: str, **values: Any) -> str:
     """The first text of `response` with `values` filled in ({name} as in any domain response).
 
-    A domain without it (a response renamed, or a Rasa that sends no domain) still speaks the values, joined by
-    commas, and logs an error: the caller hears the data rather than nothing.
+    A variable without a value stays as written, as Rasa leaves it. A domain without the response (renamed, or a
+    Rasa that sends no domain) still speaks the values, joined by commas, and logs an error: the caller hears the
+    data rather than nothing. tests/actions/test_responses.py keeps the project's domain from getting there.
     """
     variations = ((domain or {}).get("responses") or {}).get(response) or []
-    text = next((v.get("text") for v in variations if isinstance(v, dict) and v.get("text")), None)
+    text = next((v.get("text") for v in variations if isinstance(v, dict) and isinstance(v.get("text"), str)), None)
     if text is None:
         log.error("response %s missing from the domain; speaking its values unworded", response)
         return "，".join(str(v) for v in values.values())
-    return text.format_map(_KeepUnknown({k: str(v) for k, v in values.items()}))
+    filled = {name: str(value) for name, value in values.items()}
+    return _VARIABLE.sub(lambda variable: filled.get(variable.group(1), variable.group(0)), text)
 
 
 def pieces(domain: dict[str, Any] | None, response: str, items: list[dict[str, Any]]) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 
 from settings import Settings
 from bot import door_metrics as metrics
+from bot.call_log import call_logger
 from bot.masking import mask_caller_number
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class CdrWriter:
                 with path.open("a", encoding="utf-8") as out:
                     out.write(line + "\n")
         except (OSError, ValueError) as error:
-            log.error("call=%s CDR not written to %s: %s", printable_text(record.call_id), path, error)
+            call_logger(log, record.call_id).error("CDR not written to %s: %s", path, error)
             return None
         return path
 

@@ -6,7 +6,7 @@ Chinese digits into pieces that DIET then tags apart (九/八七/六). Money mus
 message about moving money (a configured intent, or a configured word such as 转, for when the intent itself was
 misheard) this component replaces DIET's card_last4 entities by the cards the sentence names, with the
 role its direction words give each (从/用/由/付款… source; 到/往/向/给/收款/转入… destination; unmarked: the
-source, or the destination once the source is named). The grammar is actions/utterances.py, the one place the
+source, or the destination once the source is named). The grammar is actions/card_grammar.py, the one place the
 action server also reads it from. Other messages keep DIET's entities: a card said alone, in reply to 「请说卡号后四位」,
 has no role, and the form maps it by the slot it asked for.
 
@@ -26,7 +26,7 @@ from rasa.nlu.extractors.extractor import EntityExtractorMixin
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_NAME_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
-from actions.utterances import card_mentions, transfer_roles
+from actions.card_grammar import card_mentions, transfer_roles
 
 CARD_ENTITY = "card_last4"
 
@@ -62,6 +62,6 @@ class CardRoleExtractor(GraphComponent, EntityExtractorMixin):
 
     @staticmethod
     def _cards(text: str | None) -> list[dict[str, Any]]:
-        return [{"entity": CARD_ENTITY, "start": m.start, "end": m.end, "value": m.spoken, "role": m.role,
-                 "confidence_entity": 1.0}
+        # no role when two different cards claimed one: the form asks rather than guess
+        return [{"entity": CARD_ENTITY, "start": m.start, "end": m.end, "value": m.spoken, **({"role": m.role} if m.role else {})}
                 for m in transfer_roles(card_mentions(text))]

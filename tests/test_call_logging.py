@@ -28,3 +28,11 @@ def test_a_peer_chosen_id_cannot_break_a_line(caplog):
     assert "\n" not in caplog.records[0].getMessage()
     assert caplog.records[0].getMessage().startswith("call=x?2026-11-29?09:00:00?ERROR")
     assert record.getMessage() == f"call={safe_call_id(forged)} ok"
+
+
+def test_an_adapter_made_directly_writes_its_id_safely(caplog):
+    from call_logging import CallLoggerAdapter
+
+    with caplog.at_level(logging.INFO, logger="call.test"):
+        CallLoggerAdapter(logging.getLogger("call.test"), {"call_id": "a\nERROR forged: line"}).info("hello")
+    assert caplog.records[0].getMessage() == "call=a?ERROR?forged:?line hello"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from datetime import date, datetime
 
+import pytest
+
 from actions.accounts import spoken_transaction
 from actions.bank.views import TransactionView
 from actions.wording import piece, pieces, spoken_date
@@ -43,3 +45,17 @@ def test_a_domain_without_the_piece_still_speaks_the_values(caplog):
         assert piece({}, "utter_item_date", month=3, day=5) == "3，5"
         assert piece(None, "utter_item_date", month=3, day=5) == "3，5"
     assert "utter_item_date missing" in caplog.text
+
+
+@pytest.mark.parametrize(("text", "spoken"), [
+    ("{name}，地址}", "海淀支行，地址}"), ("{0}{name}", "{0}海淀支行"), ("{name.upper}", "{name.upper}"),
+    ("{name[1]}", "{name[1]}"), ("{name:>20}", "{name:>20}"), ("{{name}}", "{海淀支行}"),
+])
+def test_a_stray_brace_or_format_spec_is_text_not_code(text, spoken):
+    # Rasa fills {variable} and nothing else; so does an item, and no template can fail the action
+    assert piece({"responses": {"utter_item_branch": [{"text": text}]}}, "utter_item_branch", name="海淀支行") == spoken
+
+
+def test_a_response_without_text_falls_back():
+    assert piece({"responses": {"utter_item_branch": [{"text": None}, {"text": 5}]}}, "utter_item_branch",
+                 name="海淀支行") == "海淀支行"
