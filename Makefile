@@ -19,12 +19,12 @@ RASA := $(RASA_VENV)/bin/rasa
 RASA_MODEL_DIR ?= models/rasa
 RASA_SOURCES := config.yml $(shell find domain data -name '*.yml' 2>/dev/null) $(wildcard dialogue/jieba_dict/*.txt)
 
-.PHONY: help deps apt run test train nlu-report chat call models report bench-voice bench-sip clean
+.PHONY: help deps apt run test train nlu-report chat call models report bench-voice bench-asr bench-sip clean
 
 help:
 	@echo "make run    - install what is missing, train if needed, start Rasa + actions + gateway (Ctrl-C stops)"
 	@echo "make test   - install what is missing and run the whole test suite"
-	@echo "make train | nlu-report | chat | call WAV=file.wav | models | report | bench-voice | bench-sip"
+	@echo "make train | nlu-report | chat | call WAV=file.wav | models | report | bench-voice | bench-asr | bench-sip"
 
 apt:
 	@bash scripts/install_apt.sh
@@ -76,6 +76,9 @@ models: deps
 
 bench-voice: train
 	$(VOICE_VENV)/bin/python bench/voice_latency.py $(BENCH_ARGS)
+
+bench-asr: deps
+	$(VOICE_VENV)/bin/python bench/asr_curve.py $(BENCH_ARGS)
 
 bench-sip: deps
 	@bash bench/sip_load.sh
