@@ -16,8 +16,6 @@ from typing import Any
 
 from call_logging import UNKNOWN_CALL, add_call_ids_to_handlers, enter_call, leave_call
 
-log = logging.getLogger(__name__)
-
 RASA_SDK_APP = "rasa_sdk"  # the name rasa_sdk.endpoint.create_app gives its Sanic app
 WEBHOOK_PATH = "/webhook"
 # rasa_sdk gives these handlers of their own and stops them propagating to the root's
@@ -64,7 +62,7 @@ def sender_of(path: str, headers: Any, body: bytes | None) -> str:
         if headers.get("Content-Encoding") == "deflate":
             body = zlib.decompress(body)
         action_call = json.loads(body)
-    except (ValueError, zlib.error):
+    except (ValueError, zlib.error, RecursionError):  # RecursionError: JSON nested thousands deep
         return UNKNOWN_CALL
     if not isinstance(action_call, dict):
         return UNKNOWN_CALL

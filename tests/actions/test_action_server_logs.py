@@ -108,7 +108,8 @@ def test_the_call_of_a_request_is_read_as_the_webhook_reads_it():
     assert sender_of("/webhook", {}, body) == "sip-1"
     assert sender_of("/webhook", {"Content-Encoding": "deflate"}, zlib.compress(body)) == "sip-1"
     assert sender_of("/health", {}, body) == UNKNOWN_CALL
-    for garbage in (b"", b"{not json", b"[1, 2]", b"\xff\xfe", json.dumps({"sender_id": None}).encode()):
+    for garbage in (b"", b"{not json", b"[1, 2]", b"\xff\xfe", json.dumps({"sender_id": None}).encode(),
+                    b"[" * 100_000):  # nested too deep for the JSON parser
         assert sender_of("/webhook", {}, garbage) == UNKNOWN_CALL
     assert sender_of("/webhook", {"Content-Encoding": "deflate"}, b"not deflated") == UNKNOWN_CALL
 
