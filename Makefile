@@ -19,12 +19,13 @@ RASA := $(RASA_VENV)/bin/rasa
 RASA_MODEL_DIR ?= models/rasa
 RASA_SOURCES := config.yml $(shell find domain data -name '*.yml' 2>/dev/null) $(wildcard dialogue/jieba_dict/*.txt)
 
-.PHONY: help deps apt run test train nlu-report chat call models report bench-voice bench-asr bench-sip clean
+.PHONY: help deps apt run test train nlu-report chat call models report bench-voice bench-asr bench-sip gate clean
 
 help:
 	@echo "make run    - install what is missing, train if needed, start Rasa + actions + gateway (Ctrl-C stops)"
 	@echo "make test   - install what is missing and run the whole test suite"
 	@echo "make train | nlu-report | chat | call WAV=file.wav | models | report | bench-voice | bench-asr | bench-sip"
+	@echo "make gate   - the recorded-call regression gate: a corpus through the real loop against its baseline"
 
 apt:
 	@bash scripts/install_apt.sh
@@ -79,6 +80,9 @@ bench-voice: train
 
 bench-asr: deps
 	$(VOICE_VENV)/bin/python bench/asr_curve.py $(BENCH_ARGS)
+
+gate: train
+	$(VOICE_VENV)/bin/python bench/gate.py $(GATE_ARGS)
 
 bench-sip: deps
 	@bash bench/sip_load.sh

@@ -90,6 +90,13 @@ class VoiceSettings:
     # bot/services/vosk/limits.py; docs/VOICE.md has the 8-call figures with 1000 / 8.
     vosk_max_active: int = env("VOSK_MAX_ACTIVE", 0)
     vosk_beam: float = env("VOSK_BEAM", 0.0)
+    # Load-adaptive recognition (bot/services/vosk/load.py): while speech waits to be decoded (the backlog, summed
+    # over calls) above ASR_TIGHTEN_ABOVE_S, new utterances step to tighter search limits, "max-active/beam" per
+    # step, tightest (the floor) last; below ASR_RELAX_BELOW_S they step back. Empty: never tighten.
+    vosk_load_levels: str = env("VOSK_LOAD_LEVELS", "2000/9,1000/8")
+    asr_tighten_above_s: float = env("ASR_TIGHTEN_ABOVE_S", 0.5)
+    asr_relax_below_s: float = env("ASR_RELAX_BELOW_S", 0.15)
+    asr_decode_threads: int = env("ASR_DECODE_THREADS", 0)  # 0: one per core
     piper_voice_path: str = env("PIPER_VOICE_PATH", "")
     # `make models`: base URL of a local mirror holding the model files (banks run offline)
     models_mirror: str = env("MODELS_MIRROR", "")

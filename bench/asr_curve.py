@@ -128,9 +128,9 @@ def synthetic_corpus(language: str, out_dir: Path) -> Path:
     return manifest
 
 
-def pcm16k(audio: Path) -> bytes:
-    """The file as 16 kHz 16-bit mono PCM, whatever it was (sox)."""
-    return subprocess.run(["sox", str(audio), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer",
+def pcm_at(audio: Path, rate: int = SAMPLE_RATE) -> bytes:
+    """The file as 16-bit mono PCM at `rate` (16 kHz: what Vosk decodes), whatever it was (sox)."""
+    return subprocess.run(["sox", str(audio), "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer",
                            "-t", "raw", "-"], check=True, capture_output=True).stdout
 
 
@@ -151,7 +151,7 @@ def measure(model_path: Path, settings: list[tuple[str, DecoderLimits]], corpus:
     from vosk import Model, SetLogLevel
 
     SetLogLevel(-1)
-    audio = [pcm16k(u.audio) for u in corpus]
+    audio = [pcm_at(u.audio) for u in corpus]
     curves, own = [], None
     for name, limits in settings:
         model = Model(str(model_view_with_limits(model_path, limits)))

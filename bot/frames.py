@@ -25,6 +25,23 @@ from call_contract import SECURE_MASK, mask_secure
 __all__ = ["SECURE_MASK"]  # call_observer and call_records read it from here
 
 
+@dataclass(frozen=True)
+class AsrDecodeNote:
+    """What a final transcript was decoded with; rides in `TranscriptionFrame.result` (no words: secure turns).
+
+    Parameters:
+        level: the level of search limits (0: the model's own; higher: tightened under load).
+        limits: the limits in words, e.g. "max-active 1000, beam 8.0", for call records.
+    """
+
+    level: int = 0
+    limits: str = ""
+
+    @property
+    def tightened(self) -> bool:
+        return self.level > 0
+
+
 @dataclass
 class CallerTurnFrame(DataFrame):
     """One complete caller turn, ready for Rasa: a final transcript or a keypad message.
@@ -35,6 +52,7 @@ class CallerTurnFrame(DataFrame):
         secure: the turn answers an `expect secure=true`; never log it, mask it in records.
         speech_ended_at: time.time() when the caller stopped speaking (speech turns), for latency metrics.
         transcribed_at: time.time() when the final transcript was ready (speech turns).
+        asr_limits: the search limits, when some of the turn's speech was decoded under tightened ones (load).
     """
 
     text: str
@@ -42,6 +60,7 @@ class CallerTurnFrame(DataFrame):
     secure: bool = False
     speech_ended_at: float | None = None
     transcribed_at: float | None = None
+    asr_limits: str | None = None
 
     def loggable_text(self) -> str:
         """The text as it may appear in logs and records: masked when secure."""

@@ -160,7 +160,8 @@ class RasaBridge(FrameProcessor):
             return
         from_caller = turn.source in CALLER_SOURCES
         if from_caller:
-            self._record.add_caller_turn(turn.text, source=turn.source, secure=turn.secure)
+            self._record.add_caller_turn(turn.text, source=turn.source, secure=turn.secure,
+                                         asr_limits=turn.asr_limits)
         if turn.source != "call":
             # The expectation is used up by this turn; the reply may set a new one.
             await self.broadcast_frame(ExpectInputFrame, input=None)

@@ -34,7 +34,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
-from bot.frames import CallerTurnFrame, ExpectInputFrame, PromptInterruptibleFrame, SpeechRateFrame
+from bot.frames import AsrDecodeNote, CallerTurnFrame, ExpectInputFrame, PromptInterruptibleFrame, SpeechRateFrame
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class TurnTaker(FrameProcessor):
         self._interruptible = True
         self._caller_speaking = False
         self._segments: list[str] = []
+        self._tightest = AsrDecodeNote()
         self._barged_in = False
         self._started_over_bot = False
         self._speech_ended_at: float | None = None
@@ -122,7 +123,7 @@ class TurnTaker(FrameProcessor):
             await self._on_transcript(frame.text, final=False)
             return
         elif isinstance(frame, TranscriptionFrame):
-            await self._on_transcript(frame.text, final=True)
+            await self._on_transcript(frame.text, final=True, note=frame.result)
             return
         elif isinstance(frame, BotStartedSpeakingFrame):
             self._bot_speaking = True
@@ -162,7 +163,7 @@ class TurnTaker(FrameProcessor):
 
     # -- transcripts and barge-in ------------------------------------------------------------------------------
 
-    async def _on_transcript(self, text: str, *, final: bool) -> None:
+    async def _on_transcript(self, text: str, *, final: bool, note: object = None) -> None:
         text = text.strip()
         if not text:
             return
@@ -178,6 +179,8 @@ class TurnTaker(FrameProcessor):
         if final:
             self._segments.append(text)
             self._transcribed_at = time.time()
+            if isinstance(note, AsrDecodeNote) and note.level > self._tightest.level:
+                self._tightest = note
             self._transcript_arrived.set()
 
     async def _barge_in(self) -> None:
@@ -215,6 +218,7 @@ class TurnTaker(FrameProcessor):
     async def _emit_turn(self) -> None:
         text = " ".join(self._segments).strip()
         speech_ended_at, transcribed_at = self._speech_ended_at, self._transcribed_at
+        tightest = self._tightest
         self._reset_turn()
         if not text:
             return
@@ -225,11 +229,13 @@ class TurnTaker(FrameProcessor):
                 secure=self._secure,
                 speech_ended_at=speech_ended_at,
                 transcribed_at=transcribed_at,
+                asr_limits=tightest.limits if tightest.tightened else None,
             )
         )
 
     def _reset_turn(self) -> None:
         self._segments = []
+        self._tightest = AsrDecodeNote()  # the tightest search limits any of the turn's segments was decoded with
         self._barged_in = False
         self._started_over_bot = False
         self._transcript_arrived = asyncio.Event()

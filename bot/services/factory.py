@@ -11,8 +11,9 @@ thing. A model that is configured but broken is logged and falls back; it never 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipecat.services.tts_service import TTSService
 
@@ -25,10 +26,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SpeechRecognizerEngine:
-    """The process-wide Vosk model; `create_service()` gives each call its own recognizer service."""
+    """The process-wide Vosk model and decode scheduler; `create_service()` gives each call its own recognizer."""
 
     model_path: Path  # what Vosk loads: the installed model, or a view of it with decoder limits
     installed_path: Path | None = None
+    tighter_model_paths: tuple[Path, ...] = ()  # views with tighter limits, for load (bot/services/vosk/load.py)
+    scheduler: Any = field(default=None, compare=False)  # DecodeScheduler; None: the shared one
 
     @property
     def name(self) -> str:
@@ -38,7 +41,8 @@ class SpeechRecognizerEngine:
         """A VoskSTTService for one call (kwargs go to VoskSTTService, e.g. `sample_rate`)."""
         from bot.services.vosk.stt import VoskSTTService
 
-        return VoskSTTService(model_path=self.model_path, **kwargs)
+        return VoskSTTService(model_path=self.model_path, tighter_model_paths=self.tighter_model_paths,
+                              scheduler=self.scheduler, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,44 @@ def load_stt(settings: Settings | None = None) -> SpeechRecognizerEngine | None:
         limits = DecoderLimits.from_settings(settings.voice.vosk_max_active, settings.voice.vosk_beam)
         loaded = model_view_with_limits(path, limits)
         load_vosk_model(str(loaded))
+        base, steps = _load_levels(loaded, settings)
+        tighter = tuple(model_view_with_limits(path, step) for step in steps)
+        for view in tighter:
+            load_vosk_model(str(view))
     except (ValueError, OSError, VoskModelError) as exc:
         log.error("ASR: %s; running KEYPAD-ONLY", exc)
         return None
-    log.info("ASR: Vosk model %s (%s), decoder %s", path.name, path, limits.describe())
-    return SpeechRecognizerEngine(loaded, installed_path=path)
+    scheduler = _decode_scheduler(settings, (base, *steps))
+    log.info("ASR: Vosk model %s (%s), decoder %s; under load %s", path.name, path, base.describe(),
+             " -> ".join(step.describe() for step in steps) or "never tightened")
+    return SpeechRecognizerEngine(loaded, installed_path=path, tighter_model_paths=tighter, scheduler=scheduler)
+
+
+def _load_levels(model_view: Path, settings: Settings):
+    """The limits `model_view` decodes with, and the steps of VOSK_LOAD_LEVELS that are tighter than them."""
+    from bot.services.vosk.limits import DecoderLimits
+
+    base = DecoderLimits.of_model(model_view)
+    steps = [step for step in DecoderLimits.parse_levels(settings.voice.vosk_load_levels) if _tighter(step, base)]
+    return base, steps
+
+
+def _tighter(step, base) -> bool:
+    """Whether `step` searches less than `base` (a limit the model does not state counts as unbounded)."""
+    looser_active = base.max_active is not None and step.max_active > base.max_active
+    looser_beam = base.beam is not None and step.beam > base.beam
+    same = step.max_active == base.max_active and step.beam == base.beam
+    return not (looser_active or looser_beam or same)
+
+
+def _decode_scheduler(settings: Settings, levels):
+    from bot.services.vosk.load import LoadPolicy
+    from bot.services.vosk.scheduler import DecodeScheduler
+
+    policy = LoadPolicy(tighten_above_s=settings.voice.asr_tighten_above_s,
+                        relax_below_s=settings.voice.asr_relax_below_s)
+    return DecodeScheduler(workers=settings.voice.asr_decode_threads or None, level_limits=tuple(levels),
+                           policy=policy)
 
 
 def load_tts(settings: Settings | None = None) -> SpeechSynthesizerEngine:

@@ -63,3 +63,14 @@ def test_writer_appends_one_masked_json_line_per_call(tmp_path):
 def test_call_info_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         CallInfo(**kwargs)
+
+
+def test_a_turn_decoded_under_tightened_limits_is_noted_in_the_record():
+    record = CallRecord(call_id="c1", caller_number="13800000001")
+    record.add_caller_turn("查余额", source="speech", secure=False)
+    record.add_caller_turn("****", source="speech", secure=True, asr_limits="max-active 1000, beam 8.0")
+
+    data = record.to_json()
+    assert "asr_limits" not in data["transcript"][0]
+    assert data["transcript"][1]["asr_limits"] == "max-active 1000, beam 8.0"
+    assert data["tightened_turns"] == 1

@@ -47,6 +47,32 @@ class DecoderLimits:
         """The settings' convention: 0 means "the model's own value"."""
         return cls(max_active=max_active or None, beam=beam or None)
 
+    @classmethod
+    def parse_levels(cls, text: str) -> tuple["DecoderLimits", ...]:
+        """`VOSK_LOAD_LEVELS`: "2000/9,1000/8" -> one DecoderLimits per step; each must be no looser than the last."""
+        levels: list[DecoderLimits] = []
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            max_active, sep, beam = item.partition("/")
+            try:
+                level = cls(max_active=int(max_active), beam=float(beam)) if sep else None
+            except ValueError:
+                level = None
+            if level is None:
+                raise ValueError(f"VOSK_LOAD_LEVELS: expected max-active/beam like 1000/8, got {item!r}")
+            if levels and (level.max_active > levels[-1].max_active or level.beam > levels[-1].beam):
+                raise ValueError(f"VOSK_LOAD_LEVELS: each step must be tighter than the one before, got {text!r}")
+            levels.append(level)
+        return tuple(levels)
+
+    @classmethod
+    def of_model(cls, model_path: Path) -> "DecoderLimits":
+        """The limits a model folder (or view) decodes with, as its conf/model.conf says (None where it is silent)."""
+        conf = _read_text(Path(model_path) / "conf" / "model.conf")
+        found = dict(re.findall(r"^\s*--(max-active|beam)=([0-9.]+)\s*$", conf, flags=re.MULTILINE))
+        max_active = found.get("max-active")
+        beam = found.get("beam")
+        return cls(max_active=int(max_active) if max_active else None, beam=float(beam) if beam else None)
+
     @property
     def is_default(self) -> bool:
         return self.max_active is None and self.beam is None

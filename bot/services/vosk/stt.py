@@ -47,6 +47,8 @@ from pipecat.services.stt_service import STTService
 from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.types import NOT_GIVEN, NotGiven
 
+from bot.frames import AsrDecodeNote
+from bot.services.vosk.scheduler import DecodeScheduler, shared_scheduler
 from call_contract import SECURE_MASK
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ class VoskModelError(RuntimeError):
     """The Vosk model folder is missing or unreadable."""
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=8)  # a model per level of search limits (load.py)
 def load_vosk_model(model_path: str) -> vosk.Model:
     """The Vosk model at `model_path`, loaded once per process and shared by every call's recognizer."""
     path = Path(model_path)
@@ -136,34 +138,49 @@ class VoskDecoder:
     one: Kaldi aborts the whole process on that.
     """
 
-    def __init__(self, model: vosk.Model, *, digit_words: Sequence[str], grammar_supported: bool):
-        self._model = model
+    def __init__(self, model: vosk.Model | Sequence[vosk.Model], *, digit_words: Sequence[str],
+                 grammar_supported: bool):
+        """`model`: the model, or one model per level of search limits (level 0: the model's own limits)."""
+        self._models = tuple(model) if isinstance(model, Sequence) else (model,)
         self._digit_grammar = json.dumps(list(digit_words), ensure_ascii=False)
         self._grammar_supported = grammar_supported
         self._recognizer: vosk.KaldiRecognizer | None = None
         self._recognizer_digits = False
+        self._recognizer_level = 0
+        self._fresh = True  # no audio fed since the recognizer was made or last gave a final result
         self._bytes_since_partial = 0
         self.want_digits = False
+        self.want_level = 0
+        self.last_audio_level = 0  # the level the latest audio was decoded at: the utterance's, for its final
+
+    @property
+    def level(self) -> int:
+        """The search-limit level of the current recognizer (what the utterance in progress decodes with)."""
+        return self._recognizer_level
 
     @property
     def digits_mode(self) -> bool:
         """Whether the current recognizer decodes with the digits grammar."""
         return self._recognizer_digits
 
-    def accept(self, pcm16k: bytes, *, caller_speaking: bool = False) -> Decoded:
+    def accept(self, pcm16k: bytes, *, caller_speaking: bool = False, partials: bool = True) -> Decoded:
         """Feed 16 kHz PCM; a final when Vosk's own endpointing closed the utterance, else the partial text.
 
         `caller_speaking` (the VAD's view) holds back a pending mode switch: Vosk's partials lag the audio by
-        ~0.5 s, so "no partial yet" alone does not mean nobody is talking.
+        ~0.5 s, so "no partial yet" alone does not mean nobody is talking. `partials=False` (under load) skips
+        computing the partial result.
         """
         recognizer = self._recognizer_for_next_audio(caller_speaking)
+        self.last_audio_level = self._recognizer_level
+        self._fresh = False
         if recognizer.AcceptWaveform(pcm16k):
             self._bytes_since_partial = 0
             text = transcript_text(recognizer.Result())
+            self._fresh = True
             self._apply_wanted_mode()
             return Decoded(final=text)
         self._bytes_since_partial += len(pcm16k)
-        if self._bytes_since_partial < PARTIAL_INTERVAL_BYTES:
+        if not partials or self._bytes_since_partial < PARTIAL_INTERVAL_BYTES:
             return Decoded()
         self._bytes_since_partial = 0
         return Decoded(partial=transcript_text(recognizer.PartialResult(), "partial"))
@@ -180,6 +197,7 @@ class VoskDecoder:
             return earlier
         text = transcript_text(self._recognizer.FinalResult())
         self._bytes_since_partial = 0
+        self._fresh = True
         self._apply_wanted_mode()
         return " ".join(part for part in (earlier, text) if part)
 
@@ -189,8 +207,9 @@ class VoskDecoder:
     def _recognizer_for_next_audio(self, caller_speaking: bool) -> vosk.KaldiRecognizer:
         """The recognizer to feed; switches mode now if the caller is not in the middle of an utterance."""
         if self._recognizer is None:
-            self._recognizer = self._new_recognizer(self._wanted())
-        elif self._wanted() != self._recognizer_digits and not caller_speaking and not self._has_partial():
+            self._recognizer = self._new_recognizer(self._wanted(), self.want_level)
+        elif self._fresh or (self._wanted() != self._recognizer_digits and not caller_speaking
+                             and not self._has_partial()):
             self._apply_wanted_mode()
         return self._recognizer
 
@@ -199,30 +218,39 @@ class VoskDecoder:
         return bool(transcript_text(self._recognizer.PartialResult(), "partial"))
 
     def _apply_wanted_mode(self) -> None:
-        """Replace the recognizer if the wanted mode changed. Only called between utterances."""
-        if self._recognizer is None or self._wanted() != self._recognizer_digits:
-            self._recognizer = self._new_recognizer(self._wanted())
+        """Replace the recognizer if the wanted mode or level changed. Only called between utterances."""
+        level = min(max(self.want_level, 0), len(self._models) - 1)
+        if self._recognizer is None or self._wanted() != self._recognizer_digits or level != self._recognizer_level:
+            self._recognizer = self._new_recognizer(self._wanted(), level)
+            self._fresh = True
 
     def _wanted(self) -> bool:
         return self.want_digits and self._grammar_supported
 
-    def _new_recognizer(self, digits: bool) -> vosk.KaldiRecognizer:
+    def _new_recognizer(self, digits: bool, level: int) -> vosk.KaldiRecognizer:
+        level = min(max(level, 0), len(self._models) - 1)
+        model = self._models[level]
+        self._recognizer_level = level
         if digits:
             try:
-                recognizer = vosk.KaldiRecognizer(self._model, VOSK_SAMPLE_RATE, self._digit_grammar)
+                recognizer = vosk.KaldiRecognizer(model, VOSK_SAMPLE_RATE, self._digit_grammar)
                 self._recognizer_digits = True
                 return recognizer
             except Exception as exc:  # the model refused the grammar: keep recognising, with the full vocabulary
                 log.warning("Vosk digits grammar unavailable (%s); using the full vocabulary", exc)
                 self._grammar_supported = False
         self._recognizer_digits = False
-        return vosk.KaldiRecognizer(self._model, VOSK_SAMPLE_RATE)
+        return vosk.KaldiRecognizer(model, VOSK_SAMPLE_RATE)
 
 
 class VoskSTTService(STTService):
     """Vosk streaming STT for one call; build one per call, the model is shared (see `load_vosk_model`).
 
     Needs a VAD upstream (VADProcessor): audio is decoded only between VADUserStarted/StoppedSpeakingFrame.
+    Caller audio is taken in at once and decoded behind it by the process's `DecodeScheduler` (shared by all
+    calls: finals first, fair shares, and tighter search limits for new utterances while the backlog is high).
+    Interim and Vosk-endpoint transcriptions are pushed as decoding catches up; the VAD stop waits for this call's
+    decoding to catch up, then pushes the final. A final's `result` is an `AsrDecodeNote` (level and limits).
     """
 
     Settings = VoskSTTSettings
@@ -234,6 +262,8 @@ class VoskSTTService(STTService):
         model_path: str | Path,
         digit_words: Sequence[str] = MANDARIN_DIGIT_WORDS,
         settings: VoskSTTSettings | None = None,
+        scheduler: DecodeScheduler | None = None,
+        tighter_model_paths: Sequence[str | Path] = (),
         **kwargs,
     ):
         """Args:
@@ -241,10 +271,13 @@ class VoskSTTService(STTService):
         digit_words: the vocabulary of the digits grammar; the default is spoken Mandarin digits and the service
             phrases (人工, 绿色通道, 取消, 重听, 再说一遍, 返回).
         settings: a settings delta applied over the defaults (expect_digits=False, secure=False).
+        scheduler: the process's decode scheduler (default: a shared one with no tighter levels).
+        tighter_model_paths: views of the model with tighter search limits, level 1 onwards (`limits.py`);
+            the scheduler's levels beyond these fall back to the tightest given.
         **kwargs: passed to pipecat's STTService (`sample_rate` defaults to the pipeline's input rate).
 
         Raises:
-            VoskModelError: the model cannot be loaded.
+            VoskModelError: a model cannot be loaded.
         """
         store = self.Settings(model=Path(model_path).name, language=None, expect_digits=False, secure=False)
         if settings is not None:
@@ -252,14 +285,16 @@ class VoskSTTService(STTService):
         kwargs.setdefault("ttfs_p99_latency", 0.3)  # local decoding: finalizing costs one last decode step
         super().__init__(settings=store, **kwargs)
         self._grammar_supported = model_supports_grammar(model_path)
-        self._decoder = VoskDecoder(
-            load_vosk_model(str(model_path)), digit_words=digit_words, grammar_supported=self._grammar_supported
-        )
+        models = [load_vosk_model(str(path)) for path in (model_path, *tighter_model_paths)]
+        self._decoder = VoskDecoder(models, digit_words=digit_words, grammar_supported=self._grammar_supported)
         self._decoder.want_digits = bool(store.expect_digits)
+        self._scheduler = scheduler or shared_scheduler()
+        self._load_key = f"stt-{id(self):x}"  # this call's share of the backlog (the service knows no call id)
         self._resampler = create_stream_resampler(quality="HQ", clear_after_secs=None)
         self._last_partial = ""
         self._preroll = bytearray()  # 16 kHz audio while nobody speaks (see PREROLL_BYTES)
-        self._pending = bytearray()  # 16 kHz speech not yet handed to the decoder
+        self._pending = bytearray()  # 16 kHz speech taken in, not yet handed to the decoder
+        self._drain_task: asyncio.Task | None = None
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -289,39 +324,58 @@ class VoskSTTService(STTService):
 
     async def stop(self, frame: EndFrame):
         await super().stop(frame)
-        self._decoder.close()
+        await self._close()
 
     async def cancel(self, frame: CancelFrame):
         await super().cancel(frame)
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._drain_task is not None:
+            await self.cancel_task(self._drain_task)
+            self._drain_task = None
+        self._scheduler.call_ended(self._load_key)
         self._decoder.close()
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
-        """Decode one chunk of caller audio; yields an interim or a final transcription when there is one."""
+        """Take in one chunk of caller audio; the drain task decodes it and pushes what it yields."""
         if len(audio) % 2:
             audio = audio[:-1]  # half a sample is transport garbage; dropping it keeps the stream aligned
         pcm = await self._resampler.resample(audio, self.sample_rate, VOSK_SAMPLE_RATE)
-        if not pcm:
-            return
-        if not self._user_speaking:
-            self._keep_preroll(pcm)
-            return
+        if pcm:
+            if self._user_speaking:
+                self._take_in(pcm)
+            else:
+                self._keep_preroll(pcm)
+        yield None  # transcriptions are pushed by the drain task, as decoding catches up
+
+    def _take_in(self, pcm: bytes | bytearray) -> None:
         self._pending += pcm
-        if len(self._pending) < DECODE_BATCH_BYTES:
-            return
-        batch, self._pending = bytes(self._pending), bytearray()
-        try:
-            decoded = await asyncio.to_thread(self._decoder.accept, batch, caller_speaking=self._user_speaking)
-        except Exception as exc:  # a decoder error must not end the call: the caller can still use the keypad
-            await self.push_error(f"{self}: decoding failed: {exc}", exception=exc)
-            return
-        if decoded.final is not None:
-            if frame := self._final_frame(decoded.final):
-                yield frame
-        elif decoded.partial and decoded.partial != self._last_partial:
-            self._last_partial = decoded.partial
-            yield InterimTranscriptionFrame(
-                decoded.partial, self._user_id, time_now_iso8601(), result=None if self._secure else decoded.partial
-            )
+        self._scheduler.audio_in(self._load_key, _seconds(pcm))
+        if len(self._pending) >= DECODE_BATCH_BYTES and (self._drain_task is None or self._drain_task.done()):
+            self._drain_task = self.create_task(self._drain(), name="vosk_drain")
+
+    async def _drain(self) -> None:
+        """Decode taken-in speech in slices of at most the policy's quantum, while the caller speaks."""
+        quantum = max(DECODE_BATCH_BYTES, int(self._scheduler.policy.quantum_s * VOSK_SAMPLE_RATE) * 2)
+        while self._user_speaking and len(self._pending) >= DECODE_BATCH_BYTES:
+            batch = bytes(self._pending[:quantum])
+            del self._pending[:quantum]
+            work = functools.partial(self._decoder.accept, batch, caller_speaking=True,
+                                     partials=self._scheduler.partials_wanted())
+            try:
+                decoded = await self._scheduler.decode(self._load_key, work, audio_s=_seconds(batch), final=False)
+            except Exception as exc:  # a decoder error must not end the call: the caller can still use the keypad
+                await self.push_error(f"{self}: decoding failed: {exc}", exception=exc)
+                continue
+            if decoded.final is not None:
+                if frame := self._final_frame(decoded.final, self._decoder.last_audio_level):
+                    await self.push_frame(frame)
+            elif decoded.partial and decoded.partial != self._last_partial:
+                self._last_partial = decoded.partial
+                await self.push_frame(InterimTranscriptionFrame(
+                    decoded.partial, self._user_id, time_now_iso8601(),
+                    result=None if self._secure else decoded.partial))
 
     def _keep_preroll(self, pcm: bytes) -> None:
         self._preroll += pcm
@@ -329,31 +383,54 @@ class VoskSTTService(STTService):
             del self._preroll[: len(self._preroll) - PREROLL_BYTES]
 
     async def _handle_vad_user_started_speaking(self, frame: VADUserStartedSpeakingFrame):
-        """Speech began ~start_secs ago: its first audio is in the pre-roll, decode from there."""
+        """Speech began ~start_secs ago: its first audio is in the pre-roll, decode from there, at the level of
+        search limits the load gives an utterance starting now."""
         await super()._handle_vad_user_started_speaking(frame)
-        self._pending = self._preroll + self._pending
-        self._preroll = bytearray()
+        self._decoder.want_level = self._scheduler.level_for_new_utterance()
+        preroll, self._preroll = self._preroll, bytearray()
+        if preroll:
+            self._take_in(preroll)
 
     async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame):
-        """End of the caller's speech: ask Vosk for the final result of the utterance now, not at its own endpoint."""
+        """End of the caller's speech: once this call's decoding has caught up, ask Vosk for the final result of the
+        utterance now (not at its own endpoint), ahead of every call's streaming work."""
         await super()._handle_vad_user_stopped_speaking(frame)
+        if self._drain_task is not None:
+            # Its in-flight slice, now ahead of other calls' streaming work; it takes no more once the caller
+            # stopped. (wait, not await: a drain cancelled by the pipeline must not cancel this handler too.)
+            self._scheduler.expedite(self._load_key)
+            await asyncio.wait({self._drain_task})
+            self._drain_task = None
         trailing, self._pending = bytes(self._pending), bytearray()
+        work = functools.partial(self._finalize, trailing)
         try:
-            text = await asyncio.to_thread(self._decoder.finalize, trailing)
+            text, level = await self._scheduler.decode(self._load_key, work, audio_s=_seconds(trailing), final=True)
         except Exception as exc:
             await self.push_error(f"{self}: finalizing failed: {exc}", exception=exc)
             return
-        if transcription := self._final_frame(text):
+        if transcription := self._final_frame(text, level):
             await self.push_frame(transcription)
+
+    def _finalize(self, trailing: bytes) -> tuple[str, int]:
+        """(decode thread) The utterance's final text and the level it was decoded at."""
+        level = self._decoder.last_audio_level
+        text = self._decoder.finalize(trailing)
+        return text, (self._decoder.last_audio_level if trailing else level)
 
     @property
     def _secure(self) -> bool:
         return bool(self._settings.secure)
 
-    def _final_frame(self, text: str) -> TranscriptionFrame | None:
+    def _final_frame(self, text: str, level: int) -> TranscriptionFrame | None:
         """The TranscriptionFrame of a finished utterance; None for silence or noise (no words)."""
         self._last_partial = ""
         if not text:
             return None
-        log.debug("%s: final transcript [%s]", self, SECURE_MASK if self._secure else text)
-        return TranscriptionFrame(text, self._user_id, time_now_iso8601(), finalized=True)
+        note = AsrDecodeNote(level=level, limits=self._scheduler.describe_level(level))
+        self._scheduler.note_utterance(level)
+        log.debug("%s: final transcript [%s] (%s)", self, SECURE_MASK if self._secure else text, note.limits)
+        return TranscriptionFrame(text, self._user_id, time_now_iso8601(), result=note, finalized=True)
+
+
+def _seconds(pcm16k: bytes | bytearray) -> float:
+    return len(pcm16k) / (VOSK_SAMPLE_RATE * 2)

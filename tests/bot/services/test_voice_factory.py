@@ -86,3 +86,28 @@ def test_broken_piper_voice_falls_back_to_espeak(tmp_path, log_lines):
 
     assert engine.kind == "espeak"
     assert any("FALLING BACK" in line and "ERROR" in line for line in log_lines)
+
+
+def test_load_levels_tighter_than_the_model_become_views_and_scheduler_levels(tmp_path, korean_model_path, log_lines):
+    engine = load_stt(settings_for(tmp_path, VOSK_MODEL_PATH=str(korean_model_path),
+                                   VOSK_LOAD_LEVELS="4000/12,3000/10,2000/9,1000/8"))
+
+    assert engine is not None
+    levels = [limits.describe() for limits in engine.scheduler.level_limits]
+    # 4000/12 is looser than the model's own 3000/10 and 3000/10 is the same: neither is a step.
+    assert levels == ["max-active 3000, beam 10.0", "max-active 2000, beam 9.0", "max-active 1000, beam 8.0"]
+    assert [(p / "conf" / "model.conf").read_text().count("--max-active=") for p in engine.tighter_model_paths] == [1, 1]
+    assert "--max-active=1000" in (engine.tighter_model_paths[-1] / "conf" / "model.conf").read_text()
+    assert any("under load max-active 2000, beam 9.0 -> max-active 1000, beam 8.0" in line for line in log_lines)
+
+
+def test_no_load_levels_means_never_tightened(tmp_path, korean_model_path):
+    engine = load_stt(settings_for(tmp_path, VOSK_MODEL_PATH=str(korean_model_path), VOSK_LOAD_LEVELS=""))
+
+    assert engine is not None and engine.tighter_model_paths == () and len(engine.scheduler.level_limits) == 1
+
+
+def test_load_levels_that_loosen_step_by_step_mean_keypad_only_not_a_crash(tmp_path, korean_model_path, log_lines):
+    assert load_stt(settings_for(tmp_path, VOSK_MODEL_PATH=str(korean_model_path),
+                                 VOSK_LOAD_LEVELS="1000/8,2000/9")) is None
+    assert any("VOSK_LOAD_LEVELS" in line and "KEYPAD-ONLY" in line for line in log_lines)

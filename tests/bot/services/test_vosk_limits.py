@@ -104,3 +104,16 @@ def test_bad_limits_in_settings_mean_keypad_only_not_a_crash(korean_model_path, 
     settings = Settings.from_env({"MODELS_DIR": str(tmp_path), "VOSK_MODEL_PATH": str(korean_model_path),
                                   "VOSK_BEAM": "0.1"})
     assert load_stt(settings) is None
+
+
+def test_load_levels_are_parsed_in_order_and_must_tighten():
+    assert DecoderLimits.parse_levels(" 2000/9 , 1000/8 ") == (DecoderLimits(2000, 9.0), DecoderLimits(1000, 8.0))
+    assert DecoderLimits.parse_levels("") == ()
+    for nonsense in ("1000", "abc/8", "1000/8,2000/9", "1000/8;500/7", "50/8"):
+        with pytest.raises(ValueError):
+            DecoderLimits.parse_levels(nonsense)
+
+
+def test_a_models_own_limits_are_read_from_its_conf(fake_model, tmp_path):
+    assert DecoderLimits.of_model(fake_model) == DecoderLimits(max_active=3000, beam=10.0)
+    assert DecoderLimits.of_model(tmp_path) == DecoderLimits()  # no conf: nothing stated
