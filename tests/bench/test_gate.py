@@ -75,3 +75,16 @@ def test_files_the_baseline_does_not_know_give_no_checks(baseline):
 
 def failing(results: list) -> set[str]:
     return {name for name, passed, _ in results if not passed}
+
+
+def test_an_empty_run_fails(baseline):
+    assert gate([], baseline, Thresholds())[1] == []
+
+
+def test_checks_a_baseline_makes_vacuous_say_so(tmp_path):
+    path = tmp_path / "proxy.json"
+    write_baseline(path, [outcome("a.wav", "다른", intent="deny")], "a proxy model: everything wrong")
+
+    results = {name: why for name, _, why in gate([outcome("a.wav", "")], read_baseline(path), Thresholds())[1]}
+
+    assert "cannot fail" in results["intent_accuracy"]

@@ -2,11 +2,15 @@
 and the order decode work runs in (issue 12). Every method takes `now`; tests step the clock. The threads that
 run the work are in bot/services/vosk/scheduler.py.
 
-- **Backlog:** seconds of caller speech handed in for decoding and not decoded yet, summed over the process's calls.
-- **Tightening:** while the backlog stays above `tighten_above_s`, utterances that *start* from then on decode with
-  the next tighter level of search limits, one step per `hold_s`, down to the floor (the last level). Below
-  `relax_below_s` the levels step back the same way, to the model's own limits (level 0). An utterance keeps the
-  level it started with: a recognizer cannot change limits mid-utterance.
+- **Backlog:** seconds of caller speech handed in for decoding and not decoded yet, summed over the process's calls,
+  less what each call holds while decoding keeps up (`per_call_allowance_s`: the batch being gathered and the
+  slice being decoded), so callers talking on idle cores are no backlog.
+- **Tightening:** once the backlog has stayed above `tighten_above_s` for `hold_s` (a caller's 0.6 s pre-roll is a
+  blip, not load), utterances that *start* from then on decode with the next tighter level of search limits, one
+  step per `hold_s`, down to the floor (the last level). Below `relax_below_s` the levels step back one per
+  `hold_s` since the last step, to the model's own limits (level 0): after a quiet spell the first utterance is
+  back at once. An utterance keeps the level it started with: a recognizer cannot change limits mid-utterance.
+  Levels are re-evaluated whenever speech is taken in or decoded and when an utterance starts.
 - **Finals first:** above `skip_partials_above_s` interim partials are not computed (a partial costs about a third of
   a decode step); and `DecodeQueue` runs any waiting final before any streaming work.
 - **Fair share:** streaming work is taken oldest first, one job per call at a time, each job at most `quantum_s` of
@@ -28,9 +32,11 @@ class LoadPolicy:
     """When to tighten and relax. The defaults keep a 2-core box under ~1 s of queued speech (docs/VOICE.md).
 
     Parameters:
-        tighten_above_s: backlog (s of speech) above which new utterances step one level tighter.
+        tighten_above_s: backlog (s of speech) above which, for `hold_s`, new utterances step one level tighter.
         relax_below_s: backlog below which they step one level back towards the model's own limits.
-        hold_s: the least time between two steps, so one burst does not swing straight to the floor and back.
+        hold_s: how long the backlog must stay high before a step, and the least time between two steps, so one
+            burst does not swing straight to the floor and back.
+        per_call_allowance_s: speech a call holds while decoding keeps up (not counted as backlog).
         skip_partials_above_s: backlog above which interim partials are skipped.
         quantum_s: the most speech one streaming job decodes before other calls get their turn.
     """
@@ -40,16 +46,19 @@ class LoadPolicy:
     hold_s: float = 1.0
     skip_partials_above_s: float = 0.3
     quantum_s: float = 0.4
+    per_call_allowance_s: float = 0.2  # a 0.1 s batch gathering + a 0.1 s slice decoding
 
     def __post_init__(self) -> None:
         if not 0 <= self.relax_below_s < self.tighten_above_s:
             raise ValueError("the relax threshold must be below the tighten threshold")
-        if self.hold_s < 0 or self.quantum_s <= 0:
-            raise ValueError("hold_s must be >= 0 and quantum_s > 0")
+        if self.hold_s < 0 or self.quantum_s <= 0 or self.per_call_allowance_s < 0:
+            raise ValueError("hold_s and per_call_allowance_s must be >= 0 and quantum_s > 0")
 
 
 class RecognitionLoad:
     """The process-wide backlog and the level of search limits new utterances get (0: the model's own).
+
+    `call_backlog_s` is a call's speech not decoded yet; `backlog_s` sums what exceeds each call's allowance.
 
     Not thread-safe: the scheduler calls it under its lock.
     """
@@ -60,12 +69,14 @@ class RecognitionLoad:
         self.policy = policy or LoadPolicy()
         self.floor_level = floor_level
         self.level = 0
-        self._changed_at = now - self.policy.hold_s  # the first step may come at once
+        self._changed_at = now - self.policy.hold_s  # the first step may come as soon as load lasts
+        self._above_since: float | None = None  # since when the backlog has been above tighten_above_s
         self._backlog: dict[str, float] = {}
 
     @property
     def backlog_s(self) -> float:
-        return sum(self._backlog.values())
+        allowance = self.policy.per_call_allowance_s
+        return sum(max(0.0, held - allowance) for held in self._backlog.values())
 
     def call_backlog_s(self, call_id: str) -> float:
         return self._backlog.get(call_id, 0.0)
@@ -96,13 +107,20 @@ class RecognitionLoad:
         return self.backlog_s <= self.policy.skip_partials_above_s
 
     def _evaluate(self, now: float) -> None:
-        if now - self._changed_at < self.policy.hold_s:
+        backlog, hold = self.backlog_s, self.policy.hold_s
+        if backlog > self.policy.tighten_above_s:
+            self._above_since = now if self._above_since is None else self._above_since
+        else:
+            self._above_since = None
+        since_step = now - self._changed_at
+        if since_step < hold:
             return
-        backlog = self.backlog_s
-        if backlog > self.policy.tighten_above_s and self.level < self.floor_level:
+        lasting = self._above_since is not None and now - self._above_since >= hold
+        if lasting and self.level < self.floor_level:
             self._set_level(self.level + 1, now, backlog)
         elif backlog < self.policy.relax_below_s and self.level > 0:
-            self._set_level(self.level - 1, now, backlog)
+            steps = self.level if hold == 0 else max(1, int(since_step // hold))  # quiet spells count fully
+            self._set_level(max(0, self.level - steps), now, backlog)
 
     def _set_level(self, level: int, now: float, backlog: float) -> None:
         log.info("ASR load: backlog %.2f s of speech, new utterances decode at level %d -> %d (floor %d)",
@@ -157,6 +175,12 @@ class DecodeQueue:
 
     def done(self, job: DecodeJob) -> None:
         self._running_calls.discard(job.call_id)
+
+    def drop(self, call_id: str) -> list[DecodeJob]:
+        """The call ended: its waiting jobs will not run (returned, so their waiters can be told)."""
+        dropped = [job for job in self._waiting if job.call_id == call_id]
+        self._waiting = deque(job for job in self._waiting if job.call_id != call_id)
+        return dropped
 
     def expedite(self, call_id: str) -> None:
         """The call's caller stopped speaking: its waiting work now stands between them and their final."""

@@ -63,16 +63,16 @@ class DecodeScheduler:
             self.load.queued(call_id, seconds, self._clock())
             self._publish()
 
-    def dropped(self, call_id: str, seconds: float) -> None:
-        """Queued speech that will not be decoded after all (e.g. a decode error)."""
-        with self._lock:
-            self.load.decoded(call_id, seconds, self._clock())
-            self._publish()
-
     def call_ended(self, call_id: str) -> None:
+        """The call is over: its waiting work is dropped (its waiters cancelled) and its backlog forgotten. A job
+        already running finishes on its thread; nobody waits for it."""
         with self._lock:
+            dropped = self._queue.drop(call_id)
             self.load.forget(call_id, self._clock())
             self._publish()
+        for job in dropped:
+            loop, future = job.context
+            loop.call_soon_threadsafe(future.cancel)
 
     def expedite(self, call_id: str) -> None:
         """Run the call's waiting work as a final: its caller stopped speaking and waits for the answer."""
@@ -128,16 +128,22 @@ class DecodeScheduler:
                 while job is None:
                     self._lock.wait()
                     job = self._queue.take()
-            outcome: tuple[bool, Any]
-            try:
-                outcome = (True, job.work())
-            except BaseException as exc:  # handed to the awaiting call; the thread lives on
-                outcome = (False, exc)
+            self._run(job)
+
+    def _run(self, job: DecodeJob) -> None:
+        outcome: tuple[bool, Any] = (False, RuntimeError("the decode thread stopped mid-job"))
+        try:
+            outcome = (True, job.work())
+        except Exception as exc:  # handed to the awaiting call; the thread lives on
+            outcome = (False, exc)
+        finally:  # whatever happened, the call is free again and its waiter hears of it
             with self._lock:
-                self._queue.done(job)
-                self.load.decoded(job.call_id, job.audio_s, self._clock())
-                self._publish()
-                self._lock.notify_all()  # the call's next job may be runnable now
+                try:
+                    self._queue.done(job)
+                    self.load.decoded(job.call_id, job.audio_s, self._clock())
+                    self._publish()
+                finally:
+                    self._lock.notify_all()  # the call's next job may be runnable now
             loop, future = job.context
             try:
                 loop.call_soon_threadsafe(_settle, future, outcome)

@@ -8,12 +8,13 @@ Frames out: InterimTranscriptionFrame while the caller speaks (each new partial 
             plus every input frame passed through.
 
 Why a streaming STTService and not SegmentedSTTService: Vosk decodes incrementally, so feeding it audio as it
-arrives gives partial results for the console and leaves only the last ~100 ms to decode at end of turn, where a
+arrives gives partial results for the console and leaves only the last slice to decode at end of turn, where a
 segmented service would decode the whole utterance after the caller stopped.
 
 Vosk models are trained on 16 kHz audio; 8 kHz telephone audio is resampled (soxr, via pipecat's stream
-resampler) before decoding. Decoding runs in a worker thread, off the event loop, in ~100 ms batches (one thread hop
-per 20 ms chunk cost more in scheduling than in decoding once several calls speak at once). Only speech is decoded:
+resampler) before decoding. Decoding runs on the process's decode threads (scheduler.py), off the event loop, in
+slices of 0.1-0.4 s (one thread hop per 20 ms chunk cost more in scheduling than in decoding once several calls
+speak at once). Only speech is decoded:
 while the VAD hears nobody, the last ~0.6 s of audio is kept as a pre-roll and handed to Vosk when speech starts, so
 the words the VAD needed to notice the caller are not lost. A recognizer is only ever touched
 from that sequential decode path; the event loop only flips the wanted mode, which is applied at a safe point
@@ -22,10 +23,11 @@ from that sequential decode path; the event loop only flips the wanted mode, whi
 
 from __future__ import annotations
 
-import logging
 import asyncio
 import functools
+import itertools
 import json
+import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +134,8 @@ class Decoded:
 
 class VoskDecoder:
     """One call's Kaldi recognizer with its digits-grammar switching. Not thread-safe: use it from one thread
-    at a time (the service awaits each step in order); only `want_digits` may be flipped from elsewhere.
+    at a time (the scheduler runs one job per call at a time); only `want_digits` and `want_level` may be set
+    from elsewhere, and `close()` called.
 
     The mode is switched by building a fresh recognizer between utterances, never with SetGrammar on a running
     one: Kaldi aborts the whole process on that.
@@ -193,9 +196,10 @@ class VoskDecoder:
         earlier = ""
         if trailing_pcm16k:
             earlier = self.accept(trailing_pcm16k, caller_speaking=True).final or ""
-        if self._recognizer is None:
+        recognizer = self._recognizer  # read once: close() may clear it from the event loop meanwhile
+        if recognizer is None:
             return earlier
-        text = transcript_text(self._recognizer.FinalResult())
+        text = transcript_text(recognizer.FinalResult())
         self._bytes_since_partial = 0
         self._fresh = True
         self._apply_wanted_mode()
@@ -289,7 +293,8 @@ class VoskSTTService(STTService):
         self._decoder = VoskDecoder(models, digit_words=digit_words, grammar_supported=self._grammar_supported)
         self._decoder.want_digits = bool(store.expect_digits)
         self._scheduler = scheduler or shared_scheduler()
-        self._load_key = f"stt-{id(self):x}"  # this call's share of the backlog (the service knows no call id)
+        self._load_key = f"stt-{next(_service_numbers)}"  # this call's share of the work (it knows no call id)
+        self._closed = False
         self._resampler = create_stream_resampler(quality="HQ", clear_after_secs=None)
         self._last_partial = ""
         self._preroll = bytearray()  # 16 kHz audio while nobody speaks (see PREROLL_BYTES)
@@ -331,6 +336,7 @@ class VoskSTTService(STTService):
         await self._close()
 
     async def _close(self) -> None:
+        self._closed = True  # frames handled after this (queued behind the End/Cancel) must not take audio in
         if self._drain_task is not None:
             await self.cancel_task(self._drain_task)
             self._drain_task = None
@@ -342,7 +348,7 @@ class VoskSTTService(STTService):
         if len(audio) % 2:
             audio = audio[:-1]  # half a sample is transport garbage; dropping it keeps the stream aligned
         pcm = await self._resampler.resample(audio, self.sample_rate, VOSK_SAMPLE_RATE)
-        if pcm:
+        if pcm and not self._closed:
             if self._user_speaking:
                 self._take_in(pcm)
             else:
@@ -386,6 +392,8 @@ class VoskSTTService(STTService):
         """Speech began ~start_secs ago: its first audio is in the pre-roll, decode from there, at the level of
         search limits the load gives an utterance starting now."""
         await super()._handle_vad_user_started_speaking(frame)
+        if self._closed:
+            return
         self._decoder.want_level = self._scheduler.level_for_new_utterance()
         preroll, self._preroll = self._preroll, bytearray()
         if preroll:
@@ -430,6 +438,9 @@ class VoskSTTService(STTService):
         self._scheduler.note_utterance(level)
         log.debug("%s: final transcript [%s] (%s)", self, SECURE_MASK if self._secure else text, note.limits)
         return TranscriptionFrame(text, self._user_id, time_now_iso8601(), result=note, finalized=True)
+
+
+_service_numbers = itertools.count(1)
 
 
 def _seconds(pcm16k: bytes | bytearray) -> float:

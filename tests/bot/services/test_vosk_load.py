@@ -6,7 +6,8 @@ import pytest
 
 from bot.services.vosk.load import DecodeJob, DecodeQueue, LoadPolicy, RecognitionLoad
 
-POLICY = LoadPolicy(tighten_above_s=0.5, relax_below_s=0.15, hold_s=1.0, skip_partials_above_s=0.3)
+POLICY = LoadPolicy(tighten_above_s=0.5, relax_below_s=0.15, hold_s=1.0, skip_partials_above_s=0.3,
+                    per_call_allowance_s=0.0)  # the allowance has its own tests
 
 
 def job(call_id: str, *, final: bool = False) -> DecodeJob:
@@ -47,28 +48,40 @@ def test_decoding_more_than_was_queued_never_makes_a_negative_backlog():
 # -- tightening and relaxing -----------------------------------------------------------------------------------------
 
 
-def test_a_growing_backlog_tightens_new_utterances_one_step_per_hold_down_to_the_floor():
+def test_a_lasting_backlog_tightens_new_utterances_one_step_per_hold_down_to_the_floor():
     load = RecognitionLoad(2, POLICY, now=0.0)
     assert load.level_for_new_utterance(now=0.0) == 0
 
     load.queued("a", 1.0, now=0.0)
-    assert load.level_for_new_utterance(now=0.0) == 1
-    assert load.level_for_new_utterance(now=0.9) == 1, "one step per hold_s, not straight to the floor"
-    assert load.level_for_new_utterance(now=1.0) == 2
-    assert load.level_for_new_utterance(now=5.0) == 2, "never beyond the floor"
+    assert load.level_for_new_utterance(now=0.5) == 0, "load must last hold_s before the first step"
+    assert load.level_for_new_utterance(now=1.0) == 1
+    assert load.level_for_new_utterance(now=1.9) == 1, "one step per hold_s, not straight to the floor"
+    assert load.level_for_new_utterance(now=2.0) == 2
+    assert load.level_for_new_utterance(now=9.0) == 2, "never beyond the floor"
 
 
 def test_when_the_backlog_drains_utterances_step_back_to_the_models_own_limits():
     load = RecognitionLoad(2, POLICY, now=0.0)
     load.queued("a", 1.0, now=0.0)
     load.level_for_new_utterance(now=1.0)
+    load.level_for_new_utterance(now=2.0)
     assert load.level == 2
 
-    load.decoded("a", 0.9, now=1.5)  # 0.1 s left: below relax_below_s
-    assert load.level_for_new_utterance(now=2.0) == 1
-    assert load.level_for_new_utterance(now=2.5) == 1
-    assert load.level_for_new_utterance(now=3.0) == 0
-    assert load.level_for_new_utterance(now=9.0) == 0
+    load.decoded("a", 0.9, now=2.5)  # 0.1 s left: below relax_below_s
+    assert load.level_for_new_utterance(now=3.0) == 1
+    assert load.level_for_new_utterance(now=3.5) == 1
+    assert load.level_for_new_utterance(now=4.0) == 0
+
+
+def test_after_a_quiet_spell_the_first_utterance_is_back_at_the_models_own_limits():
+    load = RecognitionLoad(3, POLICY, now=0.0)
+    load.queued("a", 2.0, now=0.0)
+    for now in (1.0, 2.0, 3.0):
+        load.level_for_new_utterance(now=now)
+    load.decoded("a", 2.0, now=3.0)
+    assert load.level == 3
+
+    assert load.level_for_new_utterance(now=600.0) == 0, "nothing happened for ten minutes: no load is left"
 
 
 def test_between_the_thresholds_the_level_holds_either_way():
@@ -76,18 +89,32 @@ def test_between_the_thresholds_the_level_holds_either_way():
     load.queued("a", 0.3, now=0.0)  # above relax, below tighten
     assert load.level_for_new_utterance(now=5.0) == 0
     load.queued("a", 0.5, now=5.0)
-    assert load.level_for_new_utterance(now=5.0) == 1
-    load.decoded("a", 0.5, now=6.0)  # back to 0.3 s
+    assert load.level_for_new_utterance(now=6.0) == 1
+    load.decoded("a", 0.5, now=7.0)  # back to 0.3 s
     assert load.level_for_new_utterance(now=10.0) == 1
 
 
-def test_a_burst_that_drains_within_the_hold_moves_one_step_only():
+def test_a_burst_that_drains_within_the_hold_does_not_tighten():
     load = RecognitionLoad(3, POLICY, now=0.0)
     load.queued("a", 3.0, now=0.0)
     load.decoded("a", 3.0, now=0.5)
 
-    assert load.level_for_new_utterance(now=0.6) == 1
-    assert load.level_for_new_utterance(now=1.0) == 0
+    assert load.level_for_new_utterance(now=0.6) == 0
+    assert load.level_for_new_utterance(now=5.0) == 0
+
+
+def test_callers_talking_on_idle_cores_are_no_backlog():
+    # Each speaking call holds a batch being gathered and a slice being decoded, and a new utterance brings its
+    # 0.6 s pre-roll at once: none of that is load.
+    load = RecognitionLoad(2, LoadPolicy(hold_s=1.0), now=0.0)
+    for caller in "abcde":
+        load.queued(caller, 0.2, now=0.0)
+    load.queued("starting", 0.6, now=0.0)
+
+    assert load.backlog_s == pytest.approx(0.4)
+    load.decoded("starting", 0.6, now=0.2)
+    assert load.level_for_new_utterance(now=5.0) == 0
+    assert load.partials_wanted()
 
 
 def test_a_model_with_no_tighter_levels_never_tightens():
@@ -103,7 +130,7 @@ def test_partials_are_skipped_under_load_before_anything_else():
     assert load.partials_wanted()
     load.queued("b", 0.1, now=0.0)
     assert not load.partials_wanted()
-    assert load.level_for_new_utterance(now=0.0) == 0, "skipping partials comes before tighter limits"
+    assert load.level_for_new_utterance(now=5.0) == 0, "skipping partials comes before tighter limits"
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -111,6 +138,7 @@ def test_partials_are_skipped_under_load_before_anything_else():
     {"relax_below_s": -1.0},
     {"hold_s": -1.0},
     {"quantum_s": 0.0},
+    {"per_call_allowance_s": -0.1},
 ])
 def test_a_policy_that_would_oscillate_or_stall_is_refused(kwargs):
     with pytest.raises(ValueError):
@@ -167,3 +195,12 @@ def test_when_a_caller_stops_their_waiting_slice_goes_ahead_as_a_final():
     queue.expedite("stopped")
 
     assert [queue.take().call_id for _ in range(3)] == ["stopped", "a", "b"]
+
+
+def test_an_ended_calls_waiting_jobs_are_dropped_and_others_keep_their_order():
+    queue = DecodeQueue()
+    for caller in ("a", "gone", "b", "gone"):
+        queue.put(job(caller))
+
+    assert [j.call_id for j in queue.drop("gone")] == ["gone", "gone"]
+    assert [queue.take().call_id for _ in range(2)] == ["a", "b"] and queue.take() is None

@@ -91,18 +91,35 @@ async def test_backlog_and_limits_in_force_are_on_metrics():
     clock = SteppedClock()
     scheduler = DecodeScheduler(workers=1, level_limits=(DecoderLimits(3000, 10.0), FLOOR), policy=INSTANT,
                                 clock=clock)
-    scheduler.audio_in("a", 2.0)
-    assert REGISTRY.get_sample_value("ivr_asr_backlog_seconds") == pytest.approx(2.0)
+    scheduler.audio_in("a", 2.2)
+    assert REGISTRY.get_sample_value("ivr_asr_backlog_seconds") == pytest.approx(2.0)  # 2.2 less the allowance
 
     assert scheduler.level_for_new_utterance() == 1
     assert REGISTRY.get_sample_value("ivr_asr_limits_level") == 1
     assert REGISTRY.get_sample_value("ivr_asr_limits_in_force", {"limit": "max_active"}) == 1000
     assert REGISTRY.get_sample_value("ivr_asr_limits_in_force", {"limit": "beam"}) == 8.0
 
-    await scheduler.decode("a", lambda: None, audio_s=2.0, final=True)
+    await scheduler.decode("a", lambda: None, audio_s=2.2, final=True)
     assert REGISTRY.get_sample_value("ivr_asr_backlog_seconds") == 0.0
     assert scheduler.level_for_new_utterance() == 0
     assert REGISTRY.get_sample_value("ivr_asr_limits_in_force", {"limit": "max_active"}) == 3000
+
+
+async def test_an_ended_calls_waiting_work_is_dropped_and_its_waiter_cancelled():
+    scheduler = DecodeScheduler(workers=1)
+    gate, ran = threading.Event(), []
+    blocker = asyncio.ensure_future(scheduler.decode("busy", gate.wait, audio_s=0.1, final=False))
+    await asyncio.sleep(0.05)
+    scheduler.audio_in("gone", 1.0)
+    waiting = asyncio.ensure_future(scheduler.decode("gone", lambda: ran.append("gone"), audio_s=1.0, final=True))
+    await asyncio.sleep(0.01)
+
+    scheduler.call_ended("gone")
+    gate.set()
+    await blocker
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert ran == [] and scheduler.load.call_backlog_s("gone") == 0.0
 
 
 # -- the real Korean model -------------------------------------------------------------------------------------------
@@ -137,7 +154,7 @@ async def test_once_the_backlog_drains_utterances_decode_with_the_models_own_lim
     scheduler = DecodeScheduler(level_limits=(DecoderLimits.of_model(korean_model_path), FLOOR), policy=INSTANT)
     scheduler.audio_in("other-callers", 3.0)
     assert scheduler.level_for_new_utterance() == 1
-    scheduler.dropped("other-callers", 3.0)  # they were decoded meanwhile
+    await scheduler.decode("other-callers", lambda: None, audio_s=3.0, final=False)  # decoded meanwhile
     service = VoskSTTService(model_path=korean_model_path, tighter_model_paths=[floor_view], scheduler=scheduler)
 
     down = await transcribe_frames(service, utterance(korean_16k))
