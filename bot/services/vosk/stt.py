@@ -148,6 +148,7 @@ class VoskDecoder:
         self._digit_grammar = json.dumps(list(digit_words), ensure_ascii=False)
         self._grammar_supported = grammar_supported
         self._recognizer: vosk.KaldiRecognizer | None = None
+        self._recognizers: dict[tuple[bool, int], vosk.KaldiRecognizer] = {}  # (digits mode, level) -> recognizer
         self._recognizer_digits = False
         self._recognizer_level = 0
         self._fresh = True  # no audio fed since the recognizer was made or last gave a final result
@@ -207,6 +208,7 @@ class VoskDecoder:
 
     def close(self) -> None:
         self._recognizer = None
+        self._recognizers = {}
 
     def _recognizer_for_next_audio(self, caller_speaking: bool) -> vosk.KaldiRecognizer:
         """The recognizer to feed; switches mode now if the caller is not in the middle of an utterance."""
@@ -232,18 +234,29 @@ class VoskDecoder:
         return self.want_digits and self._grammar_supported
 
     def _new_recognizer(self, digits: bool, level: int) -> vosk.KaldiRecognizer:
+        """The call's recognizer for this mode and level, made once and kept: a new recognizer spends 0.3-1 s of
+        CPU on its first speech (Kaldi caches the expanded lookahead graph per recognizer), so switching back and
+        forth under load must not pay that again."""
         level = min(max(level, 0), len(self._models) - 1)
+        if self._recognizer is not None and not self._fresh:
+            self._recognizer.Reset()  # switched at a safe point, so it heard only silence: not the next utterance
+        digits = digits and self._grammar_supported
+        recognizer = self._recognizers.get((digits, level))
+        if recognizer is None:
+            recognizer = self._make_recognizer(digits, level)
+            digits = digits and self._grammar_supported  # the model may have refused the grammar just now
+            self._recognizers[(digits, level)] = recognizer
+        self._recognizer_level, self._recognizer_digits = level, digits
+        return recognizer
+
+    def _make_recognizer(self, digits: bool, level: int) -> vosk.KaldiRecognizer:
         model = self._models[level]
-        self._recognizer_level = level
         if digits:
             try:
-                recognizer = vosk.KaldiRecognizer(model, VOSK_SAMPLE_RATE, self._digit_grammar)
-                self._recognizer_digits = True
-                return recognizer
+                return vosk.KaldiRecognizer(model, VOSK_SAMPLE_RATE, self._digit_grammar)
             except Exception as exc:  # the model refused the grammar: keep recognising, with the full vocabulary
                 log.warning("Vosk digits grammar unavailable (%s); using the full vocabulary", exc)
                 self._grammar_supported = False
-        self._recognizer_digits = False
         return vosk.KaldiRecognizer(model, VOSK_SAMPLE_RATE)
 
 

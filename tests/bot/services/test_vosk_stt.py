@@ -48,10 +48,11 @@ async def transcribe(service: VoskSTTService, frames: list, rate: int) -> tuple[
 
 async def test_partials_then_a_final_at_16k(korean_model, korean_model_path, korean_16k):
     # Partials come while the caller speaks, i.e. before the VAD says they stopped: the stop comes after time
-    # enough to decode some of the speech even on a loaded machine. A loaded machine skips partials by design
-    # (test_vosk_load.py): this scheduler's policy never does.
+    # enough to decode some of the speech even on a loaded machine (a new recognizer's first speech alone has taken
+    # over a second of CPU under a hog). A loaded machine skips partials by design (test_vosk_load.py): this
+    # scheduler's policy never does.
     never_loaded = DecodeScheduler(policy=LoadPolicy(tighten_above_s=1e9, relax_below_s=0, skip_partials_above_s=1e9))
-    frames = [VADUserStartedSpeakingFrame(), *audio_frames(korean_16k, 16000), SleepFrame(2.0),
+    frames = [VADUserStartedSpeakingFrame(), *audio_frames(korean_16k, 16000), SleepFrame(4.0),
               VADUserStoppedSpeakingFrame(stop_secs=0.2)]
 
     finals, partials = await transcribe(VoskSTTService(model_path=korean_model_path, scheduler=never_loaded),
@@ -210,3 +211,25 @@ def test_the_default_digits_grammar_holds_the_service_words() -> None:
     assert {"人工", "绿色通道", "取消", "重听", "再说一遍", "返回"} <= grammar
     assert set("零一二三四五六七八九幺两") <= grammar and "[unk]" in grammar
     assert inspect.signature(VoskSTTService.__init__).parameters["digit_words"].default == MANDARIN_DIGIT_WORDS
+
+
+def test_switching_modes_back_and_forth_reuses_the_calls_recognizers(korean_model, korean_digit_words, korean_16k):
+    # A new Kaldi recognizer spends up to a second of CPU on its first speech: a call that goes to a PIN prompt
+    # and back (or between limit levels under load) must not pay that at every switch.
+    decoder = VoskDecoder([korean_model, korean_model], digit_words=korean_digit_words, grammar_supported=True)
+    decoder.accept(bytes(3200))
+    plain = decoder._recognizer
+    decoder.want_digits = True
+    decoder.accept(bytes(3200))
+    assert decoder.digits_mode
+    decoder.want_digits = False
+    decoder.accept(bytes(3200))
+
+    assert decoder._recognizer is plain and not decoder.digits_mode
+    decoder.want_level = 1
+    decoder.finalize(korean_16k)
+    decoder.accept(bytes(3200))
+    assert decoder.level == 1 and decoder._recognizer is not plain
+    decoder.want_level = 0
+    decoder.finalize()
+    assert decoder._recognizer is plain and decoder.finalize(korean_16k), "the reused recognizer still hears"
