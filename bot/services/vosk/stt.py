@@ -234,12 +234,15 @@ class VoskDecoder:
         return self.want_digits and self._grammar_supported
 
     def _new_recognizer(self, digits: bool, level: int) -> vosk.KaldiRecognizer:
-        """The call's recognizer for this mode and level, made once and kept: a new recognizer spends 0.3-1 s of
-        CPU on its first speech (Kaldi caches the expanded lookahead graph per recognizer), so switching back and
-        forth under load must not pay that again."""
+        """The call's recognizer for this mode and level, kept while the level holds: a new recognizer spends up to
+        1.7 s of CPU on its first speech (Kaldi caches the expanded lookahead graph per recognizer, ~85 MB warm on
+        the Korean proxy), so a PIN prompt and back must not pay that twice. A level change (rare: load.py's hold)
+        lets the other level's recognizers go, so a call holds at most two."""
         level = min(max(level, 0), len(self._models) - 1)
         if self._recognizer is not None and not self._fresh:
             self._recognizer.Reset()  # switched at a safe point, so it heard only silence: not the next utterance
+        if level != self._recognizer_level:
+            self._recognizers = {key: kept for key, kept in self._recognizers.items() if key[1] == level}
         digits = digits and self._grammar_supported
         recognizer = self._recognizers.get((digits, level))
         if recognizer is None:

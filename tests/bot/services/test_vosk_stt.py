@@ -230,6 +230,12 @@ def test_switching_modes_back_and_forth_reuses_the_calls_recognizers(korean_mode
     decoder.finalize(korean_16k)
     decoder.accept(bytes(3200))
     assert decoder.level == 1 and decoder._recognizer is not plain
-    decoder.want_level = 0
+    assert len(decoder._recognizers) == 1, "the other level's recognizers were let go"
+    decoder.want_digits = True
     decoder.finalize()
-    assert decoder._recognizer is plain and decoder.finalize(korean_16k), "the reused recognizer still hears"
+    digits_at_level_1 = decoder._recognizer
+    decoder.want_digits = False
+    decoder.accept(bytes(3200))
+    decoder.want_digits = True
+    decoder.accept(bytes(3200))
+    assert decoder._recognizer is digits_at_level_1 and decoder.finalize(korean_16k) is not None
