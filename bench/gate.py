@@ -34,7 +34,6 @@ import json
 import math
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from bot.call import CallInfo, VoiceRuntime, local_smart_turn  # noqa: E402
 from bot.call_log import configure_logging  # noqa: E402
 from bot.rasa_client import RasaClient  # noqa: E402
 from settings import Settings, get_settings  # noqa: E402
-from voice_latency import CALLER_RATE as PHONE_RATE, RasaStack, find_model, play, wait_until  # noqa: E402
+from voice_latency import CALLER_RATE as PHONE_RATE, play, running_rasa, wait_until  # noqa: E402
 
 SILENCE_AFTER_S = 1.5
 REPLY_TIMEOUT_S = 20.0
@@ -309,22 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     model_path, language = installed_model()
     language = args.language or language
     settings = dataclasses.replace(settings, voice=dataclasses.replace(settings.voice, vosk_model_path=str(model_path)))
-    stack = None
-    rasa_url = args.rasa_url
-    if not rasa_url:
-        if find_model(settings.rasa.model_dir) is None:
-            print(f"no trained Rasa model in {settings.rasa.model_dir}: run `make train`", file=sys.stderr)
-            return 2
-        stack = RasaStack(settings, Path(tempfile.mkdtemp(prefix="ivr-gate-")))
-        print("# starting Rasa and the action server on free ports...", flush=True)
-        stack.start()
-        rasa_url = stack.url
-        settings = dataclasses.replace(settings, rasa=dataclasses.replace(settings.rasa, token=stack.settings.rasa.token))
-    try:
-        return asyncio.run(run(args, settings, rasa_url, language))
-    finally:
-        if stack is not None:
-            stack.stop()
+    with running_rasa(settings, args.rasa_url, "ivr-gate-") as settings:
+        return asyncio.run(run(args, settings, settings.rasa.url, language))
 
 
 if __name__ == "__main__":

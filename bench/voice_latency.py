@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -41,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,26 +424,29 @@ async def bench(args: argparse.Namespace, settings: Settings, rasa_url: str) -> 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     configure_logging(args.log_level)
-    base = get_settings()
-    stack = None
-    rasa_url = args.rasa_url
-    if not rasa_url:
-        if find_model(base.rasa.model_dir) is None:
-            print(f"no trained Rasa model in {base.rasa.model_dir}: run `make train`", file=sys.stderr)
-            return 2
-        stack = RasaStack(base, Path(tempfile.mkdtemp(prefix="ivr-bench-")))
-        print("# starting Rasa and the action server on free ports...", flush=True)
-        stack.start()
-        rasa_url = stack.url
-    settings = dataclasses.replace(base, rasa=dataclasses.replace(base.rasa, url=rasa_url))
-    if stack is not None:
-        settings = dataclasses.replace(settings, rasa=dataclasses.replace(settings.rasa, token=stack.settings.rasa.token))
-    try:
-        asyncio.run(bench(args, settings, rasa_url))
-    finally:
-        if stack is not None:
-            stack.stop()
+    with running_rasa(get_settings(), args.rasa_url, "ivr-bench-") as settings:
+        asyncio.run(bench(args, settings, settings.rasa.url))
     return 0
+
+
+@contextlib.contextmanager
+def running_rasa(settings: Settings, rasa_url: str, prefix: str) -> Iterator[Settings]:
+    """`settings` pointed at the Rasa at `rasa_url`, or, without one, at a Rasa + action server started here on
+    free ports (with their token) and stopped on the way out. Exits with status 2 when there is no trained model."""
+    if rasa_url:
+        yield dataclasses.replace(settings, rasa=dataclasses.replace(settings.rasa, url=rasa_url))
+        return
+    if find_model(settings.rasa.model_dir) is None:
+        print(f"no trained Rasa model in {settings.rasa.model_dir}: run `make train`", file=sys.stderr)
+        raise SystemExit(2)
+    stack = RasaStack(settings, Path(tempfile.mkdtemp(prefix=prefix)))
+    print("# starting Rasa and the action server on free ports...", flush=True)
+    try:
+        stack.start()
+        yield dataclasses.replace(settings, rasa=dataclasses.replace(settings.rasa, url=stack.url,
+                                                                     token=stack.settings.rasa.token))
+    finally:
+        stack.stop()
 
 
 if __name__ == "__main__":
