@@ -63,6 +63,12 @@ class DecodeScheduler:
             self.load.queued(call_id, seconds, self._clock())
             self._publish()
 
+    def discarded(self, call_id: str, seconds: float) -> None:
+        """Speech the call had handed in was dropped unheard (its queue was full)."""
+        with self._lock:
+            self.load.decoded(call_id, seconds, self._clock())
+            self._publish()
+
     def call_ended(self, call_id: str) -> None:
         """The call is over: its waiting work is dropped (its waiters cancelled) and its backlog forgotten. A job
         already running finishes on its thread; nobody waits for it."""

@@ -121,6 +121,9 @@ PARTIAL_INTERVAL_BYTES = VOSK_SAMPLE_RATE * 2 // 10
 DECODE_BATCH_BYTES = VOSK_SAMPLE_RATE * 2 // 10
 # Audio kept while the VAD hears nobody: it declares speech ~0.2 s (start_secs) after it began, plus its own lag.
 PREROLL_BYTES = VOSK_SAMPLE_RATE * 2 * 6 // 10
+# The most speech a call may have waiting for decoding (10 s): beyond it the oldest is dropped, so an overloaded box
+# or a caller who never stops cannot grow memory without bound (the transport's own cap no longer holds it back).
+MAX_PENDING_BYTES = VOSK_SAMPLE_RATE * 2 * 10
 
 
 @dataclass
@@ -374,6 +377,12 @@ class VoskSTTService(STTService):
     def _take_in(self, pcm: bytes | bytearray) -> None:
         self._pending += pcm
         self._scheduler.audio_in(self._load_key, _seconds(pcm))
+        if len(self._pending) > MAX_PENDING_BYTES:
+            excess = len(self._pending) - MAX_PENDING_BYTES
+            del self._pending[:excess]
+            self._scheduler.discarded(self._load_key, _seconds(bytes(excess)))
+            log.warning("%s: decoding is %.0f s behind; dropped the oldest %.2f s of speech",
+                        self, _seconds(self._pending), _seconds(bytes(excess)))
         if len(self._pending) >= DECODE_BATCH_BYTES and (self._drain_task is None or self._drain_task.done()):
             self._drain_task = self.create_task(self._drain(), name="vosk_drain")
 

@@ -13,7 +13,7 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.pipeline.worker import PipelineParams
-from pipecat.tests.utils import run_test
+from pipecat.tests.utils import SleepFrame, run_test
 from prometheus_client import REGISTRY
 
 from bot.frames import AsrDecodeNote
@@ -172,3 +172,28 @@ def utterance(pcm16k: bytes) -> list:
 async def transcribe_frames(service: VoskSTTService, frames: list) -> list:
     down, _ = await run_test(service, frames_to_send=frames, pipeline_params=PipelineParams(audio_in_sample_rate=16000))
     return down
+
+
+async def test_a_call_whose_speech_outruns_decoding_holds_at_most_the_cap(korean_model_path, monkeypatch, log_lines):
+    """A caller who never stops, on a box that cannot keep up: memory and the backlog stay bounded."""
+    from bot.services.vosk import stt
+
+    monkeypatch.setattr(stt, "MAX_PENDING_BYTES", 16000 * 2)  # 1 s, for the test
+    scheduler = DecodeScheduler(workers=1)
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(scheduler.decode("another-call", gate.wait, audio_s=0.0, final=False))
+    held = []
+    audio_in = scheduler.audio_in
+    monkeypatch.setattr(scheduler, "audio_in", lambda call, s: (audio_in(call, s), held.append(
+        scheduler.load.call_backlog_s(call))))
+    service = VoskSTTService(model_path=korean_model_path, scheduler=scheduler)
+    three_seconds = [InputAudioRawFrame(bytes(640), 16000, 1) for _ in range(150)]
+    try:  # the only decode thread is busy with another call the whole time
+        await transcribe_frames(service, [VADUserStartedSpeakingFrame(), *three_seconds, SleepFrame(0.2)])
+    finally:
+        gate.set()
+        await blocker
+
+    assert len(service._pending) <= 16000 * 2
+    assert max(held) <= 1.0 + 0.4 + 0.02, "the cap, a slice in flight and the chunk just taken in"
+    assert any("dropped the oldest" in line for line in log_lines)
