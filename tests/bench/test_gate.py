@@ -1,4 +1,4 @@
-"""The regression gate's arithmetic and checks (bench/gate.py); the real loop runs in tests/integration/test_gate.py."""
+"""The regression gate's arithmetic and checks (bench/gate.py); the real loop runs in tests/integration/test_regression_gate.py."""
 
 from __future__ import annotations
 
