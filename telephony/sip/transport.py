@@ -31,6 +31,7 @@ from telephony.sip.transaction import Address, Datagram
 from telephony.sip.uas import Call, Event, Output, UserAgent
 
 log = logging.getLogger(__name__)
+FREE_PORT_ATTEMPTS = 5  # tries for a port free for both UDP and TCP when any port will do
 
 MIN_WAKE_S = 0.005  # a deadline already past is served at once, but never in a busy loop
 TCP_CONNECT_TIMEOUT_S = 5.0
@@ -159,14 +160,22 @@ class SipServer:
         self._loop = asyncio.get_running_loop()
         host = host if host is not None else self.settings.host
         port = port if port is not None else self.settings.port
-        self.udp, _ = await self._loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port))
-        bound_port = self.udp.get_extra_info("sockname")[1]
-        self.address = (host, bound_port)
-        self.core = UserAgent(self.settings, self.address)  # before TCP accepts: admission asks its gate
-        try:
-            self.tcp_server = await self._loop.create_server(lambda: _TcpProtocol(self), host, bound_port, reuse_address=True)
-        except OSError as error:
-            log.warning("SIP over TCP unavailable on %s:%s: %s", host, bound_port, error)
+        # With port 0 the OS picks a port free for UDP, which may be taken for TCP (e.g. by a client connection's
+        # local port): then pick again, so both transports share one port as RFC 3261 §18 expects.
+        for attempt in range(1, (FREE_PORT_ATTEMPTS if port == 0 else 1) + 1):
+            self.udp, _ = await self._loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port))
+            bound_port = self.udp.get_extra_info("sockname")[1]
+            self.address = (host, bound_port)
+            self.core = UserAgent(self.settings, self.address)  # before TCP accepts: admission asks its gate
+            try:
+                self.tcp_server = await self._loop.create_server(lambda: _TcpProtocol(self), host, bound_port,
+                                                                 reuse_address=True)
+                break
+            except OSError as error:
+                if port == 0 and attempt < FREE_PORT_ATTEMPTS:
+                    self.udp.close()
+                    continue
+                log.warning("SIP over TCP unavailable on %s:%s: %s", host, bound_port, error)
         log.info("SIP listening on %s:%s (UDP%s)", host, bound_port, "+TCP" if self.tcp_server else "")
         return self
 

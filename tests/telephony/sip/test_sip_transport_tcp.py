@@ -78,3 +78,26 @@ async def test_timers_are_scheduled_at_the_cores_next_deadline():
 async def _until(condition) -> None:
     while not condition():
         await asyncio.sleep(0.05)
+
+
+async def test_any_free_port_means_one_free_for_tcp_too(monkeypatch):
+    """The OS picks a port free for UDP; if that number is taken for TCP (a CI run saw 'address already in use'
+    from a client connection's local port), the server picks again instead of answering UDP only."""
+    loop = asyncio.get_running_loop()
+    create_server, refused = loop.create_server, []
+
+    async def first_port_taken(*args, **kwargs):
+        if not refused:
+            refused.append(args[2])
+            raise OSError(98, "address already in use")
+        return await create_server(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "create_server", first_port_taken)
+    server = await SipServer(SipSettings(), lambda event: None).start("127.0.0.1", 0)
+    try:
+        assert server.tcp_server is not None, "TCP must be bound"
+        assert server.tcp_server.sockets[0].getsockname()[1] == server.address[1] == \
+            server.udp.get_extra_info("sockname")[1]
+        assert server.address[1] != refused[0]
+    finally:
+        await server.close()
