@@ -216,7 +216,7 @@ class VoskDecoder:
     def _recognizer_for_next_audio(self, caller_speaking: bool) -> vosk.KaldiRecognizer:
         """The recognizer to feed; switches mode now if the caller is not in the middle of an utterance."""
         if self._recognizer is None:
-            self._recognizer = self._new_recognizer(self._wanted(), self.want_level)
+            self._recognizer = self._new_recognizer(self._wanted(), self._wanted_level())
         elif self._fresh or (self._wanted() != self._recognizer_digits and not caller_speaking
                              and not self._has_partial()):
             self._apply_wanted_mode()
@@ -228,7 +228,7 @@ class VoskDecoder:
 
     def _apply_wanted_mode(self) -> None:
         """Replace the recognizer if the wanted mode or level changed. Only called between utterances."""
-        level = min(max(self.want_level, 0), len(self._models) - 1)
+        level = self._wanted_level()
         if self._recognizer is None or self._wanted() != self._recognizer_digits or level != self._recognizer_level:
             self._recognizer = self._new_recognizer(self._wanted(), level)
             self._fresh = True
@@ -236,12 +236,15 @@ class VoskDecoder:
     def _wanted(self) -> bool:
         return self.want_digits and self._grammar_supported
 
+    def _wanted_level(self) -> int:
+        """`want_level` within the levels this decoder has models for (a scheduler may have more)."""
+        return min(max(self.want_level, 0), len(self._models) - 1)
+
     def _new_recognizer(self, digits: bool, level: int) -> vosk.KaldiRecognizer:
         """The call's recognizer for this mode and level, kept while the level holds: a new recognizer spends up to
         1.7 s of CPU on its first speech (Kaldi caches the expanded lookahead graph per recognizer, ~85 MB warm on
         the Korean proxy), so a PIN prompt and back must not pay that twice. A level change (rare: load.py's hold)
         lets the other level's recognizers go, so a call holds at most two."""
-        level = min(max(level, 0), len(self._models) - 1)
         if self._recognizer is not None and not self._fresh:
             self._recognizer.Reset()  # switched at a safe point, so it heard only silence: not the next utterance
         if level != self._recognizer_level:
@@ -380,9 +383,10 @@ class VoskSTTService(STTService):
         if len(self._pending) > MAX_PENDING_BYTES:
             excess = len(self._pending) - MAX_PENDING_BYTES
             del self._pending[:excess]
-            self._scheduler.discarded(self._load_key, _seconds(bytes(excess)))
+            dropped_s = excess / (VOSK_SAMPLE_RATE * 2)
+            self._scheduler.discarded(self._load_key, dropped_s)
             log.warning("%s: decoding is %.0f s behind; dropped the oldest %.2f s of speech",
-                        self, _seconds(self._pending), _seconds(bytes(excess)))
+                        self, _seconds(self._pending), dropped_s)
         if len(self._pending) >= DECODE_BATCH_BYTES and (self._drain_task is None or self._drain_task.done()):
             self._drain_task = self.create_task(self._drain(), name="vosk_drain")
 
