@@ -32,6 +32,11 @@ class RasaSettings:
     token: str = env("RASA_TOKEN", "ivr-local-token")
     model_dir: str = env("RASA_MODEL_DIR", str(REPO_ROOT / "models" / "rasa"))
     tracker_db_url: str = env("TRACKER_DB_URL", f"sqlite:///{REPO_ROOT / 'var' / 'tracker.db'}")
+    # Rasa's lock store. Empty host: the in-memory lock store, right for one Rasa server only. With several servers
+    # (`make cluster`) every one uses the Redis lock store at this address (deploy/rasa/endpoints.cluster.yml), so
+    # any server can take any conversation's next message.
+    redis_host: str = env("REDIS_HOST", "")
+    redis_port: int = env("REDIS_PORT", 6379)
     # After this long without a reply the voice loop says 「请稍候」; it keeps waiting (Settings.rasa_reply_timeout_s).
     timeout_s: float = env("RASA_TIMEOUT_S", 3.0)
 
@@ -65,6 +70,9 @@ class GatewaySettings:
     port: int = env("GATEWAY_PORT", 8080)
     media_ws_token: str = env("MEDIA_WS_TOKEN", "change-me-media-token")
     call_records_dir: str = env("CALL_RECORDS_DIR", str(REPO_ROOT / "var" / "calls"))
+    # Call records and CDRs in a database shared by every gateway (`make cluster`), e.g.
+    # postgresql+psycopg://ivr@127.0.0.1:5432/ivr. Empty: JSON Lines files under call_records_dir (one host).
+    call_records_db_url: str = env("CALL_RECORDS_DB_URL", "")
     health_timeout_s: float = env("HEALTH_TIMEOUT_S", 2.0)  # per part checked by /healthz
     console_max_chars: int = env("CONSOLE_MAX_CHARS", 2000)  # longest text the console forwards to Rasa
     stack_ready_timeout_s: float = env("STACK_READY_TIMEOUT_S", 180.0)  # Rasa loads TensorFlow: be patient
@@ -127,6 +135,12 @@ class SipSettings:
     host: str = env("SIP_HOST", "127.0.0.1")
     port: int = env("SIP_PORT", 5060)
     allow_cidrs: str = env("SIP_ALLOW_CIDRS", "127.0.0.0/8,::1/128")
+    # The address put in our Via, Contact and SDP (c=/o=) when it differs from the bound one: a gateway bound to
+    # 0.0.0.0, or behind a proxy or NAT. Empty: the bound address, which must then not be a wildcard.
+    advertised_host: str = env("SIP_ADVERTISED_HOST", "")
+    # SIP proxies (comma-separated CIDRs, e.g. the Kamailio front) whose P-Asserted-Identity (RFC 3325) names the
+    # caller. From anyone else that header is ignored and the From URI is the caller.
+    trusted_proxies: str = env("SIP_TRUSTED_PROXIES", "")
     max_calls: int = env("SIP_MAX_CALLS", 300)
     max_call_s: float = env("SIP_MAX_CALL_S", 3600.0)
     max_message_bytes: int = env("SIP_MAX_MESSAGE_BYTES", 8192)
