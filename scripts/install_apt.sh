@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the stack and its tests need, when running as root and any is missing.
 set -euo pipefail
-packages=(espeak-ng sox sip-tester baresip-core chromium tshark fonts-wqy-microhei)
+# kamailio, haproxy, redis-server and postgresql: the cluster (`make cluster`, tests/cluster)
+packages=(espeak-ng sox sip-tester baresip-core chromium tshark fonts-wqy-microhei kamailio haproxy redis-server postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

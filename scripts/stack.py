@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Mapping, TextIO
 
 import aiohttp
+from yarl import URL
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `settings` importable
@@ -187,6 +188,21 @@ class Child:
             self.out.flush()
 
 
+async def is_answering(session: aiohttp.ClientSession, ready_url: str) -> bool:
+    """http(s)://: any HTTP answer counts (/healthz says 503 until the others are up, and that is still an answer).
+    tcp://host:port: the port accepts a connection (PostgreSQL, Redis, Kamailio's SIP over TCP)."""
+    url = URL(ready_url)
+    try:
+        if url.scheme == "tcp":
+            _, writer = await asyncio.wait_for(asyncio.open_connection(url.host, url.port), timeout=2)
+            writer.close()
+            return True
+        async with session.get(ready_url, timeout=aiohttp.ClientTimeout(total=2)):
+            return True
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return False
+
+
 def log(out: TextIO, message: str) -> None:
     out.write(f"stack   | {message}\n")
     out.flush()
@@ -250,15 +266,12 @@ class Supervisor:
             on_ready()
 
     async def _wait_ready(self, session: aiohttp.ClientSession, child: Child) -> bool:
-        """Any HTTP answer counts: /healthz says 503 until the others are up, and that is still an answer."""
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
-            try:
-                async with session.get(child.spec.ready_url, timeout=aiohttp.ClientTimeout(total=2)):
-                    log(self.out, f"{child.spec.name} is answering at {child.spec.ready_url}")
-                    return True
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                await asyncio.sleep(0.5)
+            if await is_answering(session, child.spec.ready_url):
+                log(self.out, f"{child.spec.name} is answering at {child.spec.ready_url}")
+                return True
+            await asyncio.sleep(0.5)
         log(self.out, f"{child.spec.name} is not answering at {child.spec.ready_url} after "
                       f"{self.ready_timeout_s:g} s: see its log lines above")
         return False

@@ -1,0 +1,1 @@
+"""`make cluster`: the IVR as several processes on real engines (Kamailio, HAProxy, Redis, PostgreSQL) on loopback."""
