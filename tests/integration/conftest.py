@@ -8,39 +8,25 @@ Nothing is trained here: the model comes from settings.rasa.model_dir (models/ra
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import requests
 
-from scripts.stack import ChildSpec, build_specs, child_env, find_model
+from scripts.stack import build_specs, child_env, find_model
 from settings import Settings, get_settings
+from tests.processes import Processes, free_port
 
-READY_TIMEOUT_S = 300.0  # Rasa loads TensorFlow; on 2 busy cores it has taken over 150 s
 PINS = ("135790", "246802", "112233")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Stack:
-    """The running processes, their specs and log files, and helpers to talk the call contract."""
+@dataclass(kw_only=True)
+class Stack(Processes):
+    """The running stack, and helpers to talk the call contract."""
 
     settings: Settings
-    specs: dict[str, ChildSpec]
-    workdir: Path
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-    http: requests.Session = field(default_factory=requests.Session)
 
     @property
     def rasa_url(self) -> str:
@@ -49,53 +35,6 @@ class Stack:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.gateway.port}"
-
-    def log_path(self, name: str) -> Path:
-        return self.workdir / "logs" / f"{name}.log"
-
-    def start(self, name: str) -> None:
-        spec = self.specs[name]
-        log = self.log_path(name).open("ab")
-        self.procs[name] = subprocess.Popen(spec.argv, cwd=spec.cwd, env=dict(spec.env), stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
-        log.close()
-
-    def wait_ready(self, name: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.procs[name].poll() is not None:
-                code = self.procs[name].returncode
-                raise RuntimeError(f"{name} exited with {code}; log tail:\n{self.log_tail(name)}")
-            try:
-                self.http.get(self.specs[name].ready_url, timeout=2)
-                return
-            except requests.RequestException:
-                time.sleep(0.5)
-        raise RuntimeError(f"{name} not answering after {timeout_s:g} s; log tail:\n{self.log_tail(name)}")
-
-    def stop(self, name: str, sig: signal.Signals = signal.SIGTERM, grace_s: float = 10.0) -> None:
-        """Signals the process group; SIGKILL after the grace period."""
-        proc = self.procs.get(name)
-        if proc is None:
-            return
-        _signal_group(proc, sig)
-        _signal_group(proc, signal.SIGCONT)  # a test may have SIGSTOPped it: let it see the SIGTERM
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        _signal_group(proc, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def restart(self, name: str) -> None:
-        self.stop(name)
-        self.start(name)
-        self.wait_ready(name)
-
-    def log_tail(self, name: str, chars: int = 3000) -> str:
-        path = self.log_path(name)
-        return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
     def send(self, sender: str, message: str, caller: str = "13800000001", channel: str = "text") -> list[dict]:
         """One message over the REST contract; asserts it is not an HTTP error."""
@@ -125,13 +64,6 @@ class Stack:
         return resp
 
 
-def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 def stack_settings(workdir: Path, base: Settings) -> dict[str, str]:
     return {
         "RASA_PORT": str(free_port()), "ACTIONS_PORT": str(free_port()), "GATEWAY_PORT": str(free_port()),
@@ -155,7 +87,7 @@ def stack(tmp_path_factory) -> Stack:
     env = {**os.environ, **overrides}
     settings = Settings.from_env(env)
     specs = {spec.name: spec for spec in build_specs(settings, child_env(settings, env))}
-    running = Stack(settings, specs, workdir)
+    running = Stack(settings=settings, specs=specs, workdir=workdir)
     try:
         for name in ("actions", "rasa", "gateway"):
             running.start(name)
@@ -165,9 +97,7 @@ def stack(tmp_path_factory) -> Stack:
         running.send("warm-up", "/call_start", caller="13800000001")
         yield running
     finally:
-        for name in list(running.procs):
-            running.stop(name, grace_s=5)
-        running.http.close()
+        running.stop_all()
 
 
 def pytest_collection_modifyitems(config, items):
