@@ -171,6 +171,20 @@ class SipSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """`make cluster` (scripts/cluster): how many of each part. Front ports are the single-host ones (Kamailio on
+    SIP_PORT, HAProxy on RASA_PORT and ACTIONS_PORT); the instances behind them take the ports just above."""
+
+    gateways: int = env("CLUSTER_GATEWAYS", 2)
+    rasa_servers: int = env("CLUSTER_RASA_SERVERS", 2)
+    action_servers: int = env("CLUSTER_ACTION_SERVERS", 2)
+    postgres_port: int = env("CLUSTER_POSTGRES_PORT", 5433)  # not 5432: leave a system PostgreSQL alone
+    workdir: str = env("CLUSTER_DIR", str(REPO_ROOT / "var" / "cluster"))
+    # Kamailio's OPTIONS probe interval: a dead gateway is skipped after ds_probing_threshold missed probes.
+    probe_interval_s: int = env("CLUSTER_PROBE_INTERVAL_S", 2)
+
+
+@dataclass(frozen=True)
 class Settings:
     rasa: RasaSettings = field(default_factory=RasaSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
@@ -178,6 +192,7 @@ class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     sip: SipSettings = field(default_factory=SipSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def rasa_reply_timeout_s(self) -> float:

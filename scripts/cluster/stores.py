@@ -68,6 +68,7 @@ class Postgres:
         pwfile = self.datadir.parent / ".initdb-password"  # initdb reads it as the postgres user; removed after
         shutil.copyfile(self.password_file, pwfile)
         self._hand_to_postgres_user(self.datadir, pwfile)
+        self._check_reachable()
         try:
             subprocess.run(as_postgres_user([
                 str(postgres_bin_dir() / "initdb"), "-D", str(self.datadir), "-U", DB_SUPERUSER, "-E", "UTF8",
@@ -92,6 +93,13 @@ class Postgres:
             if not exists:
                 subprocess.run([*base, "-c", f'CREATE DATABASE "{name}"'], env=env, check=True,
                                stdout=subprocess.DEVNULL)
+
+    def _check_reachable(self) -> None:
+        """As root, the postgres user must be able to reach the data directory through every parent (a clone under
+        a 0700 home cannot): say so plainly instead of initdb's "Permission denied"."""
+        if os.geteuid() == 0 and subprocess.run(as_postgres_user(["test", "-w", str(self.datadir)])).returncode:
+            raise PermissionError(f"the {POSTGRES_SYSTEM_USER} user cannot reach {self.datadir}: put the cluster's "
+                                  "files where it can, e.g. CLUSTER_DIR=/var/tmp/ivr-cluster")
 
     @staticmethod
     def _hand_to_postgres_user(*paths: Path) -> None:

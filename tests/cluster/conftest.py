@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from scripts.cluster.stores import Postgres, Redis, postgres_bin_dir
-from tests.processes import Processes, free_port
+from scripts.processes import Processes, free_port
 
 
 @dataclass(kw_only=True)

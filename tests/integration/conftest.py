@@ -17,7 +17,7 @@ import requests
 
 from scripts.stack import build_specs, child_env, find_model
 from settings import Settings, get_settings
-from tests.processes import Processes, free_port
+from scripts.processes import Processes, free_port
 
 PINS = ("135790", "246802", "112233")
 

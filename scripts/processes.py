@@ -1,4 +1,4 @@
-"""Real processes for integration tests: each ChildSpec (scripts/stack.py) started in its own process group with its
+"""Real processes for integration tests and benchmarks: each ChildSpec (scripts/stack.py) started in its own process group with its
 output in a log file, waited for until it answers, and signalled or killed by name. Whoever starts them stops them
 all in a `finally`, so a failing test leaves no process behind.
 """
