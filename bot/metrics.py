@@ -26,6 +26,8 @@ CALL_OUTCOMES = Counter(
     "ivr_voice_call_outcomes_total", "Finished calls by outcome and handoff reason", ["outcome", "reason"])
 ACTIVE_CALLS = Gauge("ivr_voice_active_calls", "Calls with a running voice pipeline")
 BARGE_INS = Counter("ivr_voice_barge_ins_total", "Bot prompts interrupted by the caller")
+# A turn Rasa did not answer is a lost turn: the caller heard the apology instead (bench/cluster_failover.py).
+RASA_UNAVAILABLE_TURNS = Counter("ivr_voice_rasa_unavailable_turns_total", "Caller turns Rasa did not answer")
 
 
 @dataclass

@@ -42,6 +42,7 @@ from bot.frames import (
     SpeechRateFrame,
     TransferResultFrame,
 )
+from bot.metrics import RASA_UNAVAILABLE_TURNS
 from bot.rasa_client import BotReply, RasaClient, RasaUnavailable
 from call_contract import (
     CALL_START,
@@ -240,6 +241,7 @@ class RasaBridge(FrameProcessor):
     # -- failures and silences ---------------------------------------------------------------------------------
 
     async def _on_rasa_unavailable(self, turn: CallerTurnFrame) -> None:
+        RASA_UNAVAILABLE_TURNS.inc()
         if turn.text == HUMAN_AGENT and self._rasa_down:
             # The caller took the offer while the dialogue is still down: transfer without it.
             await self._speak([DIRECT_HANDOFF_TEXT])

@@ -23,6 +23,7 @@ from bot.frames import (
     PromptInterruptibleFrame,
     SpeechRateFrame,
 )
+from bot.metrics import RASA_UNAVAILABLE_TURNS
 from bot.processors.rasa_bridge import APOLOGY_TEXT, HOLD_TEXT, CallMetadata, RasaBridge
 from bot.rasa_client import RasaClient
 from call_contract import HUMAN_AGENT, fallback_handoff
@@ -113,11 +114,13 @@ def test_the_gateway_waits_longer_than_the_dialogue_turn_budget():
     assert slow_actions.rasa_reply_timeout_s > 20.0
 
 
-async def test_dead_rasa_becomes_an_apology():
+async def test_dead_rasa_becomes_an_apology_counted_as_a_lost_turn():
     dead = ScriptedRasa(replies={})
     dead.port = 9  # discard port: nothing listens
+    lost_before = RASA_UNAVAILABLE_TURNS._value.get()
     down, _ = await run_test(make_bridge(dead), frames_to_send=[SleepFrame(sleep=0.3)])
     assert [f.text for f in of_type(down, TTSSpeakFrame)] == [APOLOGY_TEXT]
+    assert RASA_UNAVAILABLE_TURNS._value.get() == lost_before + 1  # what bench/cluster_failover.py counts
 
 
 async def test_rasa_down_apology_offers_the_human_key_the_gateway_obeys_then_the_contracts_fallback_handoff():
