@@ -39,8 +39,8 @@ from telephony.rtp.session import RtpSession, RtpStats
 from telephony.sip.refer import RoutingTable, TransferNotAllowed
 from telephony.sip.sdp import LocalMedia, MediaPlan
 from telephony.sip.transport import SipServer
-from telephony.sip.uas import (Call, CallAnswered, CallEnded, CallError, CallRefused, CallState, DtmfInfo, Event, IncomingCall,
-                               ReInvite, TransferResult)
+from telephony.sip.uas import (AdvertisedAddressError, Call, CallAnswered, CallEnded, CallError, CallRefused,
+                               CallState, DtmfInfo, Event, IncomingCall, ReInvite, TransferResult)
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ class SipCallBridge:
             self.server.reject(call, 503)
             return
         try:
+            # RTP binds where SIP is bound (a wildcard: every interface); the SDP names the advertised host.
             leg.rtp = await RtpSession.open(
                 self.allocator, _remote(media) if media else None, local_host=self.server.address[0],
                 payload_type=media.payload_type if media else 0,
@@ -180,7 +181,7 @@ class SipCallBridge:
         leg.rtp_awaits_sdp = media is None
         leg.rtp.on_timeout = lambda: self._hangup(call, "media_timeout")
         leg.session.before_record = lambda: self._close_media(leg)
-        self.server.answer(call, LocalMedia(self.server.address[0], leg.rtp.local_port))
+        self.server.answer(call, LocalMedia(self.server.advertised_host, leg.rtp.local_port))
         leg.session.record.codec = media.codec if media else None
         leg.session.record.answered()
 
@@ -273,6 +274,11 @@ def add_sip_service(app: Any, voice: Any, settings: Settings | None = None) -> N
         try:
             bridge = await start_sip_server(sip_settings, voice.create_call, admission=voice.admission,
                                             cdr_writer=CdrWriter.from_settings(sip_settings))
+        except AdvertisedAddressError as error:
+            log.error("SIP door not started on %s:%s: %s; set SIP_ADVERTISED_HOST to the address peers reach us at",
+                      sip_settings.sip.host, sip_settings.sip.port, error)
+            yield
+            return
         except OSError as error:
             # One door failing (port taken) must not take the console and the other doors down with it.
             log.error("SIP door not started on %s:%s: %s", sip_settings.sip.host, sip_settings.sip.port, error)
@@ -334,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    asyncio.run(_serve_echo(settings, args.host or settings.sip.host, settings.sip.port if args.port is None else args.port))
+    try:
+        asyncio.run(_serve_echo(settings, args.host or settings.sip.host, settings.sip.port if args.port is None else args.port))
+    except AdvertisedAddressError as error:
+        log.error("SIP echo door not started: %s; set SIP_ADVERTISED_HOST", error)
+        return 2
     return 0
 
 

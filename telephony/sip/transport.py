@@ -28,7 +28,7 @@ from settings import SipSettings
 from telephony.sip.message import SipSyntaxError, frame_stream
 from telephony.sip.sdp import LocalMedia
 from telephony.sip.transaction import Address, Datagram
-from telephony.sip.uas import Call, Event, Output, UserAgent
+from telephony.sip.uas import Call, Event, Output, UserAgent, advertised_host_for
 
 log = logging.getLogger(__name__)
 FREE_PORT_ATTEMPTS = 5  # tries for a port free for both UDP and TCP when any port will do
@@ -149,6 +149,7 @@ class SipServer:
         self._tcp_per_source: dict[str, int] = {}
         self._tcp_connecting: dict[Address, list[bytes]] = {}  # requests waiting for a connection we open
         self.address: Address = (settings.host, settings.port)
+        self.advertised_host = ""  # what Via, Contact and SDP name (set by start; see UserAgent)
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: float | None = None
         self._closed = False
@@ -156,17 +157,21 @@ class SipServer:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, host: str | None = None, port: int | None = None) -> "SipServer":
-        """Bind UDP and TCP on the same port (0 = any free one); timers are scheduled as the core needs them."""
+        """Bind UDP and TCP on the same port (0 = any free one); timers are scheduled as the core needs them.
+        Raises AdvertisedAddressError before binding anything when there is no address to advertise (a wildcard
+        bind without settings.advertised_host)."""
         self._loop = asyncio.get_running_loop()
         host = host if host is not None else self.settings.host
         port = port if port is not None else self.settings.port
+        self.advertised_host = advertised_host_for(host, self.settings.advertised_host)
         # With port 0 the OS picks a port free for UDP, which may be taken for TCP (e.g. by a client connection's
         # local port): then pick again, so both transports share one port as RFC 3261 §18 expects.
         for attempt in range(1, (FREE_PORT_ATTEMPTS if port == 0 else 1) + 1):
             self.udp, _ = await self._loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port))
             bound_port = self.udp.get_extra_info("sockname")[1]
             self.address = (host, bound_port)
-            self.core = UserAgent(self.settings, self.address)  # before TCP accepts: admission asks its gate
+            # before TCP accepts: admission asks its gate
+            self.core = UserAgent(self.settings, self.address, self.advertised_host)
             try:
                 self.tcp_server = await self._loop.create_server(lambda: _TcpProtocol(self), host, bound_port,
                                                                  reuse_address=True)
@@ -176,7 +181,8 @@ class SipServer:
                     self.udp.close()
                     continue
                 log.warning("SIP over TCP unavailable on %s:%s: %s", host, bound_port, error)
-        log.info("SIP listening on %s:%s (UDP%s)", host, bound_port, "+TCP" if self.tcp_server else "")
+        log.info("SIP listening on %s:%s (UDP%s), advertised as %s", host, bound_port,
+                 "+TCP" if self.tcp_server else "", self.advertised_host)
         return self
 
     async def close(self) -> None:

@@ -6,11 +6,15 @@ TransferResult. The application acts through `ringing`, `answer`, `reject`, `han
 
 Request handling follows RFC 3261 §8.2 in order: syntax (400/505), method (405/501), Request-URI scheme
 (416), Require (420), Content-Type (415), then the method itself. This module knows SIP, not banking.
+
+Behind a proxy or NAT the address we are bound to is not the one peers must reach: Via sent-by, Contact (and,
+through the application's LocalMedia, SDP) name `advertised_host` (`advertised_host_for`), never a wildcard.
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
 import logging
 import re
 from dataclasses import dataclass, field
@@ -70,6 +74,7 @@ _DTMF_KEY_CLASS = "[" + re.escape("".join(sorted(DTMF_KEYS))) + "]"
 DTMF_SIGNAL_RE = re.compile(r"(?im)^\s*signal\s*=\s*(%s|1[0-6])\s*$" % _DTMF_KEY_CLASS)
 DTMF_DURATION_RE = re.compile(r"(?im)^\s*duration\s*=\s*([0-9]+)\s*$")
 ALLOWED_REFER_HEADER_PREFIXES = ("x-ivr-", "user-to-user")
+HOST_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?")  # RFC 3261 §25.1 hostname, loosely
 
 
 class CallState(enum.Enum):
@@ -184,12 +189,49 @@ class CallError(RuntimeError):
     """The application asked for something the call's state does not allow."""
 
 
-class UserAgent:
-    """The UAS core for one listening address."""
+class AdvertisedAddressError(ValueError):
+    """No address a peer could reach to advertise: bound to a wildcard without an advertised host, or an
+    advertised host that is no host at all."""
 
-    def __init__(self, settings: SipSettings, local_address: Address):
+
+def advertised_host_for(bound_host: str, advertised_host: str = "") -> str:
+    """The host our Via sent-by, Contact and SDP name: `advertised_host` if given, else the bound one.
+
+    A wildcard is refused: `sip:ivr@0.0.0.0` routes nowhere (responses to our BYE follow our Via, RFC 3261
+    §18.2.2; the peer's in-dialog requests our Contact, §12.1.1) and `c=IN IP4 0.0.0.0` means hold (RFC 2543,
+    RFC 3264 §8.4). The value lands in headers, so it must be an IP literal or a host name, nothing else.
+    Returned without IPv6 brackets (SDP wants none; `_sent_by` adds them)."""
+    host = (advertised_host or bound_host).strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if _is_wildcard(host):
+        bound = f"bound to {host or 'all addresses'} with no advertised host"
+        what = f"advertised host {host}" if advertised_host else bound
+        raise AdvertisedAddressError(f"{what}: a wildcard address, which no peer can reach")
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        if not HOST_NAME_RE.fullmatch(host):
+            raise AdvertisedAddressError(f"{host!r} is not an IP address or host name to advertise") from None
+        return host
+
+
+def _is_wildcard(host: str) -> bool:
+    """0.0.0.0, :: (any spelling), or "" (asyncio binds every interface for it)."""
+    try:
+        return not host or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+class UserAgent:
+    """The UAS core for one listening address. `advertised_host`: the host peers must use to reach it when that is
+    not the bound one (a wildcard bind, NAT, a proxy in front); raises AdvertisedAddressError if there is none."""
+
+    def __init__(self, settings: SipSettings, local_address: Address, advertised_host: str = ""):
         self.settings = settings
         self.local_host, self.local_port = local_address
+        self.advertised_host = advertised_host_for(self.local_host, advertised_host)
         self.gate = Gate(settings)
         self.routing = RoutingTable.parse(settings.routing)
         self.server_transactions: dict[tuple, ServerTransaction] = {}
@@ -704,7 +746,9 @@ class UserAgent:
         return tx, list(tx.start())
 
     def _sent_by(self) -> str:
-        host = f"[{self.local_host}]" if ":" in self.local_host else self.local_host
+        """Our Via sent-by and Contact host:port: the advertised host (a wildcard or NAT-private bound address
+        would send responses and in-dialog requests nowhere), on the bound port."""
+        host = f"[{self.advertised_host}]" if ":" in self.advertised_host else self.advertised_host
         return f"{host}:{self.local_port}"
 
     def _contact(self, transport: str) -> str:
