@@ -8,6 +8,8 @@
   The bucket table has a fixed cap and does O(1) work per packet: it is an LRU, so a flood of new (spoofed)
   sources evicts the sources heard from longest ago. An evicted source only starts again with a full bucket.
 - Message size is checked before parsing.
+- Trusted proxies (settings.trusted_proxies, CIDRs) are the only sources whose P-Asserted-Identity names the
+  caller (RFC 3325 §4: an identity is asserted only within a trust domain); see telephony/sip/identity.py.
 - Digest credentials are bound to the request (the `uri` field must be its Request-URI) and cannot be replayed:
   qop=auth is required and each nonce's nonce-count must increase (RFC 7616 §3.4.5, RFC 8760).
 """
@@ -38,6 +40,18 @@ NONCE_COUNT_RE = re.compile(r"[0-9A-Fa-f]{8}")  # nc-value = 8LHEX (RFC 7616 §3
 
 def parse_cidrs(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()]
+
+
+def address_in(host: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Whether the IP literal `host` is in one of `networks`. A dual-stack socket reports an IPv4 peer as
+    ::ffff:a.b.c.d, which must match the IPv4 CIDRs operators write; a host name matches nothing."""
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 def is_scanner(message: SipMessage) -> bool:
@@ -186,6 +200,7 @@ class Gate:
 
     def __init__(self, settings: SipSettings):
         self.networks = parse_cidrs(settings.allow_cidrs)
+        self.trusted_proxies = parse_cidrs(settings.trusted_proxies)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_max_sources)
         self.max_message_bytes = settings.max_message_bytes
         self.digest = (
@@ -195,13 +210,11 @@ class Gate:
         )
 
     def source_allowed(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host.split("%")[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.networks)
+        return address_in(host, self.networks)
+
+    def trusted_proxy(self, host: str) -> bool:
+        """Whether `host` is a proxy of our trust domain (RFC 3325 §2.3), so its P-Asserted-Identity is believed."""
+        return address_in(host, self.trusted_proxies)
 
     def may_authenticate(self) -> bool:
         """Peers outside the allow-list get a digest challenge only when a password is configured."""

@@ -8,7 +8,8 @@ Request handling follows RFC 3261 §8.2 in order: syntax (400/505), method (405/
 (416), Require (420), Content-Type (415), then the method itself. This module knows SIP, not banking.
 
 Behind a proxy or NAT the address we are bound to is not the one peers must reach: Via sent-by, Contact (and,
-through the application's LocalMedia, SDP) name `advertised_host` (`advertised_host_for`), never a wildcard.
+through the application's LocalMedia, SDP) name `advertised_host` (`advertised_host_for`), never a wildcard. The
+caller is From's user, or a trusted proxy's P-Asserted-Identity (telephony/sip/identity.py, RFC 3325).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bot.call_log import UNKNOWN_CALL, CallLoggerAdapter, call_logger
 from telephony.rtp.dtmf import key_for_event_code
 from telephony.sip.dialog import Dialog, new_tag
 from telephony.sip.digits import ascii_int
+from telephony.sip.identity import UNTRUSTED, CallerIdentity, caller_identity, uri_user
 from telephony.sip.message import (
     SIP_VERSION,
     SipMessage,
@@ -36,7 +38,6 @@ from telephony.sip.message import (
     check_request,
     media_type,
     parse_message,
-    parse_name_addr,
     parse_uri,
 )
 from telephony.sip.refer import RoutingTable, TransferNotAllowed, context_headers, sipfrag_status
@@ -457,14 +458,18 @@ class UserAgent:
     def _refuse(self, tx: ServerTransaction, request: SipMessage, status: int, source: Address, *, now: float,
                 headers: list[tuple[str, str]] | None = None, reason: str | None = None) -> list[Output]:
         """A final error to a new INVITE, and the CallRefused event that lets the application record it."""
-        try:
-            caller = _uri_user(parse_name_addr(request.get("from") or "").uri)
-        except SipSyntaxError:
-            caller = ""
-        log.info("INVITE from %s refused with %d (Call-ID %s)", mask_caller_number(caller) or "anonymous", status,
-                 request.call_id)
+        identity = self._caller_identity(request, source)
+        refused = CallRefused(request.call_id, identity.number, status)
+        refused_log = call_logger(log, refused.id)
+        _log_identity(refused_log, identity, source)
+        refused_log.info("INVITE from %s refused with %d (Call-ID %s)",
+                         mask_caller_number(identity.number) or "anonymous", status, request.call_id)
         out = self._respond(tx, status, source, now=now, headers=headers, reason=reason)
-        return out + [CallRefused(request.call_id, caller, status)]
+        return out + [refused]
+
+    def _caller_identity(self, request: SipMessage, source: Address) -> CallerIdentity:
+        """The caller: a P-Asserted-Identity only from a trusted proxy (RFC 3325 §4), else From's user."""
+        return caller_identity(request, self.gate.trusted_proxy(source[0]))
 
     @staticmethod
     def _sdp_acceptable_to_caller(request: SipMessage) -> bool:
@@ -476,12 +481,11 @@ class UserAgent:
 
     def _new_call(self, tx: InviteServerTransaction, request: SipMessage, source: Address, media: MediaPlan | None, now: float) -> Call:
         dialog = Dialog.from_invite(request, source, tx.transport, self._contact(tx.transport))
-        caller_uri = dialog.remote_uri
-        callee_uri = request.uri
+        identity = self._caller_identity(request, source)
         call = Call(
             sip_call_id=request.call_id,
-            caller=_uri_user(caller_uri),
-            callee=_uri_user(callee_uri),
+            caller=identity.number,
+            callee=uri_user(request.uri),
             peer=source,
             transport=tx.transport,
             dialog=dialog,
@@ -492,6 +496,7 @@ class UserAgent:
         )
         self.calls[(call.sip_call_id, dialog.local_tag)] = call
         self._attach(tx, call)
+        _log_identity(call.log, identity, source)
         return call
 
     def _on_reinvite(self, tx: InviteServerTransaction, request: SipMessage, source: Address, now: float) -> list[Output]:
@@ -851,8 +856,17 @@ def _time_to_agent(call: Call, transfer: Transfer, now: float) -> float | None:
     return max(0.0, accepted_at - call.answered_at)
 
 
-def _uri_user(uri: str) -> str:
-    try:
-        return parse_uri(uri).user.split(":")[0].split(";")[0]
-    except SipSyntaxError:
-        return ""
+def _log_identity(call_log: CallLoggerAdapter, identity: CallerIdentity, source: Address) -> None:
+    """Why a P-Asserted-Identity was not believed. Numbers masked, the header's text never logged: its display
+    name or number may belong to a caller who asked for privacy (RFC 3325 §9.3 Privacy: id)."""
+    if not identity.ignored:
+        if identity.asserted:
+            call_log.info("caller from the P-Asserted-Identity of trusted proxy %s", source[0])
+        return
+    fallback = mask_caller_number(identity.number) or "anonymous"
+    if identity.ignored == UNTRUSTED:
+        call_log.warning("P-Asserted-Identity (%s) from %s ignored: not a trusted proxy; caller from From: %s",
+                         mask_caller_number(identity.ignored_number) or "no number", source[0], fallback)
+    else:
+        call_log.warning("P-Asserted-Identity from trusted proxy %s ignored (%s); caller from From: %s",
+                         source[0], identity.ignored, fallback)
