@@ -13,8 +13,11 @@ import hashlib
 import logging
 import secrets
 from datetime import date, datetime
+from typing import TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from actions.bank import lookups
@@ -111,10 +114,7 @@ class IdentityService:
         if not phone:
             return None
         key = hashlib.sha256(phone.encode("utf-8")).hexdigest()
-        state = session.get(CallerPinAttemptState, key, with_for_update=True)
-        if state is None:
-            state = CallerPinAttemptState(caller_key=key, failed_count=0, failed_on=now.date())
-            session.add(state)
+        state = _locked_counter(session, CallerPinAttemptState, caller_key=key)
         if state.failed_on != now.date():
             state.failed_count, state.failed_on, state.locked_until = 0, now.date(), None
         return state
@@ -143,8 +143,21 @@ def age_on(born: date, today: date) -> int:
 
 
 def _pin_state(session: Session, customer_id: int) -> PinAttemptState:
-    state = session.get(PinAttemptState, customer_id)
-    if state is None:
-        state = PinAttemptState(customer_id=customer_id, failed_count=0)
-        session.add(state)
-    return state
+    return _locked_counter(session, PinAttemptState, customer_id=customer_id)
+
+
+Counter = TypeVar("Counter", PinAttemptState, CallerPinAttemptState)
+_INSERTS = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}  # INSERT ... ON CONFLICT DO NOTHING
+
+
+def _locked_counter(session: Session, model: type[Counter], **key: object) -> Counter:
+    """The failure-counter row with primary key `key`, made if missing and locked (FOR UPDATE) for this transaction.
+
+    Two action servers counting the first failure of a day at once must not both insert it (the loser would fail
+    with a duplicate key and its failure would go uncounted): the row is inserted with ON CONFLICT DO NOTHING,
+    which waits for a concurrent insert to commit, and then read under the row lock, so increments take turns.
+    """
+    insert = _INSERTS[session.get_bind().dialect.name]  # the bank runs on these two (docs/ARCHITECTURE.md)
+    session.execute(insert(model).values(failed_count=0, **key).on_conflict_do_nothing())
+    (ident,) = key.values()
+    return session.get(model, ident, with_for_update=True, populate_existing=True)

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 BANK_TZ = timezone(timedelta(hours=8), "China Standard Time")  # the bank day; China has no daylight saving
 # First digit of a reference number, so a reference read back on the phone tells what it is for.
 REFERENCE_PREFIX = {"card_loss": "1", "transfer": "2", "repayment": "3", "work_order": "8"}
+# PostgreSQL advisory lock taken while the bank's tables are made and seeded (any fixed number; "bank" in ASCII).
+SCHEMA_LOCK_KEY = 0x62616E6B
 
 
 def bank_now(now: datetime | None = None) -> datetime:
@@ -93,14 +95,17 @@ class BankStore:
             return False
 
     def reset(self) -> None:
-        """Drop every bank table and seed again, e.g. after a demo reported the test cards lost. Sandbox only."""
+        """Drop every bank table and seed again, e.g. after a demo reported the test cards lost. Sandbox only.
+
+        One transaction under the schema lock: an action server starting meanwhile sees the old bank or the new one.
+        """
         with self._ready_lock:
+            self._ready = False
             try:
-                Base.metadata.drop_all(self._engine)
+                self._create_and_seed(drop_first=True)
             except SQLAlchemyError as exc:
                 raise BankUnavailable("the bank database is not available") from exc
-            self._ready = False
-        self._ensure_ready()
+            self._ready = True
         log.warning("the sandbox bank was reset to its seed data")
 
     def close(self) -> None:
@@ -118,14 +123,24 @@ class BankStore:
                 try:
                     self._create_and_seed()
                 except (IntegrityError, ProgrammingError):
-                    self._create_and_seed()  # another process created or seeded at the same moment; check again
+                    # Engines without a schema lock (neither PostgreSQL nor SQLite): another process created or
+                    # seeded at the same moment; check again.
+                    self._create_and_seed()
             except SQLAlchemyError as exc:
                 raise BankUnavailable("the bank database is not available") from exc
             self._ready = True
 
-    def _create_and_seed(self) -> None:
-        Base.metadata.create_all(self._engine)
+    def _create_and_seed(self, drop_first: bool = False) -> None:
+        """Tables and seed in one transaction, under the schema lock: action servers starting together on one
+        PostgreSQL (whose DDL is transactional) take turns, so the later ones find the bank made and seeded
+        instead of failing on a half-made one. SQLite's writing transaction (BEGIN IMMEDIATE) is the lock there."""
         with Session(self._engine, future=True) as session, session.begin():
+            connection = session.connection()
+            if connection.dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            if drop_first:
+                Base.metadata.drop_all(connection)
+            Base.metadata.create_all(connection)
             if session.scalars(select(Customer.id).limit(1)).first() is None:
                 seed_bank(session, self.config.pin_salt_rounds)
                 log.info("seeded the sandbox bank")
