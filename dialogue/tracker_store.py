@@ -6,7 +6,14 @@ stored with their text, entities and parse data masked. Masking happens on the s
 it is written, so the in-memory tracker the current turn works with is untouched.
 
 Database: `settings.rasa.tracker_db_url` by default (a SQLite file), or any SQLAlchemy URL (PostgreSQL) given
-as `db_url` in endpoints.yml.
+as `db_url` in endpoints.yml. On PostgreSQL, shared by several Rasa servers (`make cluster`,
+deploy/rasa/endpoints.cluster.yml):
+- the table is created under an advisory lock, so servers starting together do not collide (Rasa's own retry
+  after a collision sleeps 5 s);
+- pooled connections are checked before use (`pool_pre_ping`): after a database restart a stale connection would
+  fail a save, and Rasa's fail-safe wrapper would then keep that turn in this server's memory only, where the
+  other servers never see it;
+- a connection attempt gives up after CONNECT_TIMEOUT_S (unless the URL says otherwise), within a turn's budget.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from rasa.core.brokers.broker import EventBroker
-from rasa.core.tracker_store import SQLTrackerStore
+from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActiveLoop, BotUttered, Event, Restarted, SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
@@ -31,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 MASK = "[secure input]"
 PIN_SLOT = "pin"
+CONNECT_TIMEOUT_S = 3
+# PostgreSQL advisory lock held while the events table is created (any fixed number; "trak" in ASCII).
+SCHEMA_LOCK_KEY = 0x7472616B
 
 
 def is_secure_prompt(event: Event) -> bool:
@@ -71,9 +82,22 @@ def masked_user_event_data(data: dict[str, Any]) -> dict[str, Any]:
     return masked
 
 
+def tracker_url(db_url: str) -> sa.engine.URL:
+    """The URL as this venv's SQLAlchemy (1.4) can use it: `postgresql+psycopg` (psycopg 3, the gateway venv's
+    driver) becomes psycopg2, and PostgreSQL gets a connect timeout unless the URL sets one."""
+    url = sa.engine.make_url(db_url)
+    if url.get_backend_name() != "postgresql":
+        return url
+    if url.drivername == "postgresql+psycopg":
+        url = url.set(drivername="postgresql+psycopg2")
+    if "connect_timeout" not in url.query:
+        url = url.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_S)})
+    return url
+
+
 def engine_arguments(db_url: str) -> dict[str, Any]:
     """SQLTrackerStore constructor arguments for a SQLAlchemy URL (creating a SQLite file's folder)."""
-    url = sa.engine.make_url(db_url)
+    url = tracker_url(db_url)
     if url.drivername.startswith("sqlite") and url.database:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     return {
@@ -85,6 +109,20 @@ def engine_arguments(db_url: str) -> dict[str, Any]:
         "password": url.password,
         "query": dict(url.query) or None,
     }
+
+
+def create_postgresql_table(db_url: str) -> None:
+    """The events table, created under an advisory lock (a no-op once it exists). A database that is down is
+    left to SQLTrackerStore, which waits for it."""
+    engine = sa.create_engine(tracker_url(db_url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            SQLTrackerStore.Base.metadata.create_all(connection)
+    except sa.exc.OperationalError as exc:
+        logger.warning("tracker store not reachable yet: %s", type(exc).__name__)
+    finally:
+        engine.dispose()
 
 
 class MaskingSQLTrackerStore(SQLTrackerStore):
@@ -99,7 +137,14 @@ class MaskingSQLTrackerStore(SQLTrackerStore):
     ) -> None:
         kwargs.pop("host", None)  # endpoints.yml `url:` is not used; the database comes from `db_url`
         url = db_url or app_settings.get_settings().rasa.tracker_db_url
+        postgresql = tracker_url(url).get_backend_name() == "postgresql"
+        if postgresql:
+            create_postgresql_table(url)
         super().__init__(domain=domain, event_broker=event_broker, **engine_arguments(url), **kwargs)
+        if postgresql:
+            self.engine.dispose()
+            self.engine = sa.create_engine(self.engine.url, pool_pre_ping=True, **create_engine_kwargs(self.engine.url))
+            self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         """Like SQLTrackerStore.save, with secure user events masked before they are written."""
