@@ -2,8 +2,9 @@
 
 Our real gateways (`python -m telephony.sip_calls --echo`) say in their logs which calls they took; they cannot say
 which headers an INVITE carried or where its BYE came from. This stub can: it answers OPTIONS 200 (so the front's
-probes keep it in the pool), every INVITE with 100 then `final` (200 with SDP, copying the Record-Route set as a
-UAS must, RFC 3261 §12.1.1; or 503 with Retry-After), BYE 200, and records each request with its source address.
+probes keep it in the pool), every INVITE with 100 (and 180 if `ring`) then `final` (200 with SDP, copying the
+Record-Route set as a UAS must, RFC 3261 §12.1.1; or 503 with Retry-After), BYE 200, and records each request with
+its source address.
 It runs on the test's event loop; `close()` in a `finally`.
 """
 
@@ -51,6 +52,7 @@ def parse(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 class StubGateway(asyncio.DatagramProtocol):
     name: str
     final: int = 200  # the answer to every INVITE: 200 or an error such as 503
+    ring: bool = False  # 180 Ringing before the final answer
     host: str = "127.0.0.1"
     port: int = 0
     received: list[Received] = field(default_factory=list)
@@ -90,30 +92,33 @@ class StubGateway(asyncio.DatagramProtocol):
                 self._send(self.answered[branch], addr)
                 return
             self._send(self._response(request, 100, "Trying"), addr)
-            final = self._invite_answer(request)
+            tag = f"{self.name}-{secrets.token_hex(4)}"
+            if self.ring:
+                self._send(self._response(request, 180, "Ringing", tag=tag), addr)
+            final = self._invite_answer(request, tag)
             self.answered[branch] = final
             self._send(final, addr)
             return
         self._send(self._response(request, 200, "OK"), addr)
 
-    def _invite_answer(self, request: Received) -> bytes:
+    def _invite_answer(self, request: Received, tag: str) -> bytes:
         if self.final != 200:
             return self._response(request, self.final, "Service Unavailable" if self.final == 503 else "Error",
-                                  [("Retry-After", "1")] if self.final == 503 else [], tag=True)
+                                  [("Retry-After", "1")] if self.final == 503 else [], tag=tag)
         sdp = (f"v=0\r\no=stub 1 1 IN IP4 {self.host}\r\ns=-\r\nc=IN IP4 {self.host}\r\nt=0 0\r\n"
                f"m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
         extra = [("Record-Route", value) for value in request.all("record-route")]
         extra += [("Contact", f"<sip:{self.name}@{self.host}:{self.port}>"), ("Content-Type", "application/sdp")]
-        return self._response(request, 200, "OK", extra, tag=True, body=sdp)
+        return self._response(request, 200, "OK", extra, tag=tag, body=sdp)
 
     def _response(self, request: Received, status: int, reason: str, extra: list[tuple[str, str]] = (),
-                  tag: bool = False, body: str = "") -> bytes:
+                  tag: str | None = None, body: str = "") -> bytes:
         lines = [f"SIP/2.0 {status} {reason}"]
         for key, value in request.headers:
             if key not in ECHOED:
                 continue
             if key == "to" and tag and "tag=" not in value:
-                value = f"{value};tag={self.name}-{secrets.token_hex(4)}"
+                value = f"{value};tag={tag}"
             lines.append(f"{key.title() if key != 'call-id' else 'Call-ID'}: {value}")
         lines += [f"{name}: {value}" for name, value in extra]
         lines.append(f"Content-Length: {len(body.encode())}")

@@ -251,6 +251,22 @@ async def test_gateway_answering_503_is_failed_over(start_front: StartFront, tmp
     assert not front.front_lines("no answer to INVITE")
 
 
+async def test_no_failover_once_a_gateway_has_rung(start_front: StartFront):
+    # It rang at that gateway, then failed: the caller heard ringing from it, so the call is its own.
+    ringing, ok = StubGateway("ringing", final=503, ring=True), StubGateway("ok")
+    front = await start_front(stub_gateways=[ringing, ok])
+    host, port = front.address
+    finals = []
+    for n in range(2):  # round-robin: one call starts at each gateway
+        invite = request("INVITE", f"sip:ivr@{host}:{port}", front.address, call_id=f"rings-{n}")
+        finals.append((await sip_request(front.address, invite)).split(" ", 2)[1])
+    # The ringing gateway's 503 reaches the caller as 500: a proxy passes on no 503 (RFC 3261 §16.7, tm's
+    # remap_503_500); only the front's own 503 says the whole service is unavailable.
+    assert sorted(finals) == ["200", "500"], finals
+    assert len(ringing.requests("INVITE")) == 1 and len({r.call_id for r in ok.requests("INVITE")}) == 1
+    assert not front.front_lines("trying the next")
+
+
 async def test_no_gateway_left_is_503_with_retry_after(start_front: StartFront, tmp_path: Path):
     front = await start_front({"a": {"SIP_MAX_CALLS": "0"}, "b": {"SIP_MAX_CALLS": "0"}})
     await front.sipp("call_refused.xml", tmp_path)  # fails unless 503 with a Retry-After reaches the caller
