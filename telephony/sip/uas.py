@@ -776,6 +776,10 @@ class UserAgent:
         extra = [("server", self.settings.user_agent)] + list(headers or [])
         if contact:
             extra.append(("contact", self._contact(tx.transport)))
+            if not tx.request.to_tag():
+                # §12.1.1: a response that creates a dialog copies the INVITE's Record-Route, in order, so the
+                # caller's ACK and BYE pass the proxies that asked to stay in the path (a Kamailio front).
+                extra += [("record-route", value) for value in tx.request.get_all("record-route")]
         response = build_response(tx.request, status, source, to_tag or new_tag(), extra, body, reason)
         return list(tx.respond(response, now))  # type: ignore[attr-defined]
 

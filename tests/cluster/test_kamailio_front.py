@@ -317,10 +317,6 @@ async def test_bye_follows_the_record_route_to_the_gateway_that_answered(start_f
             assert not [r for r in other.requests(method) if r.call_id in invites], f"{method} reached {other.name}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "our gateway's 200 OK carries no Record-Route (RFC 3261 §12.1.1: a UAS copies the INVITE's Record-Route into "
-    "its dialog-creating responses; telephony/sip/message.py build_response echoes Via/From/To/Call-ID/CSeq only), "
-    "so callers never learn to send ACK and BYE through the front. Owned by telephony: remove this mark with the fix"))
 async def test_bye_to_our_gateway_follows_the_record_route(start_front: StartFront, tmp_path: Path):
     front = await start_front({"a": {}, "b": {}})
     await front.sipp("call_via_front.xml", tmp_path, calls=2)

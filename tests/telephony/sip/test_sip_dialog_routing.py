@@ -85,3 +85,22 @@ def test_responses_still_go_to_the_source(ua):
     establish(ua, uac, "<sip:13800000001@127.0.0.30:5062>")
     [out] = ua.feed(uac.in_dialog("INFO", "Signal=1\r\n", "application/dtmf-relay"), PROXY, 1.0)[:1]
     assert out.dest == PROXY and not out.may_connect
+
+
+def test_dialog_creating_responses_carry_the_invites_record_route_in_order(ua):
+    """§12.1.1: the UAS copies every Record-Route value into its 18x/2xx, so the caller's ACK and BYE also pass the
+    proxies that asked to stay in the path (a Kamailio front's loose_route); without them they bypass it."""
+    uac = Uac()
+    route = "<sip:127.0.0.20:5080;lr;ftag=abc>, <sip:10.9.9.9;lr>"
+    call = events(ua.feed(invite(uac, "<sip:13800000001@127.0.0.30:5062>", route), PROXY, 0.0), IncomingCall)[0].call
+    ringing = datagrams(ua.ringing(call, 0.0))[0]
+    ok = datagrams(ua.answer(call, LocalMedia("127.0.0.1", 20000), 0.0))[0]
+    for response in (ringing, ok):
+        assert response.get_all("record-route") == ["<sip:127.0.0.20:5080;lr;ftag=abc>", "<sip:10.9.9.9;lr>"]
+
+
+def test_responses_outside_dialog_creation_carry_no_record_route(ua):
+    uac = Uac()
+    data = invite(uac, "<sip:13800000001@127.0.0.30:5062>", "<sip:127.0.0.20:5080;lr>")
+    trying = datagrams(ua.feed(data, PROXY, 0.0))[0]
+    assert trying.status == 100 and trying.get("record-route") is None
