@@ -117,7 +117,7 @@ class VoiceRuntime:
             tts_factory=lambda sample_rate: tts_engine.create_service(sample_rate=sample_rate),
             stt_factory=(lambda: stt_engine.create_service()) if stt_engine is not None else None,
             turn_analyzer_factory=local_smart_turn if smart_turn else None,
-            record_writer=CallRecordWriter(settings.gateway.call_records_dir),
+            record_writer=CallRecordWriter.from_settings(settings),
             busy_audio=spoken_once(BUSY_TEXT, tts_engine.synthesize),
             admission=admission,
         )

@@ -7,27 +7,27 @@ the per-turn latencies and the outcome:
 - `abandoned`: the caller hung up before the bot had answered anything, or while waiting for an answer.
 PINs and card numbers never reach a record: secure turns are stored as `****`, and digits in any caller
 number are masked except the first three and last four.
+
+Records go where `bot.record_sinks.record_sink` says: JSON Lines files by default, PostgreSQL when
+CALL_RECORDS_DB_URL is set.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.cdr import printable_text
 from bot.frames import SECURE_MASK
 from bot.masking import mask_caller_number
+from bot.record_sinks import KIND_CALLS, JsonlSink, RecordSink, record_sink
+from settings import Settings
 
 OUTCOME_SERVED = "served_by_bot"
 OUTCOME_HANDOFF = "handoff"
 OUTCOME_ABANDONED = "abandoned"
-
-_write_lock = threading.Lock()
 
 
 @dataclass
@@ -95,21 +95,19 @@ class CallRecord:
 
 
 class CallRecordWriter:
-    """Appends records as JSON lines to `<dir>/calls-YYYYMMDD.jsonl` (one file a day keeps rotation trivial)."""
+    """Hands finished records to a sink: a folder (`<dir>/calls-YYYYMMDD.jsonl`, one file a UTC day) or any
+    `RecordSink`; `from_settings` takes the process's sink (files, or the database when one is set)."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self._directory = Path(directory)
+    def __init__(self, target: str | os.PathLike[str] | RecordSink) -> None:
+        self.sink = target if isinstance(target, RecordSink) else JsonlSink(target)
 
-    def path_for(self, when: float) -> Path:
-        return self._directory / time.strftime("calls-%Y%m%d.jsonl", time.gmtime(when))
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "CallRecordWriter":
+        return cls(record_sink(settings))
 
-    def write(self, record: CallRecord) -> Path:
-        path = self.path_for(record.ended_at or time.time())
-        # Text from Rasa or a peer may hold lone surrogates (valid JSON escapes, not UTF-8): written as \\xNN / \\udNNN,
-        # like the CDR, so the call still gets its line.
-        line = printable_text(json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")))
-        with _write_lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8") as out:
-                out.write(line + "\n")
-        return path
+    def write(self, record: CallRecord) -> Path | None:
+        """The file the record went to (None: not a file sink). Raises OSError when a file cannot be written.
+        Text from Rasa or a peer may hold lone surrogates (valid JSON escapes, not UTF-8): each string is written
+        with them as `\\xNN` / `\\udNNN`, like the CDR, so the call still gets its line."""
+        return self.sink.write(KIND_CALLS, record.to_json(), call_id=record.call_id,
+                               when=record.ended_at or time.time())

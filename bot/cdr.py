@@ -6,8 +6,9 @@
     finish_call(record, "transferred", writer)      # in a `finally`: counted, then written
 
 Lines are appended to `<settings.gateway.call_records_dir>/cdr-YYYYMMDD.jsonl` (UTC day), next to the voice
-loop's `calls-*.jsonl`. Fields: call_id, door, peer_call_id (SIP Call-ID / stream id), caller (masked: at
-most the first 3 and last 4 digits), start/answer/end (ISO 8601 UTC), duration_s, cause, outcome, codec,
+loop's `calls-*.jsonl`; with CALL_RECORDS_DB_URL set they go to PostgreSQL instead (bot/record_sinks.py).
+Fields: call_id, door, peer_call_id (SIP Call-ID / stream id), caller (masked: at most the first 3 and last 4
+digits), start/answer/end (ISO 8601 UTC), duration_s, cause, outcome, codec,
 packets_in/out/lost, jitter_ms (SIP/RTP only), transfer_queue/uri/result/detail, green_channel, time_to_agent_s.
 A record that cannot be written is logged, never raised: a full disk must not take calls down. Text that came from
 a peer (a SIP Call-ID, a reason phrase) may hold bytes that are not UTF-8 (kept as surrogate escapes by the SIP
@@ -16,10 +17,8 @@ parser): they are written as `\\xNN`, so such a call still gets its line.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from settings import Settings
 from bot import door_metrics as metrics
 from bot.call_log import call_logger
 from bot.masking import mask_caller_number
+from bot.record_sinks import KIND_CDR, JsonlSink, RecordSink, printable_text, record_sink
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ OUTCOME_FAILED = "failed"  # ended by a fault: no media, a protocol error, a voi
 FAULT_CAUSES = frozenset({"internal_error", "media_timeout", "media_error", "remote_error", "start_failed",
                           "idle_timeout", "ack_timeout", "no_common_codec"})
 MAX_DETAIL_CHARS = 200
-_write_lock = threading.Lock()
 
 
 @dataclass
@@ -125,16 +124,6 @@ def _outcome(record: CallDetailRecord) -> str:
     return OUTCOME_COMPLETED
 
 
-def printable_text(text: str) -> str:
-    """UTF-8-encodable text: undecodable bytes (lone surrogates from `surrogateescape`) become `\\xNN`,
-    any other lone surrogate `\\udNNN`."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
-
-
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
@@ -142,31 +131,30 @@ def _iso(epoch: float | None) -> str | None:
 
 
 class CdrWriter:
-    """Appends records to `<dir>/cdr-YYYYMMDD.jsonl`; one file per UTC day keeps rotation trivial."""
+    """Hands finished records to a sink: a folder (`<dir>/cdr-YYYYMMDD.jsonl`, one file per UTC day) or any
+    `RecordSink`; `from_settings` takes the process's sink (files, or the database when one is set)."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
+    def __init__(self, target: str | os.PathLike[str] | RecordSink) -> None:
+        self.sink = target if isinstance(target, RecordSink) else JsonlSink(target)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "CdrWriter":
-        return cls(settings.gateway.call_records_dir)
+        return cls(record_sink(settings))
 
     def path_for(self, when: float) -> Path:
-        return self.directory / time.strftime("cdr-%Y%m%d.jsonl", time.gmtime(when))
+        """The day file of a folder-backed writer."""
+        if not isinstance(self.sink, JsonlSink):
+            raise TypeError("path_for: this writer does not write files")
+        return self.sink.path_for(KIND_CDR, when)
 
     def write(self, record: CallDetailRecord) -> Path | None:
-        """The record's line, appended; None (logged) when the file cannot be written."""
-        path = self.path_for(record.ended_at or time.time())
-        line = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":"))
+        """The file the record went to; None when not a file, or (logged) when it cannot be written."""
         try:
-            with _write_lock:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("a", encoding="utf-8") as out:
-                    out.write(line + "\n")
+            return self.sink.write(KIND_CDR, record.to_json(), call_id=record.call_id,
+                                   when=record.ended_at or time.time())
         except (OSError, ValueError) as error:
-            call_logger(log, record.call_id).error("CDR not written to %s: %s", path, error)
+            call_logger(log, record.call_id).error("CDR not written: %s", error)
             return None
-        return path
 
 
 def finish_call(record: CallDetailRecord, cause: str, writer: CdrWriter | None) -> None:

@@ -1,7 +1,14 @@
-"""Health of the parts the gateway depends on: the Rasa server, the action server and the bank store.
+"""Health of the parts the gateway depends on.
 
-`/healthz` is green only when all three answer. Each probe has a short timeout and never raises:
-a dead part becomes a `PartHealth(ok=False, detail=...)` naming what went wrong.
+- `rasa`, `action_server`: HTTP GET;
+- `bank_store` (BANK_DB_URL) and `tracker_store` (TRACKER_DB_URL, Rasa's conversations): connect + `SELECT 1`;
+- `lock_store`, only when REDIS_HOST is set: Redis `PING` at REDIS_HOST:REDIS_PORT (Rasa's lock store);
+- `call_records_db`, only when CALL_RECORDS_DB_URL is set: connect + `SELECT 1`; the detail also counts the records
+  waiting in this gateway's local spool (bot/records_db.py).
+
+`/healthz` is green only when every part checked answers. Each probe has a short timeout (HEALTH_TIMEOUT_S) and
+never raises: a dead part becomes a `PartHealth(ok=False, detail=...)` naming what went wrong. Database URLs are read
+as the gateway's venv opens them (bot/databases.py: the Rasa venv's `postgresql://` is psycopg 3 here).
 """
 
 from __future__ import annotations
@@ -14,13 +21,16 @@ from typing import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import redis.asyncio as aioredis
 import sqlalchemy
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from sqlalchemy.engine import Engine
 
+from bot.databases import gateway_db_url
 from settings import Settings
 
-PARTS = ("rasa", "action_server", "bank_store")
+PARTS = ("rasa", "action_server", "bank_store", "tracker_store", "lock_store", "call_records_db")
 
 
 @dataclass(frozen=True)
@@ -59,29 +69,38 @@ def action_server_base_url(webhook_url: str) -> str:
 
 
 class HealthChecker:
-    """Probes the three parts concurrently. One per gateway process: it keeps the bank-store engine."""
+    """Probes the parts concurrently. One per gateway process: it keeps the database engines."""
 
     def __init__(self, settings: Settings, session: aiohttp.ClientSession | None = None) -> None:
         self._settings = settings
         self._timeout_s = settings.gateway.health_timeout_s
         self._session = session
         self._owns_session = session is None
-        self._engine: Engine | None = None
+        self._engines: dict[str, Engine] = {}
 
     async def close(self) -> None:
         if self._owns_session and self._session is not None:
             await self._session.close()
-        if self._engine is not None:
-            self._engine.dispose()
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines.clear()
 
     async def check(self) -> HealthReport:
-        rasa_url = self._settings.rasa.url.rstrip("/")
-        actions_url = action_server_base_url(self._settings.actions.url)
-        probes = (
+        settings = self._settings
+        rasa_url = settings.rasa.url.rstrip("/")
+        actions_url = action_server_base_url(settings.actions.url)
+        probes = [
             self._timed("rasa", lambda: self._http_ok(f"{rasa_url}/")),
             self._timed("action_server", lambda: self._http_ok(f"{actions_url}/health")),
-            self._timed("bank_store", self._bank_store_ok),
-        )
+            self._timed("bank_store", lambda: self._select_one("bank_store", lambda: _connect_only_engine(
+                settings.bank.db_url, self._timeout_s, "BANK_DB_URL", "has the action server seeded it?"))),
+            self._timed("tracker_store", lambda: self._select_one("tracker_store", lambda: _connect_only_engine(
+                settings.rasa.tracker_db_url, self._timeout_s, "TRACKER_DB_URL", "has Rasa started?"))),
+        ]
+        if settings.rasa.redis_host:
+            probes.append(self._timed("lock_store", self._lock_store_ok))
+        if settings.gateway.call_records_db_url.strip():
+            probes.append(self._timed("call_records_db", self._call_records_db_ok))
         return HealthReport(parts=tuple(await asyncio.gather(*probes)))
 
     async def _timed(self, name: str, probe: Callable[[], Awaitable[str]]) -> PartHealth:
@@ -104,30 +123,46 @@ class HealthChecker:
                 raise RuntimeError(f"HTTP {resp.status} from {url}")
             return f"HTTP {resp.status}"
 
-    async def _bank_store_ok(self) -> str:
-        engine = self._bank_engine()
+    async def _select_one(self, part: str, make_engine: Callable[[], Engine]) -> str:
+        engine = self._engines.get(part)
+        if engine is None:
+            engine = self._engines[part] = make_engine()
         # SQLAlchemy is synchronous: keep the event loop free while the database answers.
         await asyncio.to_thread(_select_one, engine)
         return "SELECT 1 ok"
 
-    def _bank_engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = _connect_only_engine(self._settings.bank.db_url, self._timeout_s)
-        return self._engine
+    async def _lock_store_ok(self) -> str:
+        """A Redis PING on a connection of its own (no pool to go stale across a Redis restart), no retries: the
+        probe's timeout is the whole budget."""
+        client = aioredis.Redis(host=self._settings.rasa.redis_host, port=self._settings.rasa.redis_port,
+                                socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s,
+                                retry=Retry(NoBackoff(), 0))
+        try:
+            if not await client.ping():
+                raise RuntimeError("PING not answered with PONG")
+        finally:
+            await client.aclose()
+        return "PING ok"
+
+    async def _call_records_db_ok(self) -> str:
+        from bot.records_db import DatabaseSink, records_engine, spool_backlog
+
+        detail = await self._select_one("call_records_db", lambda: records_engine(
+            self._settings.gateway.call_records_db_url, connect_timeout_s=self._timeout_s))
+        spool = Path(self._settings.gateway.call_records_dir) / DatabaseSink.SPOOL_FOLDER
+        waiting = await asyncio.to_thread(spool_backlog, spool)
+        return f"{detail}; {waiting} records waiting in the local spool" if waiting else detail
 
 
-def _connect_only_engine(db_url: str, timeout_s: float) -> Engine:
-    """An engine that checks the store without creating it: SQLite would silently create a missing file."""
-    try:
-        url = make_url(db_url)
-    except ArgumentError as exc:
-        raise ValueError(f"BANK_DB_URL is not a database URL: {exc}") from exc
+def _connect_only_engine(db_url: str, timeout_s: float, setting: str, missing_hint: str) -> Engine:
+    """An engine that checks a store without creating it: SQLite would silently create a missing file."""
+    url = gateway_db_url(db_url, setting)
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         if database in ("", ":memory:"):
-            raise ValueError("the bank store is an in-memory SQLite database, which no other process can reach")
+            raise ValueError(f"{setting} is an in-memory SQLite database, which no other process can reach")
         if not Path(database).is_file():
-            raise FileNotFoundError(f"SQLite file {database} does not exist (has the action server seeded it?)")
+            raise FileNotFoundError(f"SQLite file {database} does not exist ({missing_hint})")
         return sqlalchemy.create_engine(url, connect_args={"timeout": timeout_s}, poolclass=sqlalchemy.pool.NullPool)
     return sqlalchemy.create_engine(url, pool_pre_ping=True, pool_size=1, max_overflow=0,
                                     connect_args={"connect_timeout": max(1, int(timeout_s))})

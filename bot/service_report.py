@@ -1,6 +1,9 @@
 """The figures that matter, from the call records and CDRs the gateway writes (`make report`).
 
-    python -m bot.service_report [--dir var/calls]
+    python -m bot.service_report [--dir var/calls | --db postgresql+psycopg://...]
+
+Read from PostgreSQL when CALL_RECORDS_DB_URL is set (every gateway of a cluster writes there), else from the
+JSON Lines files in CALL_RECORDS_DIR; `--dir` or `--db` choose explicitly. The figures are the same either way.
 
 - 智能服务占比 (bot service share): calls the bot served to the end without a person, out of all calls that were
   not abandoned before the bot could answer.
@@ -106,17 +109,57 @@ def _spread(values: list[float], unit: str) -> str:
     return f"n={len(ordered)} p50={statistics.median(ordered):.1f}{unit} p95={p95:.1f}{unit} max={ordered[-1]:.1f}{unit}"
 
 
+def figures_from_files(folder: Path) -> ServiceFigures:
+    return compute(read_jsonl(folder.glob("calls-*.jsonl")), read_jsonl(folder.glob("cdr-*.jsonl")))
+
+
+def figures_from_database(db_url: str) -> ServiceFigures | None:
+    """The figures over every gateway's records in the database; None when no gateway has written there yet.
+    Raises ValueError for a URL that is not PostgreSQL, sqlalchemy's errors when the database does not answer."""
+    from bot.record_sinks import KIND_CALLS, KIND_CDR
+    from bot.records_db import read_documents, records_engine, tables_exist
+
+    engine = records_engine(db_url)
+    try:
+        if not tables_exist(engine):
+            return None
+        return compute(read_documents(engine, KIND_CALLS), read_documents(engine, KIND_CDR))
+    finally:
+        engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
+    settings = get_settings().gateway
     parser = argparse.ArgumentParser(prog="python -m bot.service_report", description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default=get_settings().gateway.call_records_dir,
-                        help="folder with calls-*.jsonl and cdr-*.jsonl (default: CALL_RECORDS_DIR)")
-    folder = Path(parser.parse_args(argv).dir)
-    if not folder.is_dir():
-        print(f"no call records yet: {folder} does not exist (make a few calls first)", file=sys.stderr)
-        return 1
-    figures = compute(read_jsonl(folder.glob("calls-*.jsonl")), read_jsonl(folder.glob("cdr-*.jsonl")))
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--dir", help="folder with calls-*.jsonl and cdr-*.jsonl "
+                                      "(default: CALL_RECORDS_DIR, when CALL_RECORDS_DB_URL is empty)")
+    source.add_argument("--db", help="the records database's URL (default: CALL_RECORDS_DB_URL)")
+    args = parser.parse_args(argv)
+    db_url = args.db if args.db is not None else ("" if args.dir else settings.call_records_db_url.strip())
+    if db_url:
+        try:
+            figures = figures_from_database(db_url)
+        except Exception as error:  # a dead or wrong database: say so in one line, not a stack trace
+            print(f"cannot read the call records database: {_one_line(error)}", file=sys.stderr)
+            return 1
+        if figures is None:
+            print("no call records yet: the database has no call-record tables (make a few calls first)",
+                  file=sys.stderr)
+            return 1
+    else:
+        folder = Path(args.dir or settings.call_records_dir)
+        if not folder.is_dir():
+            print(f"no call records yet: {folder} does not exist (make a few calls first)", file=sys.stderr)
+            return 1
+        figures = figures_from_files(folder)
     print(render(figures))
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The gateway's aiohttp application factory.
 
 `create_app(settings)` serves:
-    GET /healthz    200 when Rasa, the action server and the bank store answer; 503 naming the failing parts
+    GET /healthz    200 when Rasa, the action server and the stores answer (bot/health.py); 503 naming the failing parts
     GET /metrics    Prometheus text format of the process's default registry (voice loop, telephony, console)
     GET /console    the text console and its JSON API (bot/web/console.py)
     GET /voice      the voice page and its socket /voice/ws (bot/web/voice.py)
