@@ -19,13 +19,14 @@ RASA := $(RASA_VENV)/bin/rasa
 RASA_MODEL_DIR ?= models/rasa
 RASA_SOURCES := config.yml $(shell find domain data -name '*.yml' 2>/dev/null) $(wildcard dialogue/jieba_dict/*.txt)
 
-.PHONY: help deps apt run test train nlu-report chat call models report bench-voice bench-asr bench-sip gate clean
+.PHONY: help deps apt run cluster test train nlu-report chat call models report bench-voice bench-asr bench-sip bench-cluster gate clean
 
 help:
 	@echo "make run    - install what is missing, train if needed, start Rasa + actions + gateway (Ctrl-C stops)"
 	@echo "make test   - install what is missing and run the whole test suite"
-	@echo "make train | nlu-report | chat | call WAV=file.wav | models | report | bench-voice | bench-asr | bench-sip"
+	@echo "make train | nlu-report | chat | call WAV=file.wav | models | report | bench-voice | bench-asr | bench-sip | bench-cluster"
 	@echo "make gate   - the recorded-call regression gate: a corpus through the real loop against its baseline"
+	@echo "make cluster - Kamailio + 2 gateways + HAProxy + 2 Rasa + 2 action servers + Redis + PostgreSQL (docs/SCALING.md)"
 
 apt:
 	@bash scripts/install_apt.sh
@@ -60,6 +61,9 @@ nlu-report: train
 run: train
 	$(VOICE_VENV)/bin/python scripts/stack.py
 
+cluster: train
+	$(VOICE_VENV)/bin/python -m scripts.cluster
+
 test: train
 	@bash scripts/test_all.sh
 
@@ -83,6 +87,9 @@ bench-asr: deps
 
 gate: train
 	$(VOICE_VENV)/bin/python bench/gate.py $(GATE_ARGS)
+
+bench-cluster: train
+	$(VOICE_VENV)/bin/python bench/cluster_failover.py $(BENCH_ARGS)
 
 bench-sip: deps
 	@bash bench/sip_load.sh
