@@ -9,10 +9,13 @@ or delete the lock under a waiting turn, which then fails. Here every change of 
 tried again when another server changed the lock in between.
 
 Two more differences, both for phone calls:
-- A ticket lives `lock_lifetime_s` from when it is *served*, and a waiting ticket is renewed at every poll. So the
-  lifetime only has to cover one turn (settings: the turn budget plus a margin, `Settings.rasa_reply_timeout_s`;
-  the call channel cancels a turn at the budget), while a turn queued behind others never expires while its server
-  lives; and a server killed while holding a lock blocks that call for at most the lifetime, not Rasa's 60 s.
+- A ticket is a lease of `lock_lifetime_s` (LEASE_S, 3 s), renewed while its server is alive: at every look of a
+  waiting turn, and every third of the lease while the turn runs. Rasa's tickets live a fixed 60 s from when they are
+  taken, so a server killed mid-turn held that call's lock for up to a minute, and the caller's next turns, on any
+  server, failed after waiting out their budget. Here the lock is free at most one lease after the server died,
+  while a live turn keeps it however long it takes (the call channel cancels a turn at the turn budget anyway).
+  A server whose event loop stalls longer than a lease (2 s past the last renewal) could lose its lock to a
+  turn on another server: Rasa's turns are tenths of a second of CPU.
 - A waiting turn looks again every `poll_interval_s` (Rasa: 1 s, a second of silence on the phone). The lock's
   Redis key expires with its last ticket, so a dead server leaves nothing behind.
 
@@ -39,10 +42,10 @@ from rasa.core.lock import TicketLock
 from rasa.core.lock_store import LockError, RedisLockStore
 from rasa.utils.endpoints import EndpointConfig
 
-import settings as app_settings
-
 logger = logging.getLogger(__name__)
 
+LEASE_S = 3.0
+RENEWALS_PER_LEASE = 3
 POLL_INTERVAL_S = 0.05
 KEY_EXPIRY_MARGIN_S = 1.0
 
@@ -50,7 +53,7 @@ Result = TypeVar("Result")
 
 
 class AtomicRedisLockStore(RedisLockStore):
-    """RedisLockStore whose ticket locks are changed atomically, with per-turn lifetimes (see the module)."""
+    """RedisLockStore whose ticket locks are changed atomically and held as renewed leases (see the module)."""
 
     def __init__(
         self,
@@ -66,21 +69,26 @@ class AtomicRedisLockStore(RedisLockStore):
         if "socket_timeout" in kwargs:  # from ${ENV} in the endpoints file it is a string
             kwargs["socket_timeout"] = float(kwargs["socket_timeout"])
         super().__init__(**kwargs)
-        self.lock_lifetime_s = float(lock_lifetime_s or app_settings.get_settings().rasa_reply_timeout_s)
+        self.lock_lifetime_s = float(lock_lifetime_s or LEASE_S)
         self.poll_interval_s = float(poll_interval_s)
 
     def lock(
         self, conversation_id: str, lock_lifetime: Optional[float] = None, wait_time_in_seconds: Optional[float] = None
     ):
-        """Rasa's `lock` (async context manager), with this store's lifetime and poll interval by default."""
+        """Rasa's `lock` (async context manager), with this store's lease and poll interval by default."""
         return self._lock(conversation_id, lock_lifetime or self.lock_lifetime_s,
                           wait_time_in_seconds or self.poll_interval_s)
 
     @asynccontextmanager
-    async def _lock(self, conversation_id: str, lifetime: float, wait_s: float) -> AsyncIterator[TicketLock]:
-        ticket = self.issue_ticket(conversation_id, lifetime)
+    async def _lock(self, conversation_id: str, lease_s: float, wait_s: float) -> AsyncIterator[TicketLock]:
+        ticket = self.issue_ticket(conversation_id, lease_s)
         try:
-            yield await self._acquire_lock(conversation_id, ticket, wait_s)
+            lock = await self._wait_for_turn(conversation_id, ticket, lease_s, wait_s)
+            renewing = asyncio.create_task(self._keep_renewing(conversation_id, ticket, lease_s))
+            try:
+                yield lock
+            finally:
+                renewing.cancel()
         finally:
             self.cleanup(conversation_id, ticket)
 
@@ -93,10 +101,13 @@ class AtomicRedisLockStore(RedisLockStore):
             raise LockError(f"Error while acquiring lock. Error:\n{exc}") from exc
 
     async def _acquire_lock(self, conversation_id: str, ticket: int, wait_time_in_seconds: float) -> TicketLock:
+        return await self._wait_for_turn(conversation_id, ticket, self.lock_lifetime_s, wait_time_in_seconds)
+
+    async def _wait_for_turn(self, conversation_id: str, ticket: int, lease_s: float, wait_s: float) -> TicketLock:
         """Waits until `ticket` is served, renewing it at every look; LockError if it expired meanwhile."""
         while True:
             try:
-                served = self._change(conversation_id, lambda lock: self._renew(lock, ticket))
+                served = self._change(conversation_id, lambda lock: self._renew(lock, ticket, lease_s))
             except Exception as exc:  # noqa: BLE001
                 raise LockError(f"Error while acquiring lock. Error:\n{exc}") from exc
             if served is None:
@@ -104,7 +115,19 @@ class AtomicRedisLockStore(RedisLockStore):
             if served:
                 logger.debug("Acquired lock for conversation '%s'.", conversation_id)
                 return served
-            await asyncio.sleep(wait_time_in_seconds)
+            await asyncio.sleep(wait_s)
+
+    async def _keep_renewing(self, conversation_id: str, ticket: int, lease_s: float) -> None:
+        """While the turn runs: the lease renewed every third of it. A Redis hiccup is logged and tried again."""
+        while True:
+            await asyncio.sleep(lease_s / RENEWALS_PER_LEASE)
+            try:
+                if self._change(conversation_id, lambda lock: self._renew(lock, ticket, lease_s)) is None:
+                    logger.warning("the lock of conversation %s expired during its turn", conversation_id)
+                    return
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("could not renew the lock of conversation %s (%s)", conversation_id,
+                               type(exc).__name__)
 
     def cleanup(self, conversation_id: str, ticket_number: int) -> None:
         """Hands the lock on: removes `ticket_number`; the lock goes when no ticket is left. A failure is logged,
@@ -121,12 +144,14 @@ class AtomicRedisLockStore(RedisLockStore):
     def update_lock(self, conversation_id: str) -> None:
         self._change(conversation_id, lambda lock: None)  # expired tickets are dropped by every change
 
-    def _renew(self, lock: TicketLock, ticket_number: int) -> Optional[TicketLock | bool]:
-        """The lock if `ticket_number` is now served, False if it waits (renewed), None if it is gone."""
+    @staticmethod
+    def _renew(lock: TicketLock, ticket_number: int, lease_s: float) -> Optional[TicketLock | bool]:
+        """Renews `ticket_number` for `lease_s`: the lock if that ticket is now served, False if it waits, None if
+        it is gone (expired)."""
         ticket = lock._ticket_for_ticket_number(ticket_number)  # drops expired tickets first
         if ticket is None:
             return None
-        ticket.expires = time.time() + self.lock_lifetime_s
+        ticket.expires = time.time() + lease_s
         return lock if lock.now_serving == ticket_number else False
 
     def _change(self, conversation_id: str, change: Callable[[TicketLock], Result]) -> Result:

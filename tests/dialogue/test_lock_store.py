@@ -15,7 +15,7 @@ import pytest
 import redis
 from rasa.core.lock_store import LockError, RedisLockStore
 
-from dialogue.lock_store import AtomicRedisLockStore
+from dialogue.lock_store import LEASE_S, AtomicRedisLockStore
 from scripts.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -99,29 +99,29 @@ def test_turns_of_one_conversation_from_three_processes_never_overlap(stores):
     assert redis.Redis(port=stores.redis.port).get(f"test:lock:{conversation_id}") is None  # nothing left behind
 
 
-async def test_a_lock_left_by_a_dead_server_is_free_after_the_lifetime(stores):
-    """A server killed mid-turn never hands its lock on; the next turn waits at most one lifetime."""
+async def test_a_lock_left_by_a_dead_server_is_free_after_one_lease(stores):
+    """A server killed mid-turn never hands its lock on, nor renews it; the next turn waits one lease at most."""
     conversation_id = conversation()
-    make(stores, lock_lifetime_s=1.0).issue_ticket(conversation_id)  # taken, never given back
+    make(stores, lock_lifetime_s=1.0).issue_ticket(conversation_id)  # taken, never renewed nor given back
     started = time.monotonic()
     async with make(stores, lock_lifetime_s=1.0).lock(conversation_id):
         waited = time.monotonic() - started
     assert 0.8 < waited < 2.0
 
 
-async def test_a_turn_waiting_behind_others_longer_than_the_lifetime_keeps_its_place(stores):
-    """The lifetime covers one turn, counted from when it is served: a turn queued behind two 0.7 s turns waits
-    1.4 s with a 1 s lifetime and still runs, after them and alone."""
+async def test_a_live_turn_keeps_its_lock_past_the_lease_and_queued_turns_keep_their_places(stores):
+    """Leases of 0.5 s; the first turn runs 1.2 s and the second 0.8 s, the third waits 2 s behind them: each
+    keeps its lease renewed, so they run one after the other, alone, in order."""
     conversation_id, order = conversation(), []
 
     async def turn(name: str, hold_s: float, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
-        async with make(stores, lock_lifetime_s=1.0).lock(conversation_id):
+        async with make(stores, lock_lifetime_s=0.5).lock(conversation_id):
             order.append(f"{name} in")
             await asyncio.sleep(hold_s)
             order.append(f"{name} out")
 
-    await asyncio.gather(turn("first", 0.7, 0), turn("second", 0.7, 0.05), turn("third", 0, 0.1))
+    await asyncio.gather(turn("first", 1.2, 0), turn("second", 0.8, 0.05), turn("third", 0, 0.1))
     assert order == ["first in", "first out", "second in", "second out", "third in", "third out"]
 
 
@@ -139,7 +139,7 @@ def test_made_from_the_cluster_endpoints_file(stores, monkeypatch, tmp_path):
     from rasa.core.lock_store import LockStore
     from rasa.utils.endpoints import read_endpoint_config
 
-    from settings import REPO_ROOT, get_settings
+    from settings import REPO_ROOT
 
     monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
     monkeypatch.setenv("REDIS_PORT", str(stores.redis.port))
@@ -149,6 +149,6 @@ def test_made_from_the_cluster_endpoints_file(stores, monkeypatch, tmp_path):
     store = LockStore.create(config)
     assert isinstance(store, AtomicRedisLockStore)
     assert store.key_prefix == "ivr:lock:"
-    assert store.lock_lifetime_s == get_settings().rasa_reply_timeout_s
+    assert store.lock_lifetime_s == LEASE_S
     assert store.red.connection_pool.connection_kwargs["socket_timeout"] == 1
     assert store.issue_ticket(conversation()) == 0
