@@ -155,6 +155,8 @@ class SipSettings:
         "complaint=sip:complaint@127.0.0.1:5070;card_services=sip:cards@127.0.0.1:5070",
     )
     refer_timeout_s: float = env("SIP_REFER_TIMEOUT_S", 30.0)  # no final NOTIFY by then -> transfer failed
+    # How long the agent's screen-pop (GET /agent/{ref}, the REFER's X-IVR-Context-Ref) can be opened after a handoff
+    agent_context_ttl_s: float = env("SIP_AGENT_CONTEXT_TTL_S", 1800.0)
     retry_after_s: int = env("SIP_RETRY_AFTER_S", 10)  # Retry-After on every 503 (calls, ports, voice loop full)
     # Digest auth (RFC 8760 MD5) for peers outside allow_cidrs; empty password = CIDR allow-list only.
     digest_realm: str = env("SIP_DIGEST_REALM", "ivr")

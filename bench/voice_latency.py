@@ -144,7 +144,8 @@ class RasaStack:
         }
         env = {**os.environ, **overrides}
         self.settings = Settings.from_env(env)
-        self._specs = [s for s in build_specs(self.settings, child_env(self.settings, env)) if s.name != "gateway"]
+        self._specs = [s for s in build_specs(self.settings, child_env(self.settings, env))
+                       if s.name in ("actions", "rasa")]
         self._workdir = workdir
         self._procs: list[subprocess.Popen] = []
 

@@ -46,6 +46,7 @@ class CallRecord:
     outcome: str | None = None
     handoff_reason: str | None = None
     handoff_queue: str | None = None
+    time_to_agent_s: float | None = None  # telephony's: the handoff to the agent answering (SIP: the NOTIFY 200)
     end_cause: str | None = None
     bot_answered: bool = False
     awaiting_bot: bool = False
@@ -73,6 +74,11 @@ class CallRecord:
         self.outcome = OUTCOME_HANDOFF
         self.handoff_reason = str(event.get("reason") or "unknown")
         self.handoff_queue = str(event.get("queue") or "general")
+
+    def agent_answered(self, time_to_agent_s: float | None) -> None:
+        """The transfer reached an agent (bot/call_session.py CallSession.transfer_finished)."""
+        if time_to_agent_s is not None:
+            self.time_to_agent_s = round(time_to_agent_s, 3)
 
     def mark_bot_hangup(self) -> None:
         if self.outcome is None:

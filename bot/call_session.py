@@ -14,7 +14,9 @@ browser's /voice/ws in bot/web/voice.py) only translate their wire to these call
     await session.stop("remote_hangup")     # idempotent; the slot is released and the CDR written whatever failed
 
 A handoff goes to the door's `transfer` hook (SIP: a REFER). Without one the door cannot transfer: the session
-declines it, and the dialogue apologises and offers a callback (the REST call contract).
+declines it, and the dialogue apologises and offers a callback (the REST call contract). With `screen_pops` (the voice
+loop's bot/screen_pop.py store) the handoff first leaves the agent's screen-pop there, and the event the hook gets
+carries its reference as `context["context_ref"]` (SIP sends it as X-IVR-Context-Ref).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bot.admission import Admission, AtCapacity
 from bot.call_ids import new_call_id
 from bot.call_log import CallLoggerAdapter, call_logger
 from bot.cdr import CallDetailRecord, CdrWriter, finish_call, handoff_is_green_channel
+from bot.screen_pop import ScreenPopStore, screen_pop_for
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,8 @@ class CallSession:
     def __init__(self, calls: CallFactory, door: str, *, caller: str = "", peer_call_id: str = "",
                  codec: str | None = None, sample_rate: int = 8000, cdr_writer: CdrWriter | None = None,
                  admission: Admission | None = None, transfer: TransferHook | None = None,
-                 on_bot_hangup: Callable[[], None] | None = None, call_id: str | None = None) -> None:
+                 on_bot_hangup: Callable[[], None] | None = None, call_id: str | None = None,
+                 screen_pops: ScreenPopStore | None = None) -> None:
         self.id = call_id or new_call_id(door)
         self.door = door
         self.caller = caller = safe_caller_number(caller)
@@ -89,6 +93,7 @@ class CallSession:
         self._admission = admission
         self._transfer = transfer
         self._on_bot_hangup = on_bot_hangup
+        self._screen_pops = screen_pops
         self._stopped = False
 
     # ---- start ------------------------------------------------------------------------------
@@ -168,11 +173,16 @@ class CallSession:
     def transfer_requested(self, queue: str, uri: str | None, event: dict) -> None:
         self.record.transfer_requested(queue, uri, green_channel=handoff_is_green_channel(event))
 
-    def transfer_finished(self, ok: bool, detail: str, time_to_agent_s: float | None = None) -> None:
-        """The transfer's outcome: into the CDR and the metrics, and back to the dialogue (which apologises on
-        failure). Answered outside the caller's callback so the voice loop is not re-entered from its own task."""
+    def transfer_finished(self, ok: bool, detail: str, time_to_agent_s: float | None = None,
+                          refer_accepted_s: float | None = None) -> None:
+        """The transfer's outcome: into the CDR, the call record and the metrics, and back to the dialogue (which
+        apologises on failure). Answered outside the caller's callback so the voice loop is not re-entered from its
+        own task. `time_to_agent_s`: handoff → the agent answered; `refer_accepted_s`: handoff → the queue took it."""
         record = self.record
-        record.transfer_finished(ok, detail, time_to_agent_s)
+        record.transfer_finished(ok, detail, time_to_agent_s, refer_accepted_s)
+        call_record = getattr(self.voice, "record", None)  # CallHandle's CallRecord (doubles may have none)
+        if ok and hasattr(call_record, "agent_answered"):
+            call_record.agent_answered(time_to_agent_s)
         queue = record.transfer_queue if record.transfer_uri is not None else metrics.UNROUTED_QUEUE
         metrics.transfer_finished(queue or metrics.UNROUTED_QUEUE, ok, record.green_channel, time_to_agent_s)
         if ok and time_to_agent_s is not None:
@@ -182,12 +192,29 @@ class CallSession:
 
     async def _on_handoff(self, event: dict[str, Any]) -> None:
         if self._transfer is not None:
-            await self._transfer(self, event)
+            await self._transfer(self, self._with_screen_pop(event))
             return
         self.log.info("handoff to queue %s requested, but a %s call cannot be transferred", event.get("queue"),
                       self.door)
         self.transfer_requested(str(event.get("queue") or ""), None, event)
         self.transfer_finished(False, f"{self.door} calls cannot be transferred")
+
+    def _with_screen_pop(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The handoff event, its context carrying the reference of the agent's screen-pop (when there is a store)."""
+        if self._screen_pops is None:
+            return event
+        try:
+            pop = screen_pop_for(event, caller=self.caller, record=getattr(self.voice, "record", None),
+                                 call_id=self.id)
+            ref = self._screen_pops.create(pop)
+        except Exception:  # the caller must reach the agent even when the pop cannot be made
+            self.log.exception("screen-pop not made")
+            return event
+        context = dict(event.get("context")) if isinstance(event.get("context"), dict) else {}
+        context["context_ref"] = ref
+        # The agent's page, for whoever runs the gateway (loopback or the console token still guard it).
+        self.log.info("screen-pop for the agent: /agent/%s (for %.0f s)", ref, self._screen_pops.ttl_s)
+        return {**event, "context": context}
 
     async def _on_hangup(self) -> None:
         self.bot_hung_up.set()

@@ -2,14 +2,16 @@
 
     record = CallDetailRecord.begin(call.id, DOOR_SIP, caller="13800000001", codec="PCMA")
     record.answered(); record.transfer_requested("general", "sip:general@pbx", green_channel=True)
-    record.transfer_finished(True, "202 Accepted", time_to_agent_s=4.2)
+    record.transfer_finished(True, "200 OK", time_to_agent_s=4.2, refer_accepted_s=0.1)
     finish_call(record, "transferred", writer)      # in a `finally`: counted, then written
 
 Lines are appended to `<settings.gateway.call_records_dir>/cdr-YYYYMMDD.jsonl` (UTC day), next to the voice
 loop's `calls-*.jsonl`; with CALL_RECORDS_DB_URL set they go to PostgreSQL instead (bot/record_sinks.py).
 Fields: call_id, door, peer_call_id (SIP Call-ID / stream id), caller (masked: at most the first 3 and last 4
 digits), start/answer/end (ISO 8601 UTC), duration_s, cause, outcome, codec,
-packets_in/out/lost, jitter_ms (SIP/RTP only), transfer_queue/uri/result/detail, green_channel, time_to_agent_s.
+packets_in/out/lost, jitter_ms (SIP/RTP only), transfer_queue/uri/result/detail, green_channel,
+time_to_agent_s (the handoff to the agent answering: the REFER's NOTIFY 200), refer_accepted_s (the handoff to the
+queue accepting the REFER: its 202).
 A record that cannot be written is logged, never raised: a full disk must not take calls down. Text that came from
 a peer (a SIP Call-ID, a reason phrase) may hold bytes that are not UTF-8 (kept as surrogate escapes by the SIP
 parser): they are written as `\\xNN`, so such a call still gets its line.
@@ -65,6 +67,7 @@ class CallDetailRecord:
     transfer_detail: str | None = None
     green_channel: bool = False
     time_to_agent_s: float | None = None
+    refer_accepted_s: float | None = None
 
     @classmethod
     def begin(cls, call_id: str, door: str, *, caller: str = "", peer_call_id: str = "",
@@ -81,11 +84,14 @@ class CallDetailRecord:
     def transfer_requested(self, queue: str, uri: str | None, *, green_channel: bool) -> None:
         self.transfer_queue, self.transfer_uri, self.green_channel = queue, uri, green_channel
 
-    def transfer_finished(self, ok: bool, detail: str, time_to_agent_s: float | None = None) -> None:
+    def transfer_finished(self, ok: bool, detail: str, time_to_agent_s: float | None = None,
+                          refer_accepted_s: float | None = None) -> None:
         self.transfer_result = "ok" if ok else "failed"
         self.transfer_detail = detail[:MAX_DETAIL_CHARS]
         if ok and time_to_agent_s is not None:
             self.time_to_agent_s = round(time_to_agent_s, 3)
+        if ok and refer_accepted_s is not None:
+            self.refer_accepted_s = round(refer_accepted_s, 3)
 
     def media(self, packets_in: int, packets_out: int, packets_lost: int = 0, jitter_ms: float | None = None) -> None:
         self.packets_in, self.packets_out, self.packets_lost, self.jitter_ms = (

@@ -77,9 +77,21 @@ def child_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def agent_desk_address(settings: Settings) -> tuple[str, int] | None:
+    """Where the stand-in agent desk listens: SIP_ROUTING's loopback target (None: the queues are a real PBX's)."""
+    from telephony.agent_desk import desk_address
+
+    return desk_address(settings)
+
+
 def build_specs(settings: Settings, env: Mapping[str, str]) -> list[ChildSpec]:
-    """The three processes of the stack, in start order."""
+    """The processes of the stack, in start order: action server, Rasa, gateway, and the stand-in agent desk
+    (telephony/agent_desk.py) when SIP_ROUTING sends transfers to this machine, so a transfer completes here."""
     rasa, actions, gateway = settings.rasa, settings.actions, settings.gateway
+    desk = agent_desk_address(settings)
+    desk_specs = [ChildSpec("agent-desk", (str(VOICE_PYTHON), "-m", "telephony.agent_desk", "--host", desk[0],
+                                           "--port", str(desk[1])),
+                            f"tcp://{desk[0]}:{desk[1]}", env)] if desk else []  # SIP over TCP shares the port
     return [
         ChildSpec("actions", (str(RASA_BIN), "run", "actions", "--actions", "actions", "-p", str(actions.port)),
                   f"http://{LOOPBACK}:{actions.port}/health", env),
@@ -89,6 +101,7 @@ def build_specs(settings: Settings, env: Mapping[str, str]) -> list[ChildSpec]:
                   f"http://{LOOPBACK}:{rasa.port}/", env),
         ChildSpec("gateway", (str(VOICE_PYTHON), "-m", "telephony.gateway"),
                   f"http://{LOOPBACK}:{gateway.port}/healthz", env),
+        *desk_specs,
     ]
 
 
@@ -286,6 +299,8 @@ def banner(settings: Settings) -> str:
         f"  health         {web}/healthz",
         f"  metrics        {web}/metrics",
         f"  SIP            sip:ivr@{settings.sip.host}:{settings.sip.port} (UDP and TCP)",
+        *([f"  agent desk     sip:general@{desk[0]}:{desk[1]} (stand-in agent: answers transfers; screen-pop "
+           f"{web}/agent/<X-IVR-Context-Ref>)"] if (desk := agent_desk_address(settings)) else []),
         f"  Rasa           http://{LOOPBACK}:{settings.rasa.port}",
         f"  action server  http://{LOOPBACK}:{settings.actions.port}",
         "  CLI chat       make chat",

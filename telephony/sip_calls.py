@@ -13,8 +13,10 @@ queue, its hangup a BYE; no RTP for media_timeout_s → BYE (not while the calle
 A call's life (id, admission, voice loop, CDR, metrics, key logging, teardown) is a `bot.call_session.CallSession`;
 this module adds what is SIP's: the RTP leg, the REFER, and 503 + Retry-After for an INVITE that finds the voice
 loop full (the admission is taken at the INVITE, so the caller is never answered and then dropped).
-Every log line of a call carries `call=<id>`; each call ends in one CDR line, including the green channel's time to
-agent (answer → REFER accepted).
+Every log line of a call carries `call=<id>`; each call ends in one CDR line, including the time to agent (the
+handoff's REFER → the NOTIFY 200 that says the agent answered) and the REFER's 202 (`refer_accepted_s`).
+With a screen-pop store (bot/screen_pop.py, the voice loop's), the handoff leaves a context reference for the agent's
+page, and the REFER carries it as X-IVR-Context-Ref.
 
 `python -m telephony.sip_calls --echo` runs the door with a media-only echo bot (for sipp, baresip, bench).
 """
@@ -33,6 +35,7 @@ from bot.admission import Admission
 from bot.call_log import CallLoggerAdapter, call_logger
 from bot.call_session import CallFactory, CallSession, safe_caller_number
 from bot.cdr import CallDetailRecord, CdrWriter, finish_call
+from bot.screen_pop import ScreenPopStore
 from settings import Settings, get_settings
 from telephony.rtp.ports import NoFreePortError, PortAllocator
 from telephony.rtp.session import RtpSession, RtpStats
@@ -68,8 +71,10 @@ class SipCallBridge:
     `admission`: the voice loop's limit, taken at the INVITE (None: only settings.sip.max_calls)."""
 
     def __init__(self, settings: Settings, call_factory: CallFactory, allocator: PortAllocator | None = None,
-                 cdr_writer: CdrWriter | None = None, admission: Admission | None = None):
+                 cdr_writer: CdrWriter | None = None, admission: Admission | None = None,
+                 screen_pops: ScreenPopStore | None = None):
         self.settings = settings
+        self.screen_pops = screen_pops
         self.call_factory = call_factory
         self.admission = admission
         self.allocator = allocator or PortAllocator.from_settings(settings)
@@ -120,7 +125,8 @@ class SipCallBridge:
         session = CallSession(self.call_factory, metrics.DOOR_SIP, caller=call.caller, peer_call_id=call.sip_call_id,
                               sample_rate=SAMPLE_RATE, cdr_writer=self.cdr_writer, admission=self.admission,
                               transfer=lambda session, event: self._handoff(call, session, event),
-                              on_bot_hangup=lambda: self._hangup(call, "bot_hangup"), call_id=call.id)
+                              on_bot_hangup=lambda: self._hangup(call, "bot_hangup"), call_id=call.id,
+                              screen_pops=self.screen_pops)
         return CallLeg(call, session)
 
     def _record_refused(self, event: CallRefused) -> None:
@@ -155,7 +161,7 @@ class SipCallBridge:
         elif isinstance(event, ReInvite):
             self._apply_media(leg, event.media)
         elif isinstance(event, TransferResult):
-            leg.session.transfer_finished(event.ok, event.detail, event.time_to_agent_s)
+            leg.session.transfer_finished(event.ok, event.detail, event.time_to_agent_s, event.refer_accepted_s)
         elif isinstance(event, CallEnded):
             await self._teardown(leg, event.cause)
 
@@ -252,9 +258,11 @@ def _remote(media: MediaPlan) -> tuple[str, int]:
 
 async def start_sip_server(settings: Settings, call_factory: CallFactory, host: str | None = None,
                            port: int | None = None, cdr_writer: CdrWriter | None = None,
-                           admission: Admission | None = None) -> SipCallBridge:
+                           admission: Admission | None = None,
+                           screen_pops: ScreenPopStore | None = None) -> SipCallBridge:
     """The SIP door on settings.sip.host/port (UDP+TCP). `close()` it to stop."""
-    return await SipCallBridge(settings, call_factory, cdr_writer=cdr_writer, admission=admission).start(host, port)
+    return await SipCallBridge(settings, call_factory, cdr_writer=cdr_writer, admission=admission,
+                               screen_pops=screen_pops).start(host, port)
 
 
 def add_sip_service(app: Any, voice: Any, settings: Settings | None = None) -> None:
@@ -273,7 +281,8 @@ def add_sip_service(app: Any, voice: Any, settings: Settings | None = None) -> N
         sip_settings = settings or app.get(SETTINGS_KEY) or get_settings()
         try:
             bridge = await start_sip_server(sip_settings, voice.create_call, admission=voice.admission,
-                                            cdr_writer=CdrWriter.from_settings(sip_settings))
+                                            cdr_writer=CdrWriter.from_settings(sip_settings),
+                                            screen_pops=getattr(voice, "screen_pops", None))
         except AdvertisedAddressError as error:
             log.error("SIP door not started on %s:%s: %s; set SIP_ADVERTISED_HOST to the address peers reach us at",
                       sip_settings.sip.host, sip_settings.sip.port, error)

@@ -5,6 +5,7 @@
     GET /metrics    Prometheus text format of the process's default registry (voice loop, telephony, console)
     GET /console    the text console and its JSON API (bot/web/console.py)
     GET /voice      the voice page and its socket /voice/ws (bot/web/voice.py)
+    GET /agent/{ref} the agent's screen-pop of a call handed over (bot/web/agent.py; the REFER's X-IVR-Context-Ref)
 The gateway's one voice loop (bot/web/voice_loop.py) is made here and loaded in the first cleanup context; it is
 handed to the voice page and to every door telephony adds through `extra_setup(app, voice)` (SIP, /media,
 AudioSocket; see telephony/gateway.py). Without a voice pipeline installed (pipecat missing) the gateway serves the
@@ -64,6 +65,7 @@ async def _health_checker_ctx(app: web.Application):
 def _voice_loop(app: web.Application, settings: Settings, runtime: Any) -> Any:
     """The voice loop and the voice page; None when the voice layer is not installed (a text-only gateway)."""
     try:
+        from bot.web.agent import add_agent_routes
         from bot.web.voice import add_voice_routes
         from bot.web.voice_loop import VOICE_LOOP_KEY, VoiceLoop
     except ImportError as exc:
@@ -73,6 +75,7 @@ def _voice_loop(app: web.Application, settings: Settings, runtime: Any) -> Any:
     app[VOICE_LOOP_KEY] = voice
     app.cleanup_ctx.append(voice.serve)  # before the doors: their contexts find the engines loaded
     add_voice_routes(app, settings, voice)
+    add_agent_routes(app, settings, voice.screen_pops)
     return voice
 
 

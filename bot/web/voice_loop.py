@@ -21,6 +21,7 @@ from aiohttp import web
 
 from bot.admission import Admission, capacity_for
 from bot.call import CallHandle, CallInfo, VoiceRuntime
+from bot.screen_pop import ScreenPopStore
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class VoiceLoop:
         self._given = runtime is not None
         given_admission = getattr(runtime, "admission", None)
         self.admission = given_admission or Admission(capacity_for(settings.voice))
+        # The agents' screen-pops of this gateway's handoffs (GET /agent/{ref}, bot/web/agent.py)
+        self.screen_pops = ScreenPopStore(settings.sip.agent_context_ttl_s)
 
     def create_call(self, info: CallInfo) -> CallHandle:
         """The doors' call factory. Raises AtCapacity at the admission limit, VoiceLoopUnavailable without engines."""

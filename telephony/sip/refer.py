@@ -2,7 +2,8 @@
 
 The routing table (`settings.sip.routing`, "queue=uri;queue=uri") is the complete list of places we may
 send a caller: anything else is refused before a byte goes out (no toll fraud through a crafted handoff).
-Context travels as X-IVR-* headers; values are sanitised so they cannot inject headers.
+Context travels as X-IVR-* headers; values are sanitised so they cannot inject headers. X-IVR-Context-Ref is the
+unguessable reference of the agent's screen-pop (bot/screen_pop.py, `GET /agent/{ref}` on the gateway).
 The outcome comes back in NOTIFY bodies of type message/sipfrag (RFC 3420): `SIP/2.0 200 OK`.
 """
 
@@ -25,6 +26,8 @@ CONTEXT_HEADERS = {
     "customer_ref": "X-IVR-Customer-Ref",
     "green_channel": "X-IVR-Green-Channel",
     "call_id": "X-IVR-Call-Id",
+    # The agent's screen-pop (bot/screen_pop.py): GET /agent/{ref} on the gateway that handed the call off.
+    "context_ref": "X-IVR-Context-Ref",
 }
 
 

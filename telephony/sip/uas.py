@@ -97,7 +97,8 @@ class Transfer:
     deadline: float
     refer_key: tuple
     accepted: bool = False
-    accepted_at: float | None = None  # the 2xx to the REFER: the queue took the caller (time to agent ends here)
+    accepted_at: float | None = None  # the 2xx to the REFER: the queue took the caller (not yet an agent)
+    started_at: float = 0.0  # the REFER went out: the handoff, where time to agent starts
 
 
 @dataclass(eq=False)
@@ -168,7 +169,9 @@ class TransferResult:
     call: Call
     ok: bool
     detail: str
-    time_to_agent_s: float | None = None  # ok only: from our 200 OK to the REFER being accepted (green channel)
+    # ok only: from the handoff (our REFER) to the NOTIFY whose sipfrag says `SIP/2.0 200`: the agent answered
+    time_to_agent_s: float | None = None
+    refer_accepted_s: float | None = None  # ok only: from the handoff to the 2xx to our REFER (the queue took it)
 
 
 @dataclass(frozen=True)
@@ -331,7 +334,7 @@ class UserAgent:
             *[(name.lower(), value) for name, value in headers],
         ]
         refer_tx, out = self._send_in_dialog(call, "REFER", now, refer_headers)
-        call.transfer = Transfer(target_uri, now + self.settings.refer_timeout_s, refer_tx.key)
+        call.transfer = Transfer(target_uri, now + self.settings.refer_timeout_s, refer_tx.key, started_at=now)
         call.log.info("REFER to %s", target_uri)
         return out
 
@@ -588,8 +591,8 @@ class UserAgent:
             return [TransferResult(call, False, f"transfer target answered {status} {reason}".strip())]
         call.log.info("transferred to %s", target)
         # RFC 5589 §6.1: the transfer succeeded, so our leg is no longer needed.
-        elapsed = _time_to_agent(call, transfer, now)
-        out: list[Output] = [TransferResult(call, True, f"{status} {reason}".strip(), elapsed)]
+        to_agent, accepted = _transfer_times(transfer, now)
+        out: list[Output] = [TransferResult(call, True, f"{status} {reason}".strip(), to_agent, accepted)]
         return out + self.hangup(call, now, cause="transferred")
 
     def _receive_ack(self, request: SipMessage, now: float) -> list[Output]:
@@ -850,14 +853,13 @@ def _call_deadline(call: Call, max_call_s: float) -> float | None:
     return min(deadlines, default=None)
 
 
-def _time_to_agent(call: Call, transfer: Transfer, now: float) -> float | None:
-    """Answer to REFER accepted (issue 4: green-channel time to agent). A final NOTIFY that overtook the 202
-    (UDP reorders) still proves the REFER was accepted (RFC 3515: only an accepted REFER is NOTIFYed), so its
-    arrival stands in."""
-    if call.answered_at is None:
-        return None
+def _transfer_times(transfer: Transfer, now: float) -> tuple[float, float]:
+    """(time to agent, REFER accepted), both from the handoff (our REFER). Time to agent ends now, at the NOTIFY
+    whose sipfrag is `SIP/2.0 200` (RFC 3515 §2.4.5): the agent answered the caller, not merely the queue taking
+    the REFER (its 202). A final NOTIFY that overtook the 202 (UDP reorders) still proves the REFER was accepted
+    (RFC 3515: only an accepted REFER is NOTIFYed), so its arrival stands in for the 202's."""
     accepted_at = transfer.accepted_at if transfer.accepted_at is not None else now
-    return max(0.0, accepted_at - call.answered_at)
+    return max(0.0, now - transfer.started_at), max(0.0, min(accepted_at, now) - transfer.started_at)
 
 
 def _log_identity(call_log: CallLoggerAdapter, identity: CallerIdentity, source: Address) -> None:

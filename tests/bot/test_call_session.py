@@ -115,3 +115,58 @@ async def test_teardown_completes_once_even_when_the_voice_loop_fails_to_stop(tm
     await asyncio.gather(session.stop("remote_bye"), session.stop("bridge_closed"))
     assert closed == ["rtp closed"] and admission.in_use == 0
     assert [cdr["cause"] for cdr in cdrs(tmp_path)] == ["remote_bye"]
+
+
+async def test_a_handoff_leaves_the_agents_screen_pop_and_its_reference_travels_with_the_transfer(tmp_path):
+    from bot.call_records import CallRecord
+    from bot.screen_pop import ScreenPopStore
+
+    made: list[ScriptedCall] = []
+    transferred: list[dict] = []
+
+    def make(info):
+        call = ScriptedCall(info)
+        call.record = CallRecord(call_id=info.call_id, caller_number=info.caller_number)
+        call.record.add_caller_turn("我要挂失", source="asr", secure=False)
+        call.record.add_caller_turn("135790", source="keypad", secure=True)
+        made.append(call)
+        return call
+
+    async def transfer(session, event):
+        transferred.append(event)
+
+    store = ScreenPopStore(600.0)
+    session = CallSession(make, "sip", caller="13800000001", cdr_writer=CdrWriter(tmp_path), transfer=transfer,
+                          screen_pops=store)
+    await session.start(on_audio=lambda pcm: None, on_clear=lambda: None)
+    event = {"queue": "elderly_priority", "priority": 9, "reason": "green_channel",
+             "context": {"intent": "report_loss", "verified": True, "green_channel": True, "call_id": session.id}}
+    await made[0].on_handoff(event)
+    [sent] = transferred
+    assert "context_ref" not in event["context"]  # the dialogue's event is not changed in place
+    ref = sent["context"]["context_ref"]
+    assert len(ref) >= 22 and sent["context"]["intent"] == "report_loss"
+    pop = store.get(ref)
+    assert pop["caller"] == "138****0001" and pop["elderly"] and pop["green_channel"] and pop["verified"]
+    assert [turn["text"] for turn in pop["transcript"]] == ["我要挂失", "****"]
+    # the agent answered: time to agent (and the REFER's 202) into the CDR and the call record
+    session.transfer_finished(True, "200 OK", 2.5, 0.01)
+    assert made[0].record.time_to_agent_s == 2.5
+    await session.stop("transferred")
+    [cdr] = cdrs(tmp_path)
+    assert (cdr["time_to_agent_s"], cdr["refer_accepted_s"], cdr["outcome"]) == (2.5, 0.01, "transferred")
+
+
+async def test_without_a_screen_pop_store_the_handoff_event_goes_to_the_door_unchanged(tmp_path):
+    made: list[ScriptedCall] = []
+    transferred: list[dict] = []
+
+    async def transfer(session, event):
+        transferred.append(event)
+
+    session = CallSession(lambda info: made.append(ScriptedCall(info)) or made[-1], "sip", transfer=transfer)
+    await session.start(on_audio=lambda pcm: None, on_clear=lambda: None)
+    event = {"queue": "general", "context": {"intent": None}}
+    await made[0].on_handoff(event)
+    assert transferred == [event]
+    await session.stop("remote_hangup")

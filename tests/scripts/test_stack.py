@@ -120,12 +120,20 @@ def test_children_get_ports_and_urls_from_settings(tmp_path):
     assert env["ACTION_SERVER_URL"] == "http://127.0.0.1:6055/webhook"
     assert env["BANK_DB_URL"] == f"sqlite:///{tmp_path}/b.db" and env["PATH"] == "/bin"
     assert env["SANIC_HOST"] == "127.0.0.1"  # the action server listens on loopback only
-    actions, rasa, gateway = build_specs(settings, env)
+    actions, rasa, gateway, desk = build_specs(settings, env)
     assert actions.argv[-2:] == ("-p", "6055") and actions.ready_url.endswith(":6055/health")
     assert "--enable-api" in rasa.argv and ("--auth-token", "tok") == rasa.argv[3:5]
     assert rasa.argv[rasa.argv.index("-p") + 1] == "6005"
     assert gateway.argv[1:] == ("-m", "telephony.gateway") and gateway.ready_url.endswith(":6080/healthz")
     assert "http://127.0.0.1:6080/console" in banner(settings)
+    # the stand-in agent desk at the default transfer target, supervised like the others, ready over SIP's TCP port
+    assert desk.argv[1:] == ("-m", "telephony.agent_desk", "--host", "127.0.0.1", "--port", "5070")
+    assert desk.ready_url == "tcp://127.0.0.1:5070" and "agent desk" in banner(settings)
+
+
+def test_no_agent_desk_when_transfers_go_to_a_real_pbx(tmp_path):
+    settings = Settings.from_env({"SIP_ROUTING": "general=sip:general@10.9.8.7:5060"})
+    assert [spec.name for spec in build_specs(settings, {})] == ["actions", "rasa", "gateway"]
 
 
 def test_sqlite_parent_folders_are_created(tmp_path):

@@ -248,7 +248,7 @@ class GreenChannelBot(HandoffBot):
         asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(self.on_handoff(event)))
 
 
-async def test_green_channel_transfer_is_timed_from_answer_to_refer_accepted_and_recorded(bridge, tmp_path):
+async def test_green_channel_transfer_is_timed_from_handoff_to_the_agent_answering_and_recorded(bridge, tmp_path):
     sip_bridge, _ = bridge
     sip_bridge.call_factory = GreenChannelBot
     GreenChannelBot.results = []
@@ -261,8 +261,8 @@ async def test_green_channel_transfer_is_timed_from_answer_to_refer_accepted_and
     [cdr] = read_cdrs(tmp_path / "calls")
     assert cdr["transfer_queue"] == "elderly_priority" and cdr["transfer_uri"] == "sip:elderly@127.0.0.1:5070"
     assert (cdr["transfer_result"], cdr["green_channel"], cdr["outcome"]) == ("ok", True, "transferred")
-    # the bot asks 0.2 s after the ACK; the REFER's 202 follows on loopback at once
-    assert 0.15 < cdr["time_to_agent_s"] < 3.0
+    # from the handoff (0.2 s after the ACK, not counted) to sipp's NOTIFY 200, which follows its 202 and a NOTIFY 100
+    assert 0.0 <= cdr["refer_accepted_s"] <= cdr["time_to_agent_s"] < 1.0
     assert metric("ivr_time_to_agent_seconds_count", **timed) == before[0] + 1
     assert metric("ivr_time_to_agent_seconds_sum", **timed) - before[1] == pytest.approx(cdr["time_to_agent_s"],
                                                                                           abs=0.002)
