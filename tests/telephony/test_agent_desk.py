@@ -166,7 +166,7 @@ async def test_the_desk_ignores_peers_off_loopback_whatever_the_gateways_allow_l
         await desk.close()
 
 
-def test_the_cli_refuses_a_host_off_loopback():
-    from telephony.agent_desk import main
-
-    assert main(["--host", "0.0.0.0", "--port", "0"]) == 2
+async def test_the_cli_refuses_a_host_off_loopback(tmp_path):
+    code, output = await run_peer([sys.executable, "-m", "telephony.agent_desk", "--host", "0.0.0.0", "--port", "0"],
+                                  REPO_ROOT, timeout=30)
+    assert code == 2 and "loopback only" in output
