@@ -46,7 +46,7 @@ class CallRecord:
     outcome: str | None = None
     handoff_reason: str | None = None
     handoff_queue: str | None = None
-    time_to_agent_s: float | None = None  # telephony's: the handoff to the agent answering (SIP: the NOTIFY 200)
+    time_to_agent_s: float | None = None  # telephony's: our answer to the agent answering (SIP: the NOTIFY 200)
     end_cause: str | None = None
     bot_answered: bool = False
     awaiting_bot: bool = False

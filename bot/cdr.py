@@ -10,7 +10,7 @@ loop's `calls-*.jsonl`; with CALL_RECORDS_DB_URL set they go to PostgreSQL inste
 Fields: call_id, door, peer_call_id (SIP Call-ID / stream id), caller (masked: at most the first 3 and last 4
 digits), start/answer/end (ISO 8601 UTC), duration_s, cause, outcome, codec,
 packets_in/out/lost, jitter_ms (SIP/RTP only), transfer_queue/uri/result/detail, green_channel,
-time_to_agent_s (the handoff to the agent answering: the REFER's NOTIFY 200), refer_accepted_s (the handoff to the
+time_to_agent_s (our answer to the agent answering: the REFER's NOTIFY 200), refer_accepted_s (the handoff to the
 queue accepting the REFER: its 202).
 A record that cannot be written is logged, never raised: a full disk must not take calls down. Text that came from
 a peer (a SIP Call-ID, a reason phrase) may hold bytes that are not UTF-8 (kept as surrogate escapes by the SIP

@@ -16,7 +16,7 @@ UNROUTED_QUEUE = "unrouted"
 _TIME_TO_AGENT_BUCKETS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
 
 TIME_TO_AGENT_SECONDS = Histogram(
-    "ivr_time_to_agent_seconds", "Handoff (REFER) to the agent answering (NOTIFY 200), for transfers that succeeded",
+    "ivr_time_to_agent_seconds", "Call answered to the agent answering (the REFER's NOTIFY 200), for transfers that succeeded",
     ["queue", "green_channel"], buckets=_TIME_TO_AGENT_BUCKETS)
 CALLS = Counter("ivr_telephony_calls_total", "Finished calls by door and outcome", ["door", "outcome"])
 ACTIVE_CALLS = Gauge("ivr_telephony_active_calls", "Calls in progress by door", ["door"])

@@ -9,7 +9,7 @@ JSON Lines files in CALL_RECORDS_DIR; `--dir` or `--db` choose explicitly. The f
   not abandoned before the bot could answer.
 - 智能交互解决率 (bot resolution rate): the same served calls, out of the calls the bot tried to serve, i.e. leaving
   out transfers the caller asked for outright (「人工」, 「绿色通道」, key 0): those are a choice, not a failure.
-- Green-channel time to agent: from call answer to the agent side accepting the transfer (SIP CDRs).
+- Green-channel time to agent: from call answer to the agent answering (the REFER's NOTIFY 200; SIP CDRs).
 - Voice-to-voice latency: end of caller speech to first bot audio, over all turns.
 """
 

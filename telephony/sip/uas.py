@@ -98,7 +98,7 @@ class Transfer:
     refer_key: tuple
     accepted: bool = False
     accepted_at: float | None = None  # the 2xx to the REFER: the queue took the caller (not yet an agent)
-    started_at: float = 0.0  # the REFER went out: the handoff, where time to agent starts
+    started_at: float = 0.0  # the REFER went out: the handoff, where REFER accepted is measured from
 
 
 @dataclass(eq=False)
@@ -169,7 +169,7 @@ class TransferResult:
     call: Call
     ok: bool
     detail: str
-    # ok only: from the handoff (our REFER) to the NOTIFY whose sipfrag says `SIP/2.0 200`: the agent answered
+    # ok only: from our 200 OK (the caller starts waiting) to the NOTIFY whose sipfrag says `SIP/2.0 200`: the agent answered
     time_to_agent_s: float | None = None
     refer_accepted_s: float | None = None  # ok only: from the handoff to the 2xx to our REFER (the queue took it)
 
@@ -591,7 +591,7 @@ class UserAgent:
             return [TransferResult(call, False, f"transfer target answered {status} {reason}".strip())]
         call.log.info("transferred to %s", target)
         # RFC 5589 §6.1: the transfer succeeded, so our leg is no longer needed.
-        to_agent, accepted = _transfer_times(transfer, now)
+        to_agent, accepted = _transfer_times(call, transfer, now)
         out: list[Output] = [TransferResult(call, True, f"{status} {reason}".strip(), to_agent, accepted)]
         return out + self.hangup(call, now, cause="transferred")
 
@@ -853,13 +853,15 @@ def _call_deadline(call: Call, max_call_s: float) -> float | None:
     return min(deadlines, default=None)
 
 
-def _transfer_times(transfer: Transfer, now: float) -> tuple[float, float]:
-    """(time to agent, REFER accepted), both from the handoff (our REFER). Time to agent ends now, at the NOTIFY
-    whose sipfrag is `SIP/2.0 200` (RFC 3515 §2.4.5): the agent answered the caller, not merely the queue taking
-    the REFER (its 202). A final NOTIFY that overtook the 202 (UDP reorders) still proves the REFER was accepted
+def _transfer_times(call: Call, transfer: Transfer, now: float) -> tuple[float, float]:
+    """(time to agent, REFER accepted). Time to agent is the caller's wait: from our answer (the call's 200 OK, where
+    a green-channel caller starts waiting for a human) to now, the NOTIFY whose sipfrag is `SIP/2.0 200` (RFC 3515
+    §2.4.5): the agent answered, not merely the queue taking the REFER (its 202). REFER accepted is from the handoff
+    (our REFER) to that 202. A final NOTIFY that overtook the 202 (UDP reorders) still proves the REFER was accepted
     (RFC 3515: only an accepted REFER is NOTIFYed), so its arrival stands in for the 202's."""
+    answered_at = call.answered_at if call.answered_at is not None else transfer.started_at
     accepted_at = transfer.accepted_at if transfer.accepted_at is not None else now
-    return max(0.0, now - transfer.started_at), max(0.0, min(accepted_at, now) - transfer.started_at)
+    return max(0.0, now - answered_at), max(0.0, min(accepted_at, now) - transfer.started_at)
 
 
 def _log_identity(call_log: CallLoggerAdapter, identity: CallerIdentity, source: Address) -> None:

@@ -261,8 +261,9 @@ async def test_green_channel_transfer_is_timed_from_handoff_to_the_agent_answeri
     [cdr] = read_cdrs(tmp_path / "calls")
     assert cdr["transfer_queue"] == "elderly_priority" and cdr["transfer_uri"] == "sip:elderly@127.0.0.1:5070"
     assert (cdr["transfer_result"], cdr["green_channel"], cdr["outcome"]) == ("ok", True, "transferred")
-    # from the handoff (0.2 s after the ACK, not counted) to sipp's NOTIFY 200, which follows its 202 and a NOTIFY 100
-    assert 0.0 <= cdr["refer_accepted_s"] <= cdr["time_to_agent_s"] < 1.0
+    # time to agent: from our answer, through the handoff (0.2 s after the ACK), to sipp's NOTIFY 200, which follows
+    # its 202 and a NOTIFY 100; the 202 from the handoff
+    assert 0.0 <= cdr["refer_accepted_s"] < 0.2 <= cdr["time_to_agent_s"] < 1.5
     assert metric("ivr_time_to_agent_seconds_count", **timed) == before[0] + 1
     assert metric("ivr_time_to_agent_seconds_sum", **timed) - before[1] == pytest.approx(cdr["time_to_agent_s"],
                                                                                           abs=0.002)

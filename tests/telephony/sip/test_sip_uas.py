@@ -298,8 +298,8 @@ def start_refer(ua: UserAgent, uac: Uac, call):
 
 
 def test_refer_accepted_and_notify_200_ends_our_leg(ua):
-    """Time to agent runs from the handoff (our REFER, t=1.0) to the NOTIFY 200 (the agent answered, t=4.0), not to
-    the 202 (the queue took the REFER, t=1.1), which is kept as refer_accepted_s."""
+    """Time to agent is the caller's wait: from our answer (t=0.0) to the NOTIFY 200 (the agent answered, t=4.0), not
+    to the 202 (the queue took the REFER, t=1.1); the 202 is kept as refer_accepted_s, from the handoff (t=1.0)."""
     uac = Uac()
     call = establish(ua, uac)
     refer = start_refer(ua, uac, call)
@@ -310,7 +310,7 @@ def test_refer_accepted_and_notify_200_ends_our_leg(ua):
     assert statuses(out) == [200]
     [result] = events(out, TransferResult)
     assert (result.ok, result.detail) == (True, "200 OK")
-    assert result.time_to_agent_s == pytest.approx(3.0) and result.refer_accepted_s == pytest.approx(0.1)
+    assert result.time_to_agent_s == pytest.approx(4.0) and result.refer_accepted_s == pytest.approx(0.1)
     assert [m.method for m in datagrams(out) if m.is_request] == ["BYE"]
     assert events(out, CallEnded)[0].cause == "transferred"
 
@@ -321,7 +321,7 @@ def test_a_final_notify_that_overtakes_the_202_still_times_the_transfer(ua):
     refer = start_refer(ua, uac, call)
     out = ua.feed(notify(uac, "SIP/2.0 200 OK"), CALLER, 1.4)  # UDP reordered: the 202 comes after
     [result] = events(out, TransferResult)
-    assert result.ok and result.time_to_agent_s == pytest.approx(0.4) and result.refer_accepted_s == pytest.approx(0.4)
+    assert result.ok and result.time_to_agent_s == pytest.approx(1.4) and result.refer_accepted_s == pytest.approx(0.4)
     assert ua.feed(refer_response(refer, 202), CALLER, 1.5) == []
 
 
