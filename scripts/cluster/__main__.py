@@ -96,8 +96,14 @@ async def run_cluster(settings: Settings) -> int:
     return 0
 
 
-async def _announce(cluster: Cluster) -> None:
+async def _announce(cluster: Cluster, settle_s: float = 30.0) -> None:
+    """Every part answers; give HAProxy's health checks and the gateways' /healthz a moment to agree first."""
+    deadline = asyncio.get_running_loop().time() + settle_s
     lines = await status_lines(cluster)
+    while any(NOT_YET in line for line in lines for NOT_YET in ("UNHEALTHY", "NOT ANSWERING")) \
+            and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(1)
+        lines = await status_lines(cluster)
     print("\n".join(["", "The IVR cluster is up:", *lines, "Ctrl-C stops everything.", ""]), flush=True)
 
 

@@ -172,6 +172,10 @@ def running_cluster(env: Mapping[str, str], ready_timeout_s: float = 300.0) -> I
         _start_all(running, cluster.store_specs(env), timeout_s=60)
         cluster.create_databases()
         _start_all(running, cluster.app_specs(env), timeout_s=ready_timeout_s)
+        # Answering is not serving: HAProxy marks the Rasa servers up after its first health checks (~2 s).
+        if running.wait_healthy(timeout_s=60) is None:
+            raise RuntimeError("the cluster answers but a gateway's /healthz is not 200: "
+                               + "; ".join(running.log_tail(name, 400) for name in running.gateways))
         yield running
     finally:
         running.stop_all()
