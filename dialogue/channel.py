@@ -30,6 +30,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 import settings as app_settings
+from dialogue.tracker_store import TURN_STORE_FAILURES
 from call_contract import (
     CALL_START,
     DTMF_INTENT,
@@ -177,6 +178,8 @@ class CallChannel(RestInput):
     ) -> list[dict[str, Any]]:
         collector = CollectingOutputChannel()
         message = UserMessage(text, collector, sender_id, input_channel=self.name(), metadata=metadata)
+        store_failures: list[str] = []
+        TURN_STORE_FAILURES.set(store_failures)  # this request's own task: the next request sets its own list
         try:
             if text == CALL_START:
                 await _start_fresh_conversation(request, sender_id)
@@ -188,6 +191,12 @@ class CallChannel(RestInput):
         except Exception:  # noqa: BLE001 - any failure becomes an apology, never a 500
             logger.exception("turn of %s failed; apologising and handing off", sender_id)
             return apology_reply(sender_id, await _slots(request, sender_id), _apology_text(request))
+        if store_failures:
+            # Fail closed: the turn ran on a conversation that could not be read (Rasa made a fresh, unverified one)
+            # or its outcome could not be stored; the caller hears the apology, the stored conversation is intact.
+            logger.warning("turn of %s hit the tracker store (%s); apologising and handing off", sender_id,
+                           ", ".join(store_failures))
+            return apology_reply(sender_id, {}, _apology_text(request))
         if not collector.messages:
             # every dialogue turn says something; silence means an action failed (e.g. the action server is down)
             logger.warning("turn of %s produced no reply; apologising and handing off", sender_id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -125,8 +126,23 @@ def create_postgresql_table(db_url: str) -> None:
         engine.dispose()
 
 
+# The failures of the tracker store during the current turn. Rasa wraps every tracker store in its
+# FailSafeTrackerStore, which hides them: a tracker it cannot read becomes a new, empty conversation (a verified
+# caller silently a stranger to the dialogue) and a turn it cannot save stays in one server's memory. The channel
+# (dialogue/channel.py) puts a fresh list here for each turn and answers with the apology when anything landed in it.
+# A list, not a flag: Rasa runs the turn in a task of its own, which sees this context's list but not a new value.
+TURN_STORE_FAILURES: ContextVar[list[str] | None] = ContextVar("turn_store_failures", default=None)
+
+
+def note_store_failure(operation: str, error: Exception) -> None:
+    failures = TURN_STORE_FAILURES.get()
+    if failures is not None:
+        failures.append(f"{operation}: {type(error).__name__}")
+
+
 class MaskingSQLTrackerStore(SQLTrackerStore):
-    """SQLTrackerStore whose saved user events never contain secure input."""
+    """SQLTrackerStore whose saved user events never contain secure input, and whose failures the turn's channel
+    hears of (TURN_STORE_FAILURES)."""
 
     def __init__(
         self,
@@ -146,7 +162,28 @@ class MaskingSQLTrackerStore(SQLTrackerStore):
             self.engine = sa.create_engine(self.engine.url, pool_pre_ping=True, **create_engine_kwargs(self.engine.url))
             self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
 
+    async def retrieve(self, sender_id: str) -> DialogueStateTracker | None:
+        try:
+            return await super().retrieve(sender_id)
+        except Exception as error:
+            note_store_failure("retrieve", error)
+            raise
+
+    async def retrieve_full_tracker(self, conversation_id: str) -> DialogueStateTracker | None:
+        try:
+            return await super().retrieve_full_tracker(conversation_id)
+        except Exception as error:
+            note_store_failure("retrieve_full_tracker", error)
+            raise
+
     async def save(self, tracker: DialogueStateTracker) -> None:
+        try:
+            await self._save_masked(tracker)
+        except Exception as error:
+            note_store_failure("save", error)
+            raise
+
+    async def _save_masked(self, tracker: DialogueStateTracker) -> None:
         """Like SQLTrackerStore.save, with secure user events masked before they are written."""
         if self.event_broker is not None:
             logger.warning("an event broker is configured; it receives events unmasked, so it is not used")

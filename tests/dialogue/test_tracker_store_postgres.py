@@ -4,16 +4,22 @@ make the table once without waiting, and a database restart costs no saved turn.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
 from itertools import count
+from types import SimpleNamespace
 
 import psycopg2
 import pytest
+from rasa.core.channels.channel import UserMessage
+from rasa.core.tracker_store import FailSafeTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
+from call_contract import UNAVAILABLE_APOLOGY
+from dialogue.channel import CallChannel
 from dialogue.tracker_store import MASK, MaskingSQLTrackerStore, tracker_url
 from settings import REPO_ROOT
 from tests.dialogue.test_tracker_store import PIN, dtmf, spoken, verification_events
@@ -100,3 +106,52 @@ def test_urls_for_this_venv():
     assert tracker_url("postgresql://u:p@h:1/d").query == {"connect_timeout": "3"}
     assert tracker_url("postgresql://u:p@h:1/d?connect_timeout=9").query == {"connect_timeout": "9"}
     assert str(tracker_url("sqlite:///var/tracker.db")) == "sqlite:///var/tracker.db"
+
+
+@contextlib.contextmanager
+def database_away(db_url: str):
+    """The database refuses every connection, and the open ones are cut: an outage as Rasa sees it, on the
+    session's shared server without stopping it."""
+    name = psycopg2.extensions.parse_dsn(db_url)["dbname"]
+    admin = db_url.rsplit("/", 1)[0] + "/postgres"
+
+    def allow(allowed: bool) -> None:
+        connection = psycopg2.connect(admin)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        connection.close()
+
+    allow(False)
+    try:
+        yield
+    finally:
+        allow(True)
+
+
+async def test_a_turn_while_the_database_is_away_fails_closed_and_keeps_the_verified_conversation(db_url):
+    """Rasa wraps every tracker store in FailSafeTrackerStore: a tracker it cannot read becomes a new, empty one and
+    a turn it cannot save is kept in one server's memory, so a verified caller would silently be a stranger talking
+    to a fresh dialogue. The channel turns any tracker-store failure during a turn into the apology and a handoff;
+    the verified conversation is still there when the database is back."""
+    store = MaskingSQLTrackerStore(domain=DOMAIN, db_url=db_url)
+    await store.save(DialogueStateTracker.from_events("call-4", verification_events(dtmf(PIN))))
+    failsafe = FailSafeTrackerStore(store)  # what rasa.core.agent.Agent makes of every tracker store
+    agent = SimpleNamespace(tracker_store=failsafe, domain=None)
+    request = SimpleNamespace(app=SimpleNamespace(ctx=SimpleNamespace(agent=agent)))
+
+    async def rasa_turn(message: UserMessage) -> None:
+        """What Rasa's processor does with a message: get or create the tracker, answer, save."""
+        tracker = await failsafe.get_or_create_tracker(message.sender_id)
+        verified = tracker.get_slot("verified")
+        await message.output_channel.send_text_message(message.sender_id, "您的余额是…" if verified else "请输入卡号。")
+        tracker.update(UserUttered(message.text))
+        await failsafe.save(tracker)
+
+    with database_away(db_url):
+        reply = await CallChannel()._handle(rasa_turn, request, "call-4", "查余额", {})
+    assert reply[0]["text"] == UNAVAILABLE_APOLOGY and reply[1]["custom"]["event"] == "handoff"
+    back = await store.retrieve("call-4")
+    assert back.get_slot("verified") is True and back.latest_message.text != "查余额"
+    assert [m["text"] for m in await CallChannel()._handle(rasa_turn, request, "call-4", "查余额", {})] == ["您的余额是…"]
