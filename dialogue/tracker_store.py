@@ -134,6 +134,10 @@ def create_postgresql_table(db_url: str) -> None:
 TURN_STORE_FAILURES: ContextVar[list[str] | None] = ContextVar("turn_store_failures", default=None)
 
 
+class StaleConversation(RuntimeError):
+    """This turn could not read the conversation, so the tracker it would save is not the stored one's sequel."""
+
+
 def note_store_failure(operation: str, error: Exception) -> None:
     failures = TURN_STORE_FAILURES.get()
     if failures is not None:
@@ -178,6 +182,10 @@ class MaskingSQLTrackerStore(SQLTrackerStore):
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         try:
+            if any(failure.startswith("retrieve") for failure in TURN_STORE_FAILURES.get() or ()):
+                # Rasa ran the turn on a fresh tracker; saving would append its events (an unverified caller,
+                # another turn) to the stored conversation, now readable again. Refused: the stored one stands.
+                raise StaleConversation(f"{tracker.sender_id}: this turn could not read the conversation")
             await self._save_masked(tracker)
         except Exception as error:
             note_store_failure("save", error)

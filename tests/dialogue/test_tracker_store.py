@@ -5,11 +5,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, ActiveLoop, BotUttered, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from dialogue.tracker_store import MASK, MaskingSQLTrackerStore, secure_user_event_indexes
+from dialogue.tracker_store import (MASK, TURN_STORE_FAILURES, MaskingSQLTrackerStore, StaleConversation,
+                                    secure_user_event_indexes)
 from settings import REPO_ROOT
 
 PIN = "135790"
@@ -96,3 +98,21 @@ def test_default_database_comes_from_settings(tmp_path: Path, monkeypatch):
     finally:
         settings.get_settings.cache_clear()
     assert (tmp_path / "from_env" / "t.db").exists()
+
+
+async def test_a_turn_that_could_not_read_the_conversation_never_saves_over_it(tmp_path: Path):
+    """The read failed (the database was away), so Rasa ran the turn on a fresh, unverified tracker; the database
+    is back when the turn saves. Appending the fresh tracker's events would make the stored caller unverified."""
+    stored = store(tmp_path)
+    await stored.save(DialogueStateTracker.from_events("call-7", verification_events(dtmf("135790"))))
+    fresh = DialogueStateTracker.from_events("call-7", [SlotSet("verified", False)] * 12 + [UserUttered("查余额")])
+    failures = ["retrieve: OperationalError"]
+    token = TURN_STORE_FAILURES.set(failures)
+    try:
+        with pytest.raises(StaleConversation):
+            await stored.save(fresh)
+    finally:
+        TURN_STORE_FAILURES.reset(token)
+    back = await stored.retrieve("call-7")
+    assert back.get_slot("verified") is True and back.latest_message.text != "查余额"
+    assert failures == ["retrieve: OperationalError", "save: StaleConversation"]
