@@ -5,6 +5,7 @@ all in a `finally`, so a failing test leaves no process behind.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import requests
 
 from scripts.stack import ChildSpec
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 READY_TIMEOUT_S = 300.0  # Rasa loads TensorFlow; on 2 busy cores it has taken over 150 s
 
 
@@ -25,6 +27,14 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the process that started it dies, so a killed pytest or bench
+    (no `finally` runs) leaves no Rasa or gateway behind. Linux only; a program that changes its user on start
+    (PostgreSQL under setpriv, Kamailio with -u) loses it, and is still stopped by `stop_all` on a normal exit."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def is_answering(http: requests.Session, ready_url: str) -> bool:
@@ -58,7 +68,7 @@ class Processes:
         with self.log_path(name).open("ab") as log:
             self.procs[name] = subprocess.Popen(spec.argv, cwd=spec.cwd, env=dict(spec.env), stdout=log,
                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
+                                                start_new_session=True, preexec_fn=die_with_parent)
 
     def wait_ready(self, name: str, timeout_s: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
