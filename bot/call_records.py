@@ -5,8 +5,11 @@ the per-turn latencies and the outcome:
 - `served_by_bot`: the bot hung up after serving, or the caller hung up after the bot had answered them;
 - `handoff` (+ `reason`, `queue`): the bot transferred the call to an agent;
 - `abandoned`: the caller hung up before the bot had answered anything, or while waiting for an answer.
-PINs and card numbers never reach a record: secure turns are stored as `****`, and digits in any caller
-number are masked except the first three and last four.
+PINs and card numbers never reach a record: secure turns are stored as `****`, every run of 6 or more digits in a
+caller's turn (a card or account number said aloud or keyed, a PIN said outside a secure prompt; separators such as
+spaces, dashes, commas, 、 and 。 between the digits, full-width and spoken Chinese digits included) is stored as
+`****` by bot/masking.py mask_long_digits, the screen-pop's rule too, and digits in any caller number are masked
+except the first three and last four. Shorter numbers (an amount, the last four digits of a card) are kept.
 
 Records go where `bot.record_sinks.record_sink` says: JSON Lines files by default, PostgreSQL when
 CALL_RECORDS_DB_URL is set.
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.frames import SECURE_MASK
-from bot.masking import mask_caller_number
+from bot.masking import mask_caller_number, mask_long_digits
 from bot.record_sinks import KIND_CALLS, JsonlSink, RecordSink, record_sink
 from settings import Settings
 
@@ -32,7 +35,8 @@ OUTCOME_ABANDONED = "abandoned"
 
 @dataclass
 class CallRecord:
-    """Everything the voice loop remembers about one call; secure input is masked before it gets here."""
+    """Everything the voice loop remembers about one call; secure input is masked before it gets here, and
+    `add_caller_turn` masks long digit runs as it files a turn."""
 
     call_id: str
     caller_number: str
@@ -52,9 +56,10 @@ class CallRecord:
     awaiting_bot: bool = False
 
     def add_caller_turn(self, text: str, *, source: str, secure: bool, asr_limits: str | None = None) -> None:
-        """`asr_limits`: the tightened search limits some of the turn was decoded with under load, else None."""
+        """`asr_limits`: the tightened search limits some of the turn was decoded with under load, else None.
+        A secure turn is stored as `****`; any other has its runs of 6+ digits masked (card numbers, a PIN said)."""
         turn = {"t": round(time.time() - self.started_at, 3), "who": "caller", "source": source,
-                "text": SECURE_MASK if secure else text}
+                "text": SECURE_MASK if secure else mask_long_digits(text)}
         if asr_limits:
             turn["asr_limits"] = asr_limits
             self.tightened_turns += 1

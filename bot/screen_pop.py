@@ -8,11 +8,15 @@
 A reference is `secrets.token_urlsafe(24)` (192 random bits): it is the only thing that names a pop, so it cannot be
 enumerated or derived from a call id. Pops are filed under the SHA-256 of their reference, so looking one up compares
 digests of what the requester sent, never the reference itself, character by character (no timing oracle), and a
-reference is never kept in clear. Unknown, expired and malformed references are the same `None`.
+reference is never kept in clear. Unknown, expired and malformed references are the same `None`. Nor is one logged:
+logs name a pop by `ref_tag(ref)`, the first 12 hex digits of its SHA-256 (enough to tell pops apart and match a
+reference someone holds to a log line; nothing to open the page with).
 
 What a pop holds is safe to show an agent: the caller number masked (bot/masking.py), the handoff's flags, intent and
 reason, and the last turns of the transcript with secure input (a PIN) already `****` (bot/call_records.py) and any
-run of 6 or more digits masked too (a card or account number said aloud, a PIN spoken outside a secure prompt).
+run of 6 or more digits masked too (a card or account number said aloud, a PIN spoken outside a secure prompt), by
+the call record's own rule (bot/masking.py mask_long_digits), so separators between the digits (123，456, 一二三、四五六)
+do not hide them.
 
 The store is in memory, per gateway: the agent's page must be asked of the gateway that handed the call off. A
 cluster would keep pops in its shared Redis or PostgreSQL (with the same hashing and expiry) instead.
@@ -27,22 +31,22 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
-from bot.masking import mask_caller_number
-from call_contract import PRIORITY_ELDERLY, QUEUE_ELDERLY, SECURE_MASK
+from bot.masking import LONG_DIGITS_RE, mask_caller_number, mask_long_digits
+from call_contract import PRIORITY_ELDERLY, QUEUE_ELDERLY
+
+__all__ = ["LONG_DIGITS_RE", "REF_RE", "ScreenPopStore", "mask_long_digits", "ref_tag", "screen_pop_for"]
 
 REF_BYTES = 24  # 192 bits; token_urlsafe gives 32 characters of [A-Za-z0-9_-]
 REF_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 LAST_TURNS = 8
 MAX_TURN_CHARS = 300
 MAX_POPS = 10_000
-# Six or more digits in a row, ASCII, full-width or spoken Chinese (ASR writes 一三五七九零 or 幺): never on the page.
-_DIGIT_CHARS = "0-9０-９零〇一二三四五六七八九幺两"
-LONG_DIGITS_RE = re.compile(f"[{_DIGIT_CHARS}](?:[\\s\\-]*[{_DIGIT_CHARS}]){{5,}}")
+REF_TAG_HEX = 12  # 48 bits of the reference's SHA-256: what logs say instead of the reference
 
 
-def mask_long_digits(text: str) -> str:
-    """Runs of 6+ digits (spaces and dashes between them allowed) become `****`."""
-    return LONG_DIGITS_RE.sub(SECURE_MASK, text)
+def ref_tag(ref: str) -> str:
+    """What a log line may say about a reference: a short prefix of its SHA-256 (never the reference itself)."""
+    return _digest(ref).hex()[:REF_TAG_HEX]
 
 
 def screen_pop_for(event: dict[str, Any], *, caller: str, record: Any = None, call_id: str = "",

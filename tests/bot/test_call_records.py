@@ -58,6 +58,25 @@ def test_writer_appends_one_masked_json_line_per_call(tmp_path):
     assert "135790" not in path.read_text() and "13800000001" not in path.read_text()
 
 
+def test_card_numbers_said_or_keyed_outside_a_secure_prompt_never_reach_a_record(tmp_path):
+    """The record goes to shared storage (PostgreSQL in a cluster): a caller's card number, however ASR punctuated
+    it, is `****` there, while short numbers (an amount, a card's last four digits, a menu key) stay."""
+    record = CallRecord("c1", "13800000001")
+    for text in ("卡号是6222，0212，3456，7890", "一二三、四五六", "我的卡号 6222 0212 3456 7890 123",
+                 '/dtmf{"digits":"6222021234567890"}', "转500元", "尾号1234", '/dtmf{"digits":"0"}'):
+        record.add_caller_turn(text, source="asr", secure=False)
+    record.add_caller_turn("135790", source="keypad", secure=True)
+    record.add_bot_texts(["请说出卡号"])
+    record.finish("remote_hangup")
+    path = CallRecordWriter(tmp_path / "calls").write(record)
+    [stored] = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [turn["text"] for turn in stored["transcript"] if turn["who"] == "caller"] == [
+        "卡号是****", "****", "我的卡号 ****", '/dtmf{"digits":"****"}', "转500元", "尾号1234",
+        '/dtmf{"digits":"0"}', "****"]
+    for secret in ("6222", "0212", "7890", "一二三", "135790"):
+        assert secret not in path.read_text()
+
+
 @pytest.mark.parametrize("kwargs", [{"call_id": "", "caller_number": "1"},
                                     {"call_id": "x", "caller_number": "1", "sample_rate": 11025}])
 def test_call_info_rejects_bad_values(kwargs):

@@ -109,9 +109,32 @@ def test_only_the_last_turns_are_kept():
 @pytest.mark.parametrize("text,expected", [
     ("卡号 6222021234567890123", "卡号 ****"), ("1234", "1234"), ("尾号 5678 的卡", "尾号 5678 的卡"),
     ("１３５７９０", "****"), ("幺三五七九零", "****"), ("138-0000-0001", "****"),
+    # what ASR writes for digits said in groups: every separator it puts between them
+    ("123，456", "****"), ("123、456", "****"), ("123.456", "****"), ("123 456", "****"), ("123,456", "****"),
+    ("一二三，四五六", "****"), ("两三四。五六七", "****"), ("１２３－４５６", "****"), ("幺二三·四五六", "****"),
+    ("密码是123，456，好的", "密码是****，好的"), ("卡号6222、0212、3456、7890。", "卡号****。"),
+    # short numbers stay: an amount, the last four digits of a card, a menu key
+    ("转账500元", "转账500元"), ("12，345", "12，345"), ("尾号1234，金额500", "尾号1234，金额500"), ("按0", "按0"),
 ])
 def test_long_digit_runs_are_masked(text, expected):
     assert mask_long_digits(text) == expected
+
+
+@pytest.mark.parametrize("said", ["123，456", "123、456", "123.456", "123 456", "一二三，四五六"])
+def test_a_pin_said_with_punctuation_reaches_neither_the_pop_nor_the_record(said):
+    record = CallRecord(call_id="sip-1", caller_number="13800000001")
+    record.add_caller_turn(f"我的密码是{said}", source="asr", secure=False)
+    pop = screen_pop_for(handoff_event(), caller="13800000001", record=record)
+    assert pop["transcript"][-1]["text"] == "我的密码是****"
+    assert record.to_json()["transcript"][-1]["text"] == "我的密码是****"
+
+
+def test_the_pop_and_the_record_mask_by_one_rule():
+    import bot.call_records
+    import bot.masking
+
+    assert mask_long_digits is bot.masking.mask_long_digits
+    assert bot.call_records.mask_long_digits is bot.masking.mask_long_digits
 
 
 # ---- GET /agent/{ref} -----------------------------------------------------------------------
