@@ -157,7 +157,8 @@ class Spool:
     inserting it and deletes that once the database has every line. Appends and renames hold an flock on
     `.lock`, so processes sharing the folder never lose a line between them; a claimed file left by a process that
     died is picked up by whichever sink looks next (ids make that harmless). `rejected-<kind>.jsonl` keeps the
-    documents the database refused, for a person to look at."""
+    documents the database refused, for a person to look at. An append cut short (a full disk) leaves part of a line
+    with no newline; the next append starts a new line first, so only the cut line is rejected."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -166,8 +167,7 @@ class Spool:
     def append(self, kind: str, line: str) -> Path:
         path = self.directory / f"pending-{kind}.jsonl"
         with self._locked():
-            with path.open("a", encoding="utf-8") as out:
-                out.write(line + "\n")
+            _append_line(path, line)
         return path
 
     def claim(self) -> list[tuple[str, Path]]:
@@ -190,11 +190,23 @@ class Spool:
     def reject(self, kind: str, line: str, reason: str) -> None:
         entry = json.dumps({"reason": reason[:500], "line": line}, ensure_ascii=False)
         with self._locked():
-            with (self.directory / f"rejected-{kind}.jsonl").open("a", encoding="utf-8") as out:
-                out.write(entry + "\n")
+            _append_line(self.directory / f"rejected-{kind}.jsonl", entry)
 
     def _locked(self):
         return _FolderLock(self.directory, self._lock)
+
+
+def _append_line(path: Path, line: str) -> None:
+    """`line` as a line of its own at the end of `path`. An append cut short (the disk full, a crash) leaves a part
+    of a line with no newline: the next line starts on a new line, so the cut one is rejected alone and the good
+    one after it is not joined onto it and rejected with it. The caller holds the folder's lock."""
+    data = (line + "\n").encode("utf-8")
+    with path.open("a+b") as out:
+        if out.seek(0, os.SEEK_END) > 0:
+            out.seek(-1, os.SEEK_END)
+            if out.read(1) != b"\n":
+                data = b"\n" + data
+        out.write(data)  # "a": the write goes to the end whatever the position
 
 
 def spool_backlog(directory: Path) -> int:

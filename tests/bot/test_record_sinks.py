@@ -111,6 +111,23 @@ def test_a_spool_left_by_an_earlier_run_is_kept_until_the_database_takes_it(tmp_
     assert spool_backlog(tmp_path / "spool") == 1
 
 
+def test_an_append_after_one_cut_short_starts_a_new_line(tmp_path):
+    """A disk-full append leaves part of a line with no newline: the next record must not be joined onto it (both
+    would be one damaged line, the good record rejected with the cut one). The same for the rejected file."""
+    spool = Spool(tmp_path / "spool")
+    spool.directory.mkdir()
+    cut = '{"id": "cut by a full di'
+    (spool.directory / "pending-calls.jsonl").write_text(cut, encoding="utf-8")
+    good = json.dumps({"id": "b" * 32, "document": {"call_id": "sip-2"}})
+    spool.append("calls", good)
+    spool.append("calls", good)
+    assert (spool.directory / "pending-calls.jsonl").read_text(encoding="utf-8").split("\n") == [cut, good, good, ""]
+    (spool.directory / "rejected-calls.jsonl").write_text('{"reason": "x", "li', encoding="utf-8")
+    spool.reject("calls", cut, "damaged spool line")
+    last = (spool.directory / "rejected-calls.jsonl").read_text(encoding="utf-8").split("\n")[1]
+    assert json.loads(last) == {"reason": "damaged spool line", "line": cut}
+
+
 def test_documents_are_made_safe_for_postgres_without_losing_what_the_files_keep():
     document = {"text": "a\x00b", "bytes": "Call-ID \udcff\udcfe", "lone": "x\ud800y", "nan": math.nan,
                 "inf": -math.inf, "ok": 1.5, "flags": [True, None, 3], "nested": {"k\x00": ["\x00"]},

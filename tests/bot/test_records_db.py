@@ -308,6 +308,28 @@ def test_a_damaged_or_refused_spool_line_is_set_aside_and_the_rest_is_stored(rec
     assert spool_backlog(spool_dir) == 0
 
 
+def test_a_record_spooled_after_an_append_cut_short_is_stored_and_only_the_cut_line_rejected(
+        records_url, sink_for, tmp_path):
+    """The disk filled mid-append: the spool ends in part of a line, no newline. The next record, spooled once
+    there is room again, lands in the database; only the cut line goes to rejected-calls.jsonl."""
+    spool_dir = tmp_path / "calls" / DatabaseSink.SPOOL_FOLDER
+    spool_dir.mkdir(parents=True)
+    cut = '{"id": "' + uuid.uuid4().hex + '", "document": {"call_id": "sip-cut", "transcr'
+    (spool_dir / "pending-calls.jsonl").write_text(cut, encoding="utf-8")
+    record = CallRecord(new_call_id(DOOR_SIP), CALLER)
+    record.finish("remote_hangup")
+    dead = DatabaseSink("postgresql+psycopg://ivr:x@127.0.0.1:1/records", spool_dir)
+    CallRecordWriter(dead).write(record)
+    dead.close(timeout_s=5)
+
+    sink = sink_for(records_url)
+    assert sink.flush(timeout_s=30)
+    assert [row["call_id"] for row in rows(records_url, "calls")] == [record.call_id]
+    [rejected] = map(json.loads, (spool_dir / "rejected-calls.jsonl").read_text().splitlines())
+    assert rejected["line"] == cut and rejected["reason"].startswith("damaged spool line")
+    assert spool_backlog(spool_dir) == 0
+
+
 def test_two_gateways_writing_at_once_create_the_tables_once_and_keep_every_record(records_url, sink_for):
     sinks = [sink_for(records_url, folder=f"gateway{n}") for n in range(2)]
     written: list[str] = []
