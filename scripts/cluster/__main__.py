@@ -49,7 +49,8 @@ async def status_lines(cluster: Cluster) -> list[str]:
               + ", ".join(f":{p}" for p in layout.rasa)
               + f";  actions http://{LOOPBACK}:{layout.actions_front} -> " + ", ".join(f":{p}" for p in layout.actions),
               f"  postgresql     {LOOPBACK}:{layout.postgres}  databases tracker, bank, records "
-              f"(password in {cluster.postgres.password_file})",
+              f"(a role per part: passwords in {cluster.postgres.role_passwords_file}; "
+              f"the superuser's, for administration, in {cluster.postgres.password_file})",
               f"  redis          {LOOPBACK}:{layout.redis}  Rasa's lock store"]
     return lines
 

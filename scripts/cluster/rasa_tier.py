@@ -1,7 +1,8 @@
 """The Rasa tier of the cluster: N action servers and N Rasa servers, each the `make run` process (scripts/stack.py
 `build_specs`, the same command line) on its own port, with the cluster's shared stores.
 
-- An action server is stateless: any of them can run any action, on the one bank database (BANK_DB_URL).
+- An action server is stateless: any of them can run any action, on the one bank database (BANK_DB_URL, as the
+  bank's owner role).
 - A Rasa server runs with deploy/rasa/endpoints.cluster.yml: the conversations in PostgreSQL (TRACKER_DB_URL), the
   conversation locks in Redis (REDIS_HOST, REDIS_PORT), and its actions through HAProxy's action front, so it
   reaches whichever action server is up.
@@ -35,20 +36,24 @@ def actions_name(index: int) -> str:
     return f"actions{index + 1}"
 
 
-def rasa_tier_specs(ports: TierPorts, env: Mapping[str, str]) -> list[ChildSpec]:
+def rasa_tier_specs(ports: TierPorts, env: Mapping[str, str], *, rasa_env: Mapping[str, str] = {},
+                    actions_env: Mapping[str, str] = {}) -> list[ChildSpec]:
     """The action servers, then the Rasa servers (start order: a Rasa server's actions should be reachable when
-    it takes its first turn). `env` holds the shared stores: TRACKER_DB_URL, BANK_DB_URL, REDIS_HOST, REDIS_PORT."""
+    it takes its first turn). `env` holds what both share (REDIS_HOST, REDIS_PORT, ...); `rasa_env` and
+    `actions_env` are added for one kind only: the cluster gives each its own database URL (TRACKER_DB_URL to Rasa,
+    BANK_DB_URL to the action servers, scripts/cluster/topology.py `DATABASE_URLS`)."""
     if not ports.rasa or not ports.actions:
         raise ValueError("the Rasa tier needs at least one Rasa server and one action server")
     if not Settings.from_env(dict(env)).rasa.redis_host:
         raise ValueError("REDIS_HOST is empty: Rasa servers of a cluster share their conversation locks in Redis")
     specs = []
     for index, port in enumerate(ports.actions):
-        spec = _stack_spec("actions", {**env, "ACTIONS_PORT": str(port)})
+        spec = _stack_spec("actions", {**env, **actions_env, "ACTIONS_PORT": str(port)})
         specs.append(dataclasses.replace(spec, name=actions_name(index)))
     for index, port in enumerate(ports.rasa):
         # ACTIONS_PORT is the front: child_env makes ACTION_SERVER_URL of it, which the endpoints file reads.
-        spec = _stack_spec("rasa", {**env, "RASA_PORT": str(port), "ACTIONS_PORT": str(ports.actions_front)})
+        spec = _stack_spec("rasa", {**env, **rasa_env, "RASA_PORT": str(port),
+                                    "ACTIONS_PORT": str(ports.actions_front)})
         specs.append(dataclasses.replace(spec, name=rasa_name(index), argv=with_endpoints(spec.argv)))
     return specs
 

@@ -5,6 +5,8 @@ Fronts keep the single-host ports (Kamailio on SIP_PORT, HAProxy on RASA_PORT an
 The gateways are the `make run` gateway (scripts/stack.py `build_specs`) with their own ports and the cluster's
 shared stores; nothing in them knows it is one of several, apart from the address it advertises and the proxy it
 trusts for caller identity.
+Each part reaches PostgreSQL only where it must, as a role of its own (`DATABASE_URLS`); the superuser is for
+administration only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from scripts.cluster.haproxy import haproxy_spec
 from scripts.cluster.kamailio import kamailio_spec
@@ -88,7 +90,38 @@ def gateway_specs(layout: Layout, shared_env: Mapping[str, str], workdir: Path) 
     return specs
 
 
-DATABASES = ("tracker", "bank", "records")
+class DatabaseUrl(NamedTuple):
+    database: str
+    role: str
+    driver: str = "postgresql"  # the Rasa venv's psycopg2; the gateway reads it as psycopg 3 (bot/databases.py)
+
+
+# Who owns each database: creates and writes its tables (scripts/cluster/stores.py `Postgres.provision`).
+DATABASE_OWNERS = {"tracker": "ivr_rasa", "bank": "ivr_bank", "records": "ivr_records"}
+HEALTH_PROBE_ROLE = "ivr_gateway"  # may connect to the tracker and the bank, nothing else there: /healthz's SELECT 1
+
+# Which part gets which database URL, as which role: the one place that says so. A role that does not own the
+# database it is given may only connect to it. The superuser `ivr` (stores.py) is in no process's environment: the
+# gateways face the internet, so one taken over by a SIP or RTP parser bug can write its call records, and reach the
+# tracker and the bank no further than `SELECT 1`.
+DATABASE_URLS: dict[str, dict[str, DatabaseUrl]] = {
+    "gateway": {"CALL_RECORDS_DB_URL": DatabaseUrl("records", "ivr_records", "postgresql+psycopg"),
+                "TRACKER_DB_URL": DatabaseUrl("tracker", HEALTH_PROBE_ROLE),  # bot/health.py only
+                "BANK_DB_URL": DatabaseUrl("bank", HEALTH_PROBE_ROLE)},  # bot/health.py only
+    "rasa": {"TRACKER_DB_URL": DatabaseUrl("tracker", "ivr_rasa")},
+    "actions": {"BANK_DB_URL": DatabaseUrl("bank", "ivr_bank")},
+}
+DATABASE_URL_VARIABLES = {name for urls in DATABASE_URLS.values() for name in urls}
+
+
+def connect_only_roles() -> dict[str, list[str]]:
+    """database -> the roles DATABASE_URLS gives it without owning it (they get CONNECT and nothing else)."""
+    granted: dict[str, list[str]] = {}
+    for urls in DATABASE_URLS.values():
+        for url in urls.values():
+            if url.role != DATABASE_OWNERS[url.database] and url.role not in granted.setdefault(url.database, []):
+                granted[url.database].append(url.role)
+    return granted
 
 
 @dataclass(frozen=True)
@@ -119,28 +152,34 @@ class Cluster:
         return [self.postgres.spec(base_env), self.redis.spec(base_env)]
 
     def create_databases(self) -> None:
-        self.postgres.create_databases(*DATABASES)
+        """The databases and their roles (the server must be up), as DATABASE_OWNERS and DATABASE_URLS say."""
+        self.postgres.provision(DATABASE_OWNERS, connect_only_roles())
 
     def shared_env(self, base_env: Mapping[str, str]) -> dict[str, str]:
-        """What every application process shares: the fronts, the stores and the token. The Rasa venv's drivers
-        read `postgresql://` (psycopg2); the gateway's call records are written with psycopg 3."""
-        postgres, layout = self.postgres, self.layout
-        return {**base_env,
+        """What every application process shares: the fronts, Redis and the token. No database URL: each part
+        gets its own (`database_env`), and none from the caller's environment leaks through."""
+        layout = self.layout
+        inherited = {name: value for name, value in base_env.items() if name not in DATABASE_URL_VARIABLES}
+        return {**inherited,
                 "SIP_PORT": str(layout.sip_front), "RASA_PORT": str(layout.rasa_front),
                 "ACTIONS_PORT": str(layout.actions_front), "RASA_TOKEN": self.settings.rasa.token,
                 "RASA_MODEL_DIR": self.settings.rasa.model_dir,
-                "TRACKER_DB_URL": postgres.url("tracker"), "BANK_DB_URL": postgres.url("bank"),
-                "CALL_RECORDS_DB_URL": postgres.url("records", "postgresql+psycopg"),
                 "REDIS_HOST": LOOPBACK, "REDIS_PORT": str(layout.redis)}
 
+    def database_env(self, part: str) -> dict[str, str]:
+        """The database URLs of one part ("gateway", "rasa", "actions"), each with its role and password."""
+        return {name: self.postgres.url(url.database, url.driver, role=url.role)
+                for name, url in DATABASE_URLS[part].items()}
+
     def app_specs(self, base_env: Mapping[str, str]) -> list[ChildSpec]:
-        env = self.shared_env(base_env)
+        env = self.shared_env(base_env)  # HAProxy and Kamailio: no database at all
         layout = self.layout
         return [
-            *rasa_tier_specs(layout, env),
+            *rasa_tier_specs(layout, env, rasa_env=self.database_env("rasa"),
+                             actions_env=self.database_env("actions")),
             haproxy_spec(self.workdir / "haproxy", layout.rasa_front, layout.rasa, layout.actions_front,
                          layout.actions, env),
-            *gateway_specs(layout, env, self.workdir),
+            *gateway_specs(layout, {**env, **self.database_env("gateway")}, self.workdir),
             kamailio_spec(self.workdir / "kamailio", layout.sip_front,
                           [(LOOPBACK, port) for port in layout.gateway_sip], env,
                           probe_interval_s=self.settings.cluster.probe_interval_s),
