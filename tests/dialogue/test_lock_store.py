@@ -6,6 +6,7 @@ test forks real processes, as Rasa servers are.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import threading
 import time
@@ -23,6 +24,11 @@ pytestmark = pytest.mark.integration
 
 def make(stores, cls=AtomicRedisLockStore, **options) -> RedisLockStore:
     return cls(host="127.0.0.1", port=stores.redis.port, key_prefix="test", socket_timeout=1, **options)
+
+
+def lock_db(stores) -> redis.Redis:
+    """The Redis database the lock store writes (Rasa's RedisLockStore: db 1)."""
+    return redis.Redis(port=stores.redis.port, db=1)
 
 
 def conversation() -> str:
@@ -96,7 +102,7 @@ def test_turns_of_one_conversation_from_three_processes_never_overlap(stores):
             if process.is_alive():
                 process.kill()
     assert int(redis.Redis(port=stores.redis.port).get(f"counter:{conversation_id}")) == 3 * turns
-    assert redis.Redis(port=stores.redis.port).get(f"test:lock:{conversation_id}") is None  # nothing left behind
+    assert lock_db(stores).get(f"test:lock:{conversation_id}") is None  # nothing left behind
 
 
 async def test_a_lock_left_by_a_dead_server_is_free_after_one_lease(stores):
@@ -152,3 +158,93 @@ def test_made_from_the_cluster_endpoints_file(stores, monkeypatch, tmp_path):
     assert store.lock_lifetime_s == LEASE_S
     assert store.red.connection_pool.connection_kwargs["socket_timeout"] == 1
     assert store.issue_ticket(conversation()) == 0
+
+
+def run_turns_in_threads(*turns) -> None:
+    """Each turn on its own thread with its own event loop, as on its own server: a blocking call in one stalls
+    that server only."""
+    threads = [threading.Thread(target=asyncio.run, args=(turn,)) for turn in turns]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+
+
+def test_a_stalled_holder_past_its_lease_never_frees_the_next_turns_lock(stores):
+    """The reviewer's reproduction, leases of 0.3 s: A blocks its loop 1.2 s holding the lock, so its lease lapses;
+    B takes the lock at 0.5 s and holds it until 1.5 s; C queues at 0.7 s. When A wakes and hands on its ticket it
+    must not hand on B's (ticket numbers used to start again at 0 once A's had expired): C waits for B."""
+    conversation_id, started, spans = conversation(), time.monotonic(), {}
+
+    async def turn(name: str, delay_s: float, hold_s: float, stall_s: float = 0) -> None:
+        await asyncio.sleep(delay_s)
+        async with make(stores, lock_lifetime_s=0.3, poll_interval_s=0.02).lock(conversation_id):
+            entered = time.monotonic() - started
+            time.sleep(stall_s)  # a synchronous call blocking this server's loop
+            await asyncio.sleep(hold_s)
+            spans[name] = (entered, time.monotonic() - started)
+
+    run_turns_in_threads(turn("A", 0, 0, stall_s=1.2), turn("B", 0.5, 1.0), turn("C", 0.7, 0.1))
+    assert set(spans) == {"A", "B", "C"}, spans
+    (b_in, b_out), (c_in, c_out) = spans["B"], spans["C"]
+    assert c_in >= b_out, spans  # C never ran while B did
+    assert lock_db(stores).get(f"test:lock:{conversation_id}") is None
+
+
+def test_ticket_numbers_are_never_reused_for_a_conversation(stores):
+    store, conversation_id = make(stores, lock_lifetime_s=0.2), conversation()
+    first = store.issue_ticket(conversation_id)
+    time.sleep(0.3)  # expired, and the lock with it
+    second = store.issue_ticket(conversation_id)
+    store.cleanup(conversation_id, second)
+    third = store.issue_ticket(conversation_id)
+    assert first < second < third
+
+
+def test_tickets_expire_by_redis_clock_not_the_servers(stores, monkeypatch):
+    """A server whose clock runs 10 s ahead of the others' must not drop their live tickets."""
+    conversation_id = conversation()
+    holder = make(stores, lock_lifetime_s=3.0)
+    holder.issue_ticket(conversation_id)
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 10)
+    make(stores, lock_lifetime_s=3.0).issue_ticket(conversation_id)
+    monkeypatch.undo()
+    stored = json.loads(lock_db(stores).get(f"test:lock:{conversation_id}"))
+    assert len(stored["tickets"]) == 2, stored
+
+
+async def test_a_waiting_turn_gives_up_after_its_bound(stores):
+    """A turn waits for the lock at most `max_wait_s`, then fails with Rasa's LockError (the call channel answers
+    with its apology); its ticket goes with it, so the turns behind it are not held up."""
+    conversation_id = conversation()
+    holder_in, waiter_done = asyncio.Event(), []
+
+    async def holder() -> None:
+        async with make(stores, lock_lifetime_s=0.3).lock(conversation_id):
+            holder_in.set()
+            await asyncio.sleep(1.5)
+
+    async def waiter() -> None:
+        await holder_in.wait()
+        started = time.monotonic()
+        with pytest.raises(LockError):
+            async with make(stores, lock_lifetime_s=0.3, max_wait_s=0.5).lock(conversation_id):
+                pass
+        waiter_done.append(time.monotonic() - started)
+        stored = json.loads(lock_db(stores).get(f"test:lock:{conversation_id}"))
+        assert len(stored["tickets"]) == 1, stored  # only the holder's
+
+    await asyncio.gather(holder(), waiter())
+    assert 0.45 < waiter_done[0] < 1.0, waiter_done
+
+
+async def test_a_turn_that_lost_its_lease_is_stopped_with_a_lock_error(stores, caplog):
+    """A stall past the lease (here 0.3 s) loses the lock; the turn is stopped at its next await with LockError
+    (the channel's apology) instead of running on beside the next turn, and the loss is logged as an error."""
+    conversation_id = conversation()
+    with pytest.raises(LockError):
+        async with make(stores, lock_lifetime_s=0.3).lock(conversation_id):
+            time.sleep(0.6)
+            await asyncio.sleep(0.5)
+    assert any(r.levelname == "ERROR" and conversation_id in r.getMessage() for r in caplog.records), caplog.text
