@@ -31,7 +31,7 @@ from bot.admission import Admission, AtCapacity
 from bot.call_ids import new_call_id
 from bot.call_log import CallLoggerAdapter, call_logger
 from bot.cdr import CallDetailRecord, CdrWriter, finish_call, handoff_is_green_channel
-from bot.screen_pop import ScreenPopStore, screen_pop_for
+from bot.screen_pop import ScreenPopStore, ref_tag, screen_pop_for
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,8 @@ class CallSession:
                           refer_accepted_s: float | None = None) -> None:
         """The transfer's outcome: into the CDR, the call record and the metrics, and back to the dialogue (which
         apologises on failure). Answered outside the caller's callback so the voice loop is not re-entered from its
-        own task. `time_to_agent_s`: handoff → the agent answered; `refer_accepted_s`: handoff → the queue took it."""
+        own task. `time_to_agent_s`: from our answer (the call's 200 OK) to the agent answering (the REFER's NOTIFY 200);
+        `refer_accepted_s`: from the handoff (our REFER) to the queue taking it (its 202)."""
         record = self.record
         record.transfer_finished(ok, detail, time_to_agent_s, refer_accepted_s)
         call_record = getattr(self.voice, "record", None)  # CallHandle's CallRecord (doubles may have none)
@@ -212,8 +213,9 @@ class CallSession:
             return event
         context = dict(event.get("context")) if isinstance(event.get("context"), dict) else {}
         context["context_ref"] = ref
-        # The agent's page, for whoever runs the gateway (loopback or the console token still guard it).
-        self.log.info("screen-pop for the agent: /agent/%s (for %.0f s)", ref, self._screen_pops.ttl_s)
+        # Never the reference (it opens the agent's page): its tag, which matches the desk's log and a reference
+        # someone holds. The reference travels as the REFER's X-IVR-Context-Ref (the stand-in desk prints the page).
+        self.log.info("screen-pop %s filed for the agent (for %.0f s)", ref_tag(ref), self._screen_pops.ttl_s)
         return {**event, "context": context}
 
     async def _on_hangup(self) -> None:

@@ -84,13 +84,15 @@ def agent_desk_address(settings: Settings) -> tuple[str, int] | None:
     return desk_address(settings)
 
 
-def build_specs(settings: Settings, env: Mapping[str, str]) -> list[ChildSpec]:
+def build_specs(settings: Settings, env: Mapping[str, str], *, show_screen_pop: bool = False) -> list[ChildSpec]:
     """The processes of the stack, in start order: action server, Rasa, gateway, and the stand-in agent desk
-    (telephony/agent_desk.py) when SIP_ROUTING sends transfers to this machine, so a transfer completes here."""
+    (telephony/agent_desk.py) when SIP_ROUTING sends transfers to this machine, so a transfer completes here.
+    `show_screen_pop`: the desk prints each screen-pop's address (our output is a person's terminal)."""
     rasa, actions, gateway = settings.rasa, settings.actions, settings.gateway
     desk = agent_desk_address(settings)
     desk_specs = [ChildSpec("agent-desk", (str(VOICE_PYTHON), "-m", "telephony.agent_desk", "--host", desk[0],
-                                           "--port", str(desk[1])),
+                                           "--port", str(desk[1]),
+                                           *(("--show-screen-pop",) if show_screen_pop else ())),
                             f"tcp://{desk[0]}:{desk[1]}", env)] if desk else []  # SIP over TCP shares the port
     return [
         ChildSpec("actions", (str(RASA_BIN), "run", "actions", "--actions", "actions", "-p", str(actions.port)),
@@ -299,8 +301,8 @@ def banner(settings: Settings) -> str:
         f"  health         {web}/healthz",
         f"  metrics        {web}/metrics",
         f"  SIP            sip:ivr@{settings.sip.host}:{settings.sip.port} (UDP and TCP)",
-        *([f"  agent desk     sip:general@{desk[0]}:{desk[1]} (stand-in agent: answers transfers; screen-pop "
-           f"{web}/agent/<X-IVR-Context-Ref>)"] if (desk := agent_desk_address(settings)) else []),
+        *([f"  agent desk     sip:general@{desk[0]}:{desk[1]} (stand-in agent: answers transfers; on a "
+           f"terminal it prints each screen-pop, {web}/agent/<X-IVR-Context-Ref>)"] if (desk := agent_desk_address(settings)) else []),
         f"  Rasa           http://{LOOPBACK}:{settings.rasa.port}",
         f"  action server  http://{LOOPBACK}:{settings.actions.port}",
         "  CLI chat       make chat",
@@ -320,7 +322,7 @@ async def run_stack(settings: Settings) -> int:
               "environment variables.", file=sys.stderr)
         return 2
     ensure_sqlite_dirs(settings.rasa.tracker_db_url, settings.bank.db_url)
-    specs = build_specs(settings, child_env(settings, os.environ))
+    specs = build_specs(settings, child_env(settings, os.environ), show_screen_pop=sys.stdout.isatty())
     supervisor = Supervisor(specs, ready_timeout_s=settings.gateway.stack_ready_timeout_s,
                             stop_grace_s=settings.gateway.stack_stop_grace_s)
     loop = asyncio.get_running_loop()

@@ -12,7 +12,12 @@ gateway in a NOTIFY `SIP/2.0 200`, where the gateway's time to agent ends.
 It reuses the gateway's SIP core (telephony/sip: the same UserAgent, transport and RTP session) and knows nothing
 of banking. It serves loopback only: it refuses to bind anything but a loopback address, and its allow-list is
 loopback whatever SIP_ALLOW_CIDRS says, with no digest login (nobody off this machine can reach an agent through it).
-An INVITE carrying X-IVR-Context-Ref (a PBX that copies the REFER's headers) is logged with its screen-pop address.
+An INVITE carrying X-IVR-Context-Ref (a PBX that copies the REFER's headers) is logged with the screen-pop's tag (a
+SHA-256 prefix, bot/screen_pop.py ref_tag), never the reference: whoever holds a reference can open the agent's page.
+For a person trying the stack, the desk prints the page's address (`http://<gateway>/agent/<ref>`) on its console,
+stdout and not the log, with `--show-screen-pop`: the default when stdout is a terminal, and `make run` passes it when
+its own stdout is one (the desk's output reaches that terminal through the supervisor). The desk binds loopback only,
+so the address printed is one only this machine can open. A real PBX hands the reference to the agent's desktop.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ import math
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
+from bot.screen_pop import ref_tag
 from settings import Settings, get_settings
 from telephony.rtp.ports import NoFreePortError, PortAllocator
 from telephony.rtp.session import RtpSession
@@ -132,7 +140,10 @@ class AgentDesk:
     """`answer_after_s`: how long it rings before the agent answers; `hold_s`: the longest it keeps a call."""
 
     def __init__(self, settings: Settings, *, answer_after_s: float = 1.0, hold_s: float = 600.0,
-                 announcement: bytes | None = None, gateway_url: str = ""):
+                 announcement: bytes | None = None, gateway_url: str = "", show_screen_pop: bool = False,
+                 console: TextIO | None = None):
+        """`show_screen_pop`: print each transferred call's screen-pop address on `console` (default stdout), a
+        person's terminal; the log only ever has the reference's tag."""
         # Loopback peers only, whatever the gateway's own SIP allow-list and digest credentials say.
         sip = dataclasses.replace(settings.sip, allow_cidrs=LOOPBACK_CIDRS, digest_user="", digest_password="",
                                   advertised_host="", trusted_proxies="")
@@ -145,6 +156,8 @@ class AgentDesk:
         self.server = SipServer(sip, self._on_event)
         self.calls: dict[str, DeskCall] = {}
         self.answered: list[str] = []  # the queues (Request-URI users) of the calls answered so far
+        self.show_screen_pop = show_screen_pop
+        self.console = console
 
     @property
     def address(self) -> tuple[str, int]:
@@ -181,7 +194,10 @@ class AgentDesk:
         call = desk_call.call
         context_ref = call.headers.get("x-ivr-context-ref")
         log.info("agent desk: call for %s ringing%s", call.callee or "?",
-                 f"; screen-pop {self.gateway_url}/agent/{context_ref}" if context_ref else "")
+                 f"; screen-pop {ref_tag(context_ref)}" if context_ref else "")
+        if context_ref and self.show_screen_pop and is_loopback(self.server.address[0]):
+            print(f"agent desk: screen-pop {ref_tag(context_ref)} for the call to {call.callee or '?'}: "
+                  f"{self.gateway_url}/agent/{context_ref}", file=self.console or sys.stdout, flush=True)
         self.server.ringing(call)
         await asyncio.sleep(self.answer_after_s)
         if call.state is not CallState.RINGING:
@@ -242,8 +258,10 @@ def _log_failure(task: asyncio.Task) -> None:
         log.error("agent desk task failed: %r", task.exception())
 
 
-async def serve(settings: Settings, host: str, port: int, answer_after_s: float, hold_s: float) -> None:
-    desk = await AgentDesk(settings, answer_after_s=answer_after_s, hold_s=hold_s).start(host, port)
+async def serve(settings: Settings, host: str, port: int, answer_after_s: float, hold_s: float,
+                show_screen_pop: bool = False) -> None:
+    desk = await AgentDesk(settings, answer_after_s=answer_after_s, hold_s=hold_s,
+                           show_screen_pop=show_screen_pop).start(host, port)
     print(f"agent desk on {desk.address[0]}:{desk.address[1]} (answers after {answer_after_s:g} s)", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -260,13 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer-after", type=float, default=1.0, help="seconds of ringing before the answer")
     parser.add_argument("--hold", type=float, default=600.0, help="longest call, seconds")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--show-screen-pop", action=argparse.BooleanOptionalAction, default=None,
+                        help="print each screen-pop's address on stdout (never the log); default: if it is a terminal")
     args = parser.parse_args(argv)
+    show_screen_pop = sys.stdout.isatty() if args.show_screen_pop is None else args.show_screen_pop
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     host, port = desk_address(settings) or (DEFAULT_HOST, DEFAULT_PORT)
     try:
         asyncio.run(serve(settings, args.host or host, port if args.port is None else args.port,
-                          args.answer_after, args.hold))
+                          args.answer_after, args.hold, show_screen_pop))
     except NotLoopback as error:
         log.error("%s", error)
         return 2

@@ -13,8 +13,9 @@ queue, its hangup a BYE; no RTP for media_timeout_s → BYE (not while the calle
 A call's life (id, admission, voice loop, CDR, metrics, key logging, teardown) is a `bot.call_session.CallSession`;
 this module adds what is SIP's: the RTP leg, the REFER, and 503 + Retry-After for an INVITE that finds the voice
 loop full (the admission is taken at the INVITE, so the caller is never answered and then dropped).
-Every log line of a call carries `call=<id>`; each call ends in one CDR line, including the time to agent (the
-handoff's REFER → the NOTIFY 200 that says the agent answered) and the REFER's 202 (`refer_accepted_s`).
+Every log line of a call carries `call=<id>`; each call ends in one CDR line, including the time to agent (from our
+answer, the call's 200 OK, to the agent answering, the REFER's NOTIFY 200) and the time from the handoff (our REFER)
+to its 202 (`refer_accepted_s`).
 With a screen-pop store (bot/screen_pop.py, the voice loop's), the handoff leaves a context reference for the agent's
 page, and the REFER carries it as X-IVR-Context-Ref.
 

@@ -117,9 +117,9 @@ async def test_teardown_completes_once_even_when_the_voice_loop_fails_to_stop(tm
     assert [cdr["cause"] for cdr in cdrs(tmp_path)] == ["remote_bye"]
 
 
-async def test_a_handoff_leaves_the_agents_screen_pop_and_its_reference_travels_with_the_transfer(tmp_path):
+async def test_a_handoff_leaves_the_agents_screen_pop_and_its_reference_travels_with_the_transfer(tmp_path, caplog):
     from bot.call_records import CallRecord
-    from bot.screen_pop import ScreenPopStore
+    from bot.screen_pop import ScreenPopStore, ref_tag
 
     made: list[ScriptedCall] = []
     transferred: list[dict] = []
@@ -141,11 +141,15 @@ async def test_a_handoff_leaves_the_agents_screen_pop_and_its_reference_travels_
     await session.start(on_audio=lambda pcm: None, on_clear=lambda: None)
     event = {"queue": "elderly_priority", "priority": 9, "reason": "green_channel",
              "context": {"intent": "report_loss", "verified": True, "green_channel": True, "call_id": session.id}}
-    await made[0].on_handoff(event)
+    with caplog.at_level(logging.DEBUG):
+        await made[0].on_handoff(event)
     [sent] = transferred
     assert "context_ref" not in event["context"]  # the dialogue's event is not changed in place
     ref = sent["context"]["context_ref"]
     assert len(ref) >= 22 and sent["context"]["intent"] == "report_loss"
+    # the log names the pop by a digest prefix, never by the reference that opens the agent's page
+    assert ref not in caplog.text and f"screen-pop {ref_tag(ref)} filed" in caplog.text
+    assert len(ref_tag(ref)) == 12
     pop = store.get(ref)
     assert pop["caller"] == "138****0001" and pop["elderly"] and pop["green_channel"] and pop["verified"]
     assert [turn["text"] for turn in pop["transcript"]] == ["我要挂失", "****"]

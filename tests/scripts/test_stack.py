@@ -129,6 +129,10 @@ def test_children_get_ports_and_urls_from_settings(tmp_path):
     # the stand-in agent desk at the default transfer target, supervised like the others, ready over SIP's TCP port
     assert desk.argv[1:] == ("-m", "telephony.agent_desk", "--host", "127.0.0.1", "--port", "5070")
     assert desk.ready_url == "tcp://127.0.0.1:5070" and "agent desk" in banner(settings)
+    # on a person's terminal, the desk prints each screen-pop's address there (never in a log)
+    *_, shown = build_specs(settings, env, show_screen_pop=True)
+    assert shown.argv[1:] == ("-m", "telephony.agent_desk", "--host", "127.0.0.1", "--port", "5070",
+                              "--show-screen-pop")
 
 
 def test_no_agent_desk_when_transfers_go_to_a_real_pbx(tmp_path):

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
+import logging
 import os
 import re
+import secrets
 import signal
+import socket
 import sys
 import wave
 from pathlib import Path
@@ -19,7 +23,7 @@ import pytest
 
 from rtp_pcap import tone_pcm16
 from bot.cdr import CdrWriter
-from bot.screen_pop import ScreenPopStore
+from bot.screen_pop import ScreenPopStore, ref_tag
 from settings import REPO_ROOT, Settings
 from telephony.agent_desk import AgentDesk, NotLoopback, desk_address
 from telephony.rtp.ports import PortAllocator
@@ -164,6 +168,36 @@ async def test_the_desk_ignores_peers_off_loopback_whatever_the_gateways_allow_l
         assert core.feed(Uac().invite(), ("127.0.0.1", 40000), 0.0) != []
     finally:
         await desk.close()
+
+
+async def test_the_desk_logs_a_screen_pops_tag_never_its_reference_and_shows_the_page_on_a_console_only(
+        caplog, capsys):
+    """Whoever holds a reference can open the agent's page: the log gets its tag (a SHA-256 prefix), and only a
+    desk told to (`--show-screen-pop`, a person's terminal) prints the address, on its console, not in the log."""
+    ref = secrets.token_urlsafe(24)
+    console = io.StringIO()
+    shown = await AgentDesk(Settings(), announcement=b"", answer_after_s=60, show_screen_pop=True,
+                            console=console, gateway_url="http://127.0.0.1:8080").start("127.0.0.1", 0)
+    quiet = await AgentDesk(Settings(), announcement=b"", answer_after_s=60).start("127.0.0.1", 0)
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    logged = []
+    try:
+        with caplog.at_level(logging.INFO, logger="telephony.agent_desk"):
+            for desk in (shown, quiet):
+                caplog.clear()
+                phone.sendto(Uac().invite(headers=f"X-IVR-Context-Ref: {ref}"), desk.address)
+                await wait_until(lambda: "ringing" in caplog.text, timeout=5.0)
+                logged.append(caplog.text)
+    finally:
+        phone.close()
+        await shown.close()
+        await quiet.close()
+    assert len(logged) == 2 and all(f"ringing; screen-pop {ref_tag(ref)}" in text for text in logged), logged
+    assert not any(ref in text for text in logged)
+    assert console.getvalue().splitlines() == [
+        f"agent desk: screen-pop {ref_tag(ref)} for the call to ivr: http://127.0.0.1:8080/agent/{ref}"]
+    assert ref not in capsys.readouterr().out  # the quiet desk printed nothing
 
 
 async def test_the_cli_refuses_a_host_off_loopback(tmp_path):
