@@ -32,7 +32,8 @@ DISPATCHER_SET = 1  # DS_SET in the config: the IVR pool
 PROBE_INTERVAL_S = 10
 PROBE_THRESHOLD = 3
 FR_TIMER_MS = 2000  # no reply at all from a gateway by then: the next one is tried
-FR_INV_TIMER_MS = 30000  # after the gateway's 100 Trying: its final answer by then
+FR_TRYING_TIMER_MS = 2000  # after the gateway's 100 Trying: its 18x or final answer by then, else the next one
+FR_INV_TIMER_MS = 30000  # after the gateway's 18x: its final answer by then (no failover: 408 to the caller)
 RETRY_AFTER_S = 10
 
 
@@ -93,13 +94,14 @@ class KamailioFront:
 
     def argv(self, sip_port: int, *, host: str = LOOPBACK, probe_interval_s: int = PROBE_INTERVAL_S,
              probe_threshold: int = PROBE_THRESHOLD, fr_timer_ms: int = FR_TIMER_MS,
-             fr_inv_timer_ms: int = FR_INV_TIMER_MS, retry_after_s: int = RETRY_AFTER_S,
-             defines: Sequence[str] = ()) -> list[str]:
+             fr_trying_timer_ms: int = FR_TRYING_TIMER_MS, fr_inv_timer_ms: int = FR_INV_TIMER_MS,
+             retry_after_s: int = RETRY_AFTER_S, defines: Sequence[str] = ()) -> list[str]:
         argv = [kamailio_binary(), "-f", str(CONFIG), "-DD", "-E", "-Y", str(self.runtime_dir), "-w", str(self.workdir),
                 "-A", f"SIP_ADDR={host}", "-A", f"SIP_PORT={sip_port}",
                 "-A", f'DS_LIST="{self.list_file}"', "-A", f'CTL_SOCKET="{self.ctl_socket}"',
                 "-A", f"PROBE_INTERVAL_S={int(probe_interval_s)}", "-A", f"PROBE_THRESHOLD={int(probe_threshold)}",
-                "-A", f"FR_TIMER_MS={int(fr_timer_ms)}", "-A", f"FR_INV_TIMER_MS={int(fr_inv_timer_ms)}",
+                "-A", f"FR_TIMER_MS={int(fr_timer_ms)}", "-A", f"FR_TRYING_TIMER_MS={int(fr_trying_timer_ms)}",
+                "-A", f"FR_INV_TIMER_MS={int(fr_inv_timer_ms)}",
                 "-A", f"RETRY_AFTER_S={int(retry_after_s)}"]
         for define in defines:  # e.g. WITH_PIKE, LOG_LEVEL=3
             argv += ["-A", define]
@@ -111,15 +113,15 @@ class KamailioFront:
 def kamailio_spec(workdir: Path, sip_port: int, gateways: Sequence[tuple[str, int]], env: Mapping[str, str],
                   probe_interval_s: int = PROBE_INTERVAL_S, *, host: str = LOOPBACK,
                   probe_threshold: int = PROBE_THRESHOLD, fr_timer_ms: int = FR_TIMER_MS,
-                  fr_inv_timer_ms: int = FR_INV_TIMER_MS, retry_after_s: int = RETRY_AFTER_S,
-                  defines: Sequence[str] = ()) -> ChildSpec:
+                  fr_trying_timer_ms: int = FR_TRYING_TIMER_MS, fr_inv_timer_ms: int = FR_INV_TIMER_MS,
+                  retry_after_s: int = RETRY_AFTER_S, defines: Sequence[str] = ()) -> ChildSpec:
     """The SIP front on host:sip_port (UDP and TCP) over `gateways` ((host, SIP port) each); writes the dispatcher
     list into `workdir`. Ready once its TCP port accepts."""
     front = KamailioFront(workdir)
     front.prepare(gateways)
     argv = front.argv(sip_port, host=host, probe_interval_s=probe_interval_s, probe_threshold=probe_threshold,
-                      fr_timer_ms=fr_timer_ms, fr_inv_timer_ms=fr_inv_timer_ms, retry_after_s=retry_after_s,
-                      defines=defines)
+                      fr_timer_ms=fr_timer_ms, fr_trying_timer_ms=fr_trying_timer_ms, fr_inv_timer_ms=fr_inv_timer_ms,
+                      retry_after_s=retry_after_s, defines=defines)
     return ChildSpec("kamailio", tuple(argv), f"tcp://{host}:{sip_port}", env, cwd=workdir)
 
 

@@ -3,8 +3,8 @@
 Our real gateways (`python -m telephony.sip_calls --echo`) say in their logs which calls they took; they cannot say
 which headers an INVITE carried or where its BYE came from. This stub can: it answers OPTIONS 200 (so the front's
 probes keep it in the pool), every INVITE with 100 (and 180 if `ring`) then `final` (200 with SDP, copying the
-Record-Route set as a UAS must, RFC 3261 §12.1.1; or 503 with Retry-After), BYE 200, and records each request with
-its source address.
+Record-Route set as a UAS must, RFC 3261 §12.1.1; or 503 with Retry-After; or, with `final=None`, nothing more: a
+gateway stuck after its 100), BYE and CANCEL 200, and records each request with its source address.
 It runs on the test's event loop; `close()` in a `finally`.
 """
 
@@ -51,7 +51,7 @@ def parse(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 @dataclass(eq=False)
 class StubGateway(asyncio.DatagramProtocol):
     name: str
-    final: int = 200  # the answer to every INVITE: 200 or an error such as 503
+    final: int | None = 200  # the answer to every INVITE: 200, an error such as 503, or None: never a final answer
     ring: bool = False  # 180 Ringing before the final answer
     host: str = "127.0.0.1"
     port: int = 0
@@ -95,6 +95,8 @@ class StubGateway(asyncio.DatagramProtocol):
             tag = f"{self.name}-{secrets.token_hex(4)}"
             if self.ring:
                 self._send(self._response(request, 180, "Ringing", tag=tag), addr)
+            if self.final is None:
+                return  # stuck: a retransmission gets its 100 (and 180) again
             final = self._invite_answer(request, tag)
             self.answered[branch] = final
             self._send(final, addr)

@@ -25,7 +25,7 @@ from typing import Awaitable, Callable, Mapping, Sequence
 
 import pytest
 
-from scripts.cluster.kamailio import CONFIG, KamailioFront, kamailio_binary, kamailio_spec
+from scripts.cluster.kamailio import CONFIG, FR_INV_TIMER_MS, KamailioFront, kamailio_binary, kamailio_spec
 from scripts.processes import Processes, free_port, is_answering
 from scripts.stack import VOICE_PYTHON, ChildSpec
 from tests.cluster.stub_gateway import StubGateway
@@ -36,6 +36,7 @@ pytestmark = pytest.mark.integration
 SCENARIOS = Path(__file__).parent / "scenarios"
 LOOPBACK = "127.0.0.1"
 FR_TIMER_S = 2.0  # the config's default: an INVITE nobody answers moves to the next gateway after this
+FR_TRYING_S = 2.0  # the config's default: an INVITE answered 100 Trying and then nothing, the same
 PROBE_INTERVAL_S = 1
 PROBE_THRESHOLD = 2
 RETRY_AFTER_S = 7  # not the default (10), so the test sees the parameter reach the reply
@@ -136,7 +137,8 @@ StartFront = Callable[..., Awaitable[Front]]
 
 @pytest.fixture
 async def start_front(tmp_path: Path):
-    """start_front(gateways={"a": {env}, ...}, stubs=[...], probe_interval_s=..., probe_threshold=...) -> Front."""
+    """start_front(gateways={"a": {env}, ...}, stubs=[...], probe_interval_s=..., probe_threshold=...,
+    fr_inv_timer_ms=...) -> Front."""
     if SIPP is None:
         pytest.fail("no sipp: install the Debian package `sip-tester` (make apt)")
     try:
@@ -150,7 +152,8 @@ async def start_front(tmp_path: Path):
     stubs: list[StubGateway] = []
 
     async def start(gateways: Mapping[str, Mapping[str, str]] | None = None, stub_gateways: Sequence[StubGateway] = (),
-                    probe_interval_s: int = PROBE_INTERVAL_S, probe_threshold: int = PROBE_THRESHOLD) -> Front:
+                    probe_interval_s: int = PROBE_INTERVAL_S, probe_threshold: int = PROBE_THRESHOLD,
+                    fr_inv_timer_ms: int = FR_INV_TIMER_MS) -> Front:
         gateways = gateways or {}
         for stub in stub_gateways:
             stubs.append(await stub.start())
@@ -160,7 +163,8 @@ async def start_front(tmp_path: Path):
         targets = [(LOOPBACK, port) for port in ports.values()] + [stub.address for stub in stub_gateways]
         front_port = free_port()
         specs["kamailio"] = kamailio_spec(workdir / "kamailio", front_port, targets, dict(os.environ), probe_interval_s,
-                                          probe_threshold=probe_threshold, retry_after_s=RETRY_AFTER_S)
+                                          probe_threshold=probe_threshold, fr_inv_timer_ms=fr_inv_timer_ms,
+                                          retry_after_s=RETRY_AFTER_S)
         front = Front(specs=specs, workdir=workdir, port=front_port, gateway_ports=ports, stubs=stub_gateways)
         started.append(front)
         for name in specs:  # the gateways first, the front last (stop_all stops it first)
@@ -267,6 +271,42 @@ async def test_no_failover_once_a_gateway_has_rung(start_front: StartFront):
     assert not front.front_lines("trying the next")
 
 
+async def test_gateway_silent_after_100_trying_is_failed_over(start_front: StartFront):
+    # Its SIP layer said 100 Trying, its call handling never answered. tm's fr_inv_timer runs from that 100: with
+    # the ringing limit there (30 s) the caller waited 30 s for the next gateway; now FR_TRYING_S.
+    stuck, ok = StubGateway("stuck", final=None), StubGateway("ok")
+    front = await start_front(stub_gateways=[stuck, ok])
+    answers = await calls_through(front, "trying", 2)  # round-robin: one call starts at each gateway
+
+    (stuck_call,) = {r.call_id for r in stuck.requests("INVITE")}
+    status, waited = answers[stuck_call]
+    print(f"\ncall at the gateway stuck after 100 Trying: {status} from the other gateway after {waited:.2f} s")
+    assert status == 200 and FR_TRYING_S - 0.2 <= waited < FR_TRYING_S + 1.5, answers[stuck_call]
+    assert {r.call_id for r in ok.requests("INVITE")} == set(answers) and all(
+        status == 200 for status, _ in answers.values()), answers
+    stuck_uri = f"sip:{LOOPBACK}:{stuck.port}"
+    assert front.front_lines(f"FRONT gateway {stuck_uri}: 100 Trying but no answer to INVITE, trying the next")
+    await front.wait_for(lambda: [r.call_id for r in stuck.requests("CANCEL")] == [stuck_call], 3,
+                         "the stuck gateway's branch is cancelled")
+    assert not front.front_lines(f"FRONT dst-down: gateway {stuck_uri}"), "its probes still answer: it stays in"
+
+
+async def test_gateway_silent_after_ringing_keeps_the_call(start_front: StartFront):
+    # After a 18x the call is that gateway's (no failover), and the 18x gives it FR_INV_TIMER_MS (4 s here, 30 s in
+    # production) instead of FR_TRYING_S for its answer; then the caller gets 408.
+    ringing, ok = StubGateway("ringing", final=None, ring=True), StubGateway("ok")
+    front = await start_front(stub_gateways=[ringing, ok], fr_inv_timer_ms=4000)
+    answers = await calls_through(front, "ringing", 2)
+
+    (ringing_call,) = {r.call_id for r in ringing.requests("INVITE")}
+    status, waited = answers[ringing_call]
+    print(f"\ncall at the gateway silent after 180: {status} after {waited:.2f} s")
+    assert status == 408 and 4.0 - 0.2 <= waited < 4.0 + 1.5, answers[ringing_call]
+    assert [status for call_id, (status, _) in answers.items() if call_id != ringing_call] == [200]
+    assert ringing_call not in {r.call_id for r in ok.requests("INVITE")}
+    assert not front.front_lines("trying the next")
+
+
 async def test_no_gateway_left_is_503_with_retry_after(start_front: StartFront, tmp_path: Path):
     front = await start_front({"a": {"SIP_MAX_CALLS": "0"}, "b": {"SIP_MAX_CALLS": "0"}})
     await front.sipp("call_refused.xml", tmp_path)  # fails unless 503 with a Retry-After reaches the caller
@@ -370,6 +410,43 @@ async def test_front_answers_for_itself_and_relays_only_to_its_gateways(start_fr
     assert not [r for r in stub.received if r.method != "OPTIONS"], "nothing of this reached the gateway"
 
 
+async def test_tcp_message_without_content_length_is_not_relayed(start_front: StartFront):
+    # Over a stream Content-Length is mandatory (RFC 3261 §18.3): where a message without one ends is a guess, and a
+    # guess the front and a gateway could make differently (request smuggling). The front closes the connection.
+    stub = StubGateway("gw")
+    front = await start_front(stub_gateways=[stub])
+    host, port = front.address
+
+    def invite(call_id: str) -> str:
+        text = request("INVITE", f"sip:ivr@{host}:{port}", front.address, call_id=call_id)
+        return text.replace("Via: SIP/2.0/UDP", "Via: SIP/2.0/TCP")
+
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(invite("no-length").replace("Content-Length: 0\r\n", "").encode())
+        await writer.drain()
+        try:
+            received = await asyncio.wait_for(reader.read(), 5)  # until the front closes the connection
+        except TimeoutError:
+            pytest.fail(f"the front kept the connection open; INVITEs at the gateway: "
+                        f"{[r.call_id for r in stub.requests('INVITE')]}")
+        assert not received, received
+    finally:
+        writer.close()
+    # The same INVITE with its Content-Length, on a new connection, is relayed and answered.
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(invite("with-length").encode())
+        await writer.drain()
+        replies = b""
+        async with asyncio.timeout(5):
+            while b"SIP/2.0 200" not in replies:
+                replies += await reader.read(4096)
+    finally:
+        writer.close()
+    assert [r.call_id for r in stub.requests("INVITE")] == ["with-length"]
+
+
 def test_config_is_valid_with_every_option(tmp_path: Path):
     """`kamailio -c` on the command line kamailio_spec builds, with the optional flood limit on as well."""
     try:
@@ -401,6 +478,19 @@ def request(method: str, uri: str, front: tuple[str, int], *, call_id: str, to_t
 
 def options(front: tuple[str, int], call_id: str = "options") -> str:
     return request("OPTIONS", f"sip:{front[0]}:{front[1]}", front, call_id=call_id)
+
+
+async def calls_through(front: Front, name: str, calls: int, timeout_s: float = 10.0) -> dict[str, tuple[int, float]]:
+    """`calls` INVITEs through the front, one at a time: Call-ID -> (final status, seconds until it came)."""
+    host, port = front.address
+    answers = {}
+    for n in range(calls):
+        call_id = f"{name}-{n}"
+        start = time.monotonic()
+        reply = await sip_request(front.address, request("INVITE", f"sip:ivr@{host}:{port}", front.address,
+                                                         call_id=call_id), timeout_s)
+        answers[call_id] = (int(reply.split(" ", 2)[1]), time.monotonic() - start)
+    return answers
 
 
 async def sip_request(target: tuple[str, int], text: str, timeout_s: float = 3.0) -> str:
