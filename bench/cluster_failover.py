@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def postgres_restart(cluster: RunningCluster, calls: int, rate: float, into_s: f
     lost_before = lost_turns(cluster)
     run = cluster.start_sip_calls(calls, rate)
     time.sleep(into_s)
-    cluster.stop("postgres", sig=2)  # SIGINT: PostgreSQL's fast shutdown, what a restart by an operator does
+    cluster.stop("postgres", sig=signal.SIGINT)  # PostgreSQL's fast shutdown, what an operator's restart does
     time.sleep(down_s)
     cluster.start("postgres")
     restarted_at = time.monotonic()
@@ -133,12 +134,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=6, help="calls offered in each phase's window (default 6)")
     parser.add_argument("--rate", type=float, default=0.25, help="calls offered per second (default 0.25)")
     parser.add_argument("--into", type=float, default=8.0, help="seconds into a phase before the failure")
-    parser.add_argument("--postgres-down", type=float, default=3.0, help="seconds PostgreSQL stays down")
+    parser.add_argument("--postgres-down", type=float, default=8.0,
+                        help="seconds PostgreSQL stays down (long enough for turns to meet it)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # SIGTERM unwinds like Ctrl-C, so the cluster's processes (each in its own process group) are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = get_settings()
     if find_model(settings.rasa.model_dir) is None:
         print(f"no trained Rasa model in {settings.rasa.model_dir}: run `make train`", file=sys.stderr)

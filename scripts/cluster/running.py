@@ -20,6 +20,7 @@ from typing import Iterator, Mapping
 
 import requests
 
+from bot.cdr import OUTCOME_REJECTED
 from scripts.cluster.topology import Cluster, Layout, gateway_name, split_range
 from scripts.processes import Processes, free_port
 from settings import REPO_ROOT, Settings
@@ -58,15 +59,19 @@ class RunningCluster(Processes):
     def sip_calls(self, calls: int, rate: float, timeout_s: float = 90.0) -> SippResult:
         return self.start_sip_calls(calls, rate, timeout_s).wait()
 
-    def metric(self, gateway_index: int, name: str, labels: str = "") -> float:
-        """The sum of one counter over the series whose labels contain `labels` (e.g. 'door="sip"')."""
+    def metric(self, gateway_index: int, name: str, labels: str = "", without: str | None = None) -> float:
+        """The sum of one counter over the series whose labels contain `labels` (e.g. 'door="sip"') and not
+        `without`."""
         port = self.layout.gateway_http[gateway_index]
         text = self.http.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         pattern = rf'^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$'
-        return sum(float(value) for found, value in re.findall(pattern, text, re.M) if labels in found)
+        return sum(float(value) for found, value in re.findall(pattern, text, re.M)
+                   if labels in found and (without is None or without not in found))
 
     def calls_finished_by(self, gateway_index: int) -> int:
-        return int(self.metric(gateway_index, "ivr_telephony_calls_total", 'door="sip"'))
+        """SIP calls this gateway answered and saw end (an INVITE it refused with 503 is not one)."""
+        return int(self.metric(gateway_index, "ivr_telephony_calls_total", 'door="sip"',
+                               without=f'outcome="{OUTCOME_REJECTED}"'))
 
     def is_up(self, name: str) -> bool:
         proc = self.procs.get(name)
@@ -124,7 +129,8 @@ class SippRun:
         stats = workdir / "stats.csv"
         argv = [shutil.which("sipp") or "sipp", f"127.0.0.1:{port}", "-sf", str(MEDIA_CALL), "-s", "ivr",
                 "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
-                "-m", str(calls), "-r", str(int(rate * 1000)), "-rp", "1000", "-l", str(calls),
+                # one call every 1/rate seconds (-r calls per -rp milliseconds)
+                "-m", str(calls), "-r", "1", "-rp", str(max(1, round(1000 / rate))), "-l", str(calls),
                 "-timeout", f"{int(timeout_s)}s", "-nostdin", "-trace_stat", "-stf", str(stats), "-fd", "1"]
         with (workdir / "sipp.log").open("wb") as log:
             process = subprocess.Popen(argv, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,

@@ -1,7 +1,9 @@
-"""The cluster's real engines for tests: one private PostgreSQL and one Redis server per test session.
+"""The cluster's real engines for tests, once per test session, stopped in a `finally`:
 
-They run from scripts/cluster/stores.py, the same way `make cluster` runs them, on free ports in a temporary
-directory, and are stopped in a `finally`. Tests that need them take the `stores` fixture.
+- `stores`: one private PostgreSQL and one Redis server (scripts/cluster/stores.py, as `make cluster` runs them),
+  on free ports in a temporary directory; both venvs' tests use it (tests/conftest.py);
+- `cluster`: the whole cluster (Kamailio, 2 gateways, HAProxy, 2 Rasa and 2 action servers, its own PostgreSQL and
+  Redis), for tests/cluster/test_cluster.py and test_rasa_tier.py.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
 from scripts.cluster.stores import Postgres, Redis, postgres_bin_dir
 from scripts.processes import Processes, free_port
+
+if TYPE_CHECKING:
+    from scripts.cluster.running import RunningCluster
+
+CLUSTER_TOKEN = "cluster-test-token"
 
 
 @dataclass(kw_only=True)
@@ -62,3 +70,21 @@ def stores() -> Stores:
     finally:
         running.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator["RunningCluster"]:
+    """The whole cluster as `make cluster` runs it (scripts/cluster/running.py), on free ports, once per session:
+    starting two Rasa servers takes 1-2 minutes on 2 cores. Tests that kill a part run last in their module."""
+    # Imported here: the Rasa venv's tests load this conftest for `stores`, and the cluster runner is the gateway's
+    from scripts.cluster.running import running_cluster
+    from scripts.stack import find_model
+    from settings import get_settings
+
+    base = get_settings()
+    if find_model(base.rasa.model_dir) is None:
+        pytest.skip(f"no trained Rasa model in {base.rasa.model_dir}: run `make train` first")
+    env = {**os.environ, "RASA_TOKEN": CLUSTER_TOKEN, "RASA_TIMEOUT_S": "15", "CLUSTER_PROBE_INTERVAL_S": "1",
+           "BANK_PIN_HASH_ITERATIONS": "1000"}  # PIN checks fast: the tests verify many callers
+    with running_cluster(env) as running:
+        yield running

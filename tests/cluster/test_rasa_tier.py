@@ -1,5 +1,5 @@
-"""The Rasa tier of the cluster on real engines: PostgreSQL and Redis (the `stores` fixture), two action servers, two
-Rasa servers and HAProxy, started with the specs `make cluster` uses (scripts/cluster/rasa_tier.py, haproxy.py).
+"""The Rasa tier of the session's cluster (tests/cluster/conftest.py `cluster`, as `make cluster` runs it):
+PostgreSQL and Redis, two action servers, two Rasa servers and HAProxy, driven over their own ports.
 
 - a conversation whose turns alternate between the two Rasa servers keeps its state (verified on one, the
   balance asked on the other, with no second PIN);
@@ -8,14 +8,12 @@ Rasa servers and HAProxy, started with the specs `make cluster` uses (scripts/cl
 - a Rasa server killed (SIGKILL) between two turns: the next turns through HAProxy go on, on the other server,
   with nothing lost. This one runs last: it leaves one Rasa server.
 
-Both Rasa servers load their models at once (60-150 s on 2 cores); nothing is trained: the newest model in
-settings.rasa.model_dir.
+Nothing is trained: the newest model in settings.rasa.model_dir.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import threading
 import time
@@ -27,16 +25,12 @@ import psycopg
 import pytest
 import redis
 
-from scripts.cluster.haproxy import haproxy_spec
-from scripts.cluster.rasa_tier import rasa_name, rasa_tier_specs
-from scripts.processes import Processes, free_port
-from scripts.stack import find_model
-from settings import get_settings
+from scripts.processes import Processes
+from tests.cluster.conftest import CLUSTER_TOKEN
 from tests.integration.caller import Caller, digits_in, events, expect_of, joined
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "rasa-tier-token"
 MASK = "[secure input]"  # dialogue/tracker_store.py (a .venv-rasa module)
 PINS = ("135790", "246802", "112233")
 RASA_SERVERS = ("rasa1", "rasa2")
@@ -76,7 +70,8 @@ class RasaTier(Processes):
     def tracker_events(self, sender: str) -> list[dict]:
         """The conversation as Rasa has it (from a live server: either answers the same)."""
         live = next(name for name in RASA_SERVERS if name not in self.killed)
-        resp = self.http.get(f"{self.url(live)}/conversations/{sender}/tracker", params={"token": TOKEN}, timeout=10)
+        resp = self.http.get(f"{self.url(live)}/conversations/{sender}/tracker", params={"token": CLUSTER_TOKEN},
+                             timeout=10)
         resp.raise_for_status()
         return resp.json()["events"]
 
@@ -130,32 +125,17 @@ class EachTurnOn:
 
 
 @pytest.fixture(scope="session")
-def tier(stores, tmp_path_factory) -> Iterator[RasaTier]:
-    base = get_settings()
-    if find_model(base.rasa.model_dir) is None:
-        pytest.skip(f"no trained Rasa model in {base.rasa.model_dir}: run `make train` first")
-    ports = TierPorts(rasa=(free_port(), free_port()), actions=(free_port(), free_port()),
-                      actions_front=free_port(), rasa_front=free_port())
-    tracker_db = stores.database("rasa_tier_tracker")
-    env = {**os.environ, "RASA_TOKEN": TOKEN, "RASA_MODEL_DIR": base.rasa.model_dir,
-           "RASA_PORT": str(ports.rasa_front), "ACTIONS_PORT": str(ports.actions_front),
-           "TRACKER_DB_URL": tracker_db, "BANK_DB_URL": stores.database("rasa_tier_bank"),
-           "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(stores.redis.port), "BANK_PIN_HASH_ITERATIONS": "1000"}
-    workdir = tmp_path_factory.mktemp("rasa-tier")
-    specs = {spec.name: spec for spec in rasa_tier_specs(ports, env)}
-    specs["haproxy"] = haproxy_spec(workdir / "haproxy", ports.rasa_front, ports.rasa, ports.actions_front,
-                                    ports.actions, env)
-    running = RasaTier(specs=specs, workdir=workdir, ports=ports, tracker_db=tracker_db, redis_port=stores.redis.port)
-    try:
-        for name in specs:  # all at once: the two Rasa servers load their models side by side
-            running.start(name)
-        for name in specs:
-            running.wait_ready(name)
-        running.wait_until_haproxy_sees_up([*(f"rasa/{name}" for name in RASA_SERVERS), "actions/actions1",
-                                            "actions/actions2"])
-        yield running
-    finally:
-        running.stop_all()
+def tier(cluster) -> Iterator[RasaTier]:
+    """The Rasa tier of the session's cluster (tests/cluster/conftest.py `cluster`): its processes, by name."""
+    layout = cluster.layout
+    ports = TierPorts(rasa=layout.rasa, actions=layout.actions, actions_front=layout.actions_front,
+                      rasa_front=layout.rasa_front)
+    tracker_db = cluster.specs[RASA_SERVERS[0]].env["TRACKER_DB_URL"]  # the Rasa servers' own, with their role
+    view = RasaTier(specs=cluster.specs, procs=cluster.procs, http=cluster.http, workdir=cluster.workdir,
+                    ports=ports, tracker_db=tracker_db, redis_port=layout.redis)
+    view.wait_until_haproxy_sees_up([*(f"rasa/{name}" for name in RASA_SERVERS), "actions/actions1",
+                                     "actions/actions2"])
+    yield view  # the cluster fixture stops every process
 
 
 def alive(tier: RasaTier) -> None:
