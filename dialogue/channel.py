@@ -8,7 +8,11 @@ It is Rasa's REST channel (name "rest", so the URL stays /webhooks/rest/webhook)
 - bad input never reaches the dialogue as is: empty or huge text, control characters, malformed
   `/dtmf{...}` payloads and unknown `/intent` strings are normalised (unknown → out_of_scope);
 - the caller is never left in silence: if the action server is down or slower than
-  `settings.actions.timeout_s`, or a turn produced no reply at all, the reply is an apology and a handoff.
+  `settings.actions.timeout_s`, or a turn produced no reply at all, the reply is an apology and a handoff;
+- a turn is run at most once: the request's `message_id` (the gateway's id for the turn, kept on the UserUttered
+  event) is looked up in the stored conversation under its lock first, and a turn already stored is answered with
+  its stored reply instead of being run again. The gateway sends a turn again when the Rasa server that had it died
+  (bot/rasa_client.py); if that server had saved the turn, the caller hears its reply, and money moves once.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, Awaitable, Callable
 import rasa.core.actions.action as rasa_action
 from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 from rasa.core.channels.rest import RestInput
-from rasa.shared.core.events import Restarted
+from rasa.shared.core.events import BotUttered, Restarted, UserUttered
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -50,6 +54,8 @@ MAX_SENDER_CHARS = 128
 FALLBACK_INTENT = "out_of_scope"
 INTENT_MESSAGE = re.compile(r"^/(?P<intent>[A-Za-z_][A-Za-z0-9_]{0,63})(?P<entities>\{.*\})?$", re.DOTALL)
 METADATA_LIMITS = {"caller_number": 32, "channel": 16}
+# The gateway's turn id: token characters only, short (it is logged and stored on the event).
+MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 # Rasa's own intents that rewind or restart the tracker: not something a caller may send.
 TRACKER_CONTROL_INTENTS = {"restart", "back", "session_start"}
 
@@ -91,6 +97,13 @@ def parse_entities(raw: str) -> dict[str, str] | None:
     if not all(isinstance(k, str) and isinstance(v, str) and len(v) <= MAX_TEXT_CHARS for k, v in entities.items()):
         return None
     return entities
+
+
+def clean_message_id(message_id: Any) -> str | None:
+    """The request's message_id if it is a short token; None (Rasa makes its own) for anything else."""
+    if isinstance(message_id, str) and MESSAGE_ID.match(message_id):
+        return message_id
+    return None
 
 
 def valid_dtmf(entities: dict[str, str]) -> bool:
@@ -163,7 +176,11 @@ class CallChannel(RestInput):
                 return response.json({"error": "a JSON body with a non-empty 'sender' is required"}, status=400)
             sender_id = clean_text(str(sender))[:MAX_SENDER_CHARS]
             text = normalise_message(body.get("message"), _known_intents(request))
-            messages = await self._handle(on_new_message, request, sender_id, text, self.get_metadata(request))
+            message_id = clean_message_id(body.get("message_id"))
+            if body.get("message_id") is not None and message_id is None:
+                logger.warning("turn of %s: message_id ignored (not a short token)", sender_id)
+            messages = await self._handle(on_new_message, request, sender_id, text, self.get_metadata(request),
+                                          message_id=message_id)
             return response.json(messages)
 
         return webhook
@@ -175,16 +192,20 @@ class CallChannel(RestInput):
         sender_id: str,
         text: str,
         metadata: dict[str, Any],
+        message_id: str | None = None,
     ) -> list[dict[str, Any]]:
+        message_id = clean_message_id(message_id)
         collector = CollectingOutputChannel()
-        message = UserMessage(text, collector, sender_id, input_channel=self.name(), metadata=metadata)
+        message = UserMessage(text, collector, sender_id, input_channel=self.name(), metadata=metadata,
+                              message_id=message_id)
         store_failures: list[str] = []
         TURN_STORE_FAILURES.set(store_failures)  # this request's own task: the next request sets its own list
         try:
-            if text == CALL_START:
-                await _start_fresh_conversation(request, sender_id)
-            # the budget covers the whole turn; each action call also times out after timeout_s (set above)
-            await asyncio.wait_for(on_new_message(message), timeout=self.turn_budget_s)
+            # the budget covers the whole turn, the look for a repeat included (it may wait out a dead server's lock
+            # lease); each action call also times out after timeout_s (set above)
+            replayed = await asyncio.wait_for(
+                self._run_once(on_new_message, request, message, sender_id, text, message_id),
+                timeout=self.turn_budget_s)
         except asyncio.TimeoutError:
             logger.warning("turn of %s exceeded %.1f s; apologising and handing off", sender_id, self.turn_budget_s)
             return apology_reply(sender_id, await _slots(request, sender_id), _apology_text(request))
@@ -197,11 +218,65 @@ class CallChannel(RestInput):
             logger.warning("turn of %s hit the tracker store (%s); apologising and handing off", sender_id,
                            ", ".join(store_failures))
             return apology_reply(sender_id, {}, _apology_text(request))
+        if replayed is not None:
+            if replayed:
+                return replayed
+            logger.warning("turn of %s: repeat of %s, which stored no reply; apologising and handing off",
+                           sender_id, message_id)
+            return apology_reply(sender_id, await _slots(request, sender_id), _apology_text(request))
         if not collector.messages:
             # every dialogue turn says something; silence means an action failed (e.g. the action server is down)
             logger.warning("turn of %s produced no reply; apologising and handing off", sender_id)
             return apology_reply(sender_id, await _slots(request, sender_id), _apology_text(request))
         return collector.messages
+
+    async def _run_once(
+        self,
+        on_new_message: Callable[[UserMessage], Awaitable[Any]],
+        request: Request,
+        message: UserMessage,
+        sender_id: str,
+        text: str,
+        message_id: str | None,
+    ) -> list[dict[str, Any]] | None:
+        """Runs the turn, unless it is stored already: then its stored reply (None when the turn was run)."""
+        if message_id is not None:
+            replay = await _stored_reply(request, sender_id, message_id)
+            if replay is not None:
+                logger.info("turn of %s: %s was already run and stored; answering with its stored reply, not "
+                            "running it again", sender_id, message_id)
+                return replay
+        if text == CALL_START:
+            await _start_fresh_conversation(request, sender_id)
+        await on_new_message(message)
+        return None
+
+
+async def _stored_reply(request: Request, sender_id: str, message_id: str) -> list[dict[str, Any]] | None:
+    """The reply the conversation stored for its user event with `message_id`, shaped as the channel's reply
+    (CollectingOutputChannel: the bot events after that user event, up to the next one); None if there is no such
+    event. Read under the conversation's lock: a turn still running on another server finishes (or its server's
+    lease runs out) first. Raises when the stores cannot be reached (the channel apologises)."""
+    agent = _agent(request)
+    store = getattr(agent, "tracker_store", None)
+    if store is None:
+        return None
+    async with agent.lock_store.lock(sender_id):
+        tracker = await store.retrieve(sender_id)
+    if tracker is None:
+        return None
+    events = list(tracker.events)
+    start = next((i for i in range(len(events) - 1, -1, -1)
+                  if isinstance(events[i], UserUttered) and events[i].message_id == message_id), None)
+    if start is None:
+        return None
+    collector = CollectingOutputChannel()
+    for event in events[start + 1:]:
+        if isinstance(event, UserUttered):
+            break
+        if isinstance(event, BotUttered):
+            await collector.send_response(sender_id, event.message())  # as Rasa's processor sends it
+    return collector.messages
 
 
 def _json_body(request: Request) -> dict[str, Any] | None:

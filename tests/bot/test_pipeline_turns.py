@@ -48,7 +48,8 @@ async def test_greeting_then_spoken_turn_reaches_rasa_with_metadata(rasa, make_c
     await call.wait_for(lambda: len(rasa.received) == 2, timeout=3)
 
     assert rasa.received[0] == {"sender": call.call.info.call_id, "message": "/call_start",
-                                "metadata": {"caller_number": CALLER, "channel": "voice", "asr_available": True}}
+                                "metadata": {"caller_number": CALLER, "channel": "voice", "asr_available": True},
+                                "message_id": rasa.received[0]["message_id"]}
     assert rasa.received[1]["message"] == "我要查余额"
     assert rasa.received[1]["metadata"]["asr_available"] is True
     await call.wait_for(lambda: any(e["type"] == "metrics" and e.get("voice_to_voice_ms") for e in call.events), 3)

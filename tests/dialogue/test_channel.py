@@ -77,3 +77,130 @@ def test_the_apology_speaks_the_trainers_wording_from_the_domain():
     assert _apology_text(request({})) == UNAVAILABLE_APOLOGY  # a model without the response still apologises
     assert _apology_text(SimpleNamespace(app=None)) == UNAVAILABLE_APOLOGY
     assert apology_reply("call-1", {}, "改过的话。")[0]["text"] == "改过的话。"
+
+
+# --- a turn is run at most once: a repeat (same message_id) is answered from the stored conversation ---
+
+BALANCE_EVENT = {"event": "expect", "input": "digits", "max_length": 6, "secure": True}
+
+
+def stored_conversation():
+    from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
+
+    return [
+        ActionExecuted("action_listen"),
+        UserUttered("/call_start", message_id="turn-call-start-1"),
+        BotUttered("您好，这里是银行热线。"),
+        ActionExecuted("action_listen"),
+        UserUttered("我要转账", message_id="turn-transfer-0002"),
+        BotUttered("已为您转账500元。\n\n还有什么可以帮您？", metadata={"utter_action": "utter_transfer_done"}),
+        BotUttered(None, data={"custom": BALANCE_EVENT}),
+        ActionExecuted("action_listen"),
+        UserUttered("再见", message_id="turn-goodbye-0003"),
+        BotUttered("再见。"),
+        ActionExecuted("action_listen"),
+    ]
+
+
+@pytest.fixture
+async def conversation():
+    from types import SimpleNamespace
+
+    from rasa.core.lock_store import InMemoryLockStore
+    from rasa.core.tracker_store import InMemoryTrackerStore
+    from rasa.shared.core.domain import Domain
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    store = InMemoryTrackerStore(Domain.empty())
+    await store.save(DialogueStateTracker.from_events("call-7", stored_conversation()))
+    agent = SimpleNamespace(tracker_store=store, lock_store=InMemoryLockStore(), domain=None)
+    request = SimpleNamespace(app=SimpleNamespace(ctx=SimpleNamespace(agent=agent)))
+    turns: list = []
+
+    async def rasa_turn(message) -> None:
+        turns.append(message)
+        await message.output_channel.send_text_message(message.sender_id, "新的回复。")
+
+    return SimpleNamespace(request=request, agent=agent, turns=turns, rasa_turn=rasa_turn)
+
+
+async def test_a_repeated_turn_is_answered_from_the_tracker_and_not_run_again(conversation):
+    """The gateway sent the turn again because the server that ran it died after saving it: the caller hears what
+    that turn said (texts split as Rasa's collector splits them, custom events as they were), and the money moves
+    once."""
+    reply = await CallChannel()._handle(conversation.rasa_turn, conversation.request, "call-7", "我要转账", {},
+                                        message_id="turn-transfer-0002")
+    assert conversation.turns == []
+    assert reply == [
+        {"recipient_id": "call-7", "text": "已为您转账500元。"},
+        {"recipient_id": "call-7", "text": "还有什么可以帮您？"},
+        {"recipient_id": "call-7", "custom": BALANCE_EVENT},
+    ]
+
+
+async def test_the_last_turn_is_replayed_up_to_the_end_of_the_conversation(conversation):
+    reply = await CallChannel()._handle(conversation.rasa_turn, conversation.request, "call-7", "再见", {},
+                                        message_id="turn-goodbye-0003")
+    assert conversation.turns == [] and reply == [{"recipient_id": "call-7", "text": "再见。"}]
+
+
+async def test_a_repeat_of_a_call_start_does_not_restart_the_conversation(conversation):
+    reply = await CallChannel()._handle(conversation.rasa_turn, conversation.request, "call-7", "/call_start", {},
+                                        message_id="turn-call-start-1")
+    assert reply == [{"recipient_id": "call-7", "text": "您好，这里是银行热线。"}]
+    tracker = await conversation.agent.tracker_store.retrieve("call-7")
+    assert len(tracker.events) == len(stored_conversation())  # no Restarted
+
+
+async def test_a_new_message_id_runs_the_turn_with_that_id(conversation):
+    reply = await CallChannel()._handle(conversation.rasa_turn, conversation.request, "call-7", "查余额", {},
+                                        message_id="turn-balance-0004")
+    assert [m.message_id for m in conversation.turns] == ["turn-balance-0004"]  # Rasa stores it on the UserUttered
+    assert reply == [{"recipient_id": "call-7", "text": "新的回复。"}]
+
+
+async def test_a_turn_without_message_id_runs(conversation):
+    await CallChannel()._handle(conversation.rasa_turn, conversation.request, "call-7", "查余额", {})
+    assert len(conversation.turns) == 1
+
+
+@pytest.mark.parametrize("hostile", ["turn-transfer-0002' OR '1'='1", "../../turn-transfer-0002", "a" * 65, "短",
+                                     "x\nturn-transfer-0002", 12345678, {"id": "turn-transfer-0002"}, ""])
+async def test_a_hostile_message_id_is_ignored(conversation, hostile):
+    from dialogue.channel import clean_message_id
+
+    assert clean_message_id(hostile) is None
+    await CallChannel()._handle(conversation.rasa_turn, conversation.request, "call-7", "我要转账", {},
+                                message_id=hostile)
+    assert len(conversation.turns) == 1 and conversation.turns[0].message_id != hostile  # Rasa's own id
+
+
+async def test_a_repeat_whose_turn_stored_no_reply_gets_the_apology(conversation):
+    from rasa.shared.core.events import UserUttered
+
+    tracker = await conversation.agent.tracker_store.retrieve("call-7")
+    tracker.update(UserUttered("查余额", message_id="turn-silent-00005"))
+    await conversation.agent.tracker_store.save(tracker)
+    reply = await CallChannel()._handle(conversation.rasa_turn, conversation.request, "call-7", "查余额", {},
+                                        message_id="turn-silent-00005")
+    assert conversation.turns == [] and reply[1]["custom"]["event"] == "handoff"
+
+
+async def test_the_look_for_a_repeat_waits_for_the_conversations_lock(conversation):
+    """A turn still holding the conversation (or a dead server's lease) is waited for: its saved outcome is seen."""
+    import asyncio
+
+    from rasa.shared.core.events import BotUttered, UserUttered
+
+    channel = CallChannel()
+    async with conversation.agent.lock_store.lock("call-7"):
+        repeat = asyncio.ensure_future(channel._handle(conversation.rasa_turn, conversation.request, "call-7",
+                                                       "查余额", {}, message_id="turn-balance-0006"))
+        await asyncio.sleep(0.2)
+        assert not repeat.done()
+        tracker = await conversation.agent.tracker_store.retrieve("call-7")
+        tracker.update(UserUttered("查余额", message_id="turn-balance-0006"))
+        tracker.update(BotUttered("余额为52340.50元。"))
+        await conversation.agent.tracker_store.save(tracker)
+    reply = await repeat
+    assert conversation.turns == [] and reply == [{"recipient_id": "call-7", "text": "余额为52340.50元。"}]

@@ -116,3 +116,32 @@ async def test_a_turn_that_could_not_read_the_conversation_never_saves_over_it(t
     back = await stored.retrieve("call-7")
     assert back.get_slot("verified") is True and back.latest_message.text != "查余额"
     assert failures == ["retrieve: OperationalError", "save: StaleConversation"]
+
+
+async def test_a_masked_pin_turn_keeps_its_message_id_so_a_repeat_is_answered_not_run(tmp_path: Path):
+    """The gateway sends a turn again when its Rasa server died; a PIN turn run twice would count two attempts.
+    The masked user event keeps the turn's message_id, so the channel finds it and answers from the tracker."""
+    from types import SimpleNamespace
+
+    from rasa.core.lock_store import InMemoryLockStore
+
+    from dialogue.channel import CallChannel
+
+    pin = dtmf(PIN)
+    pin.message_id = "turn-pin-000013"
+    events = verification_events(pin)
+    events.insert(events.index(pin) + 2, BotUttered("验证成功。"))  # after the form's ActionExecuted
+    conversations = store(tmp_path)
+    await conversations.save(DialogueStateTracker.from_events("call-3", events))
+    assert PIN not in raw_rows(tmp_path) and "turn-pin-000013" in raw_rows(tmp_path)
+
+    agent = SimpleNamespace(tracker_store=conversations, lock_store=InMemoryLockStore(), domain=None)
+    request = SimpleNamespace(app=SimpleNamespace(ctx=SimpleNamespace(agent=agent)))
+    turns: list = []
+
+    async def rasa_turn(message) -> None:
+        turns.append(message)
+
+    reply = await CallChannel()._handle(rasa_turn, request, "call-3", f'/dtmf{{"digits":"{PIN}"}}', {},
+                                        message_id="turn-pin-000013")
+    assert turns == [] and reply == [{"recipient_id": "call-3", "text": "验证成功。"}]
