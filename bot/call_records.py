@@ -17,7 +17,6 @@ CALL_RECORDS_DB_URL is set.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,8 +24,7 @@ from typing import Any
 
 from bot.frames import SECURE_MASK
 from bot.masking import mask_caller_number, mask_long_digits
-from bot.record_sinks import KIND_CALLS, JsonlSink, RecordSink, record_sink
-from settings import Settings
+from bot.record_sinks import KIND_CALLS, SinkWriter
 
 OUTCOME_SERVED = "served_by_bot"
 OUTCOME_HANDOFF = "handoff"
@@ -105,16 +103,9 @@ class CallRecord:
         return data
 
 
-class CallRecordWriter:
-    """Hands finished records to a sink: a folder (`<dir>/calls-YYYYMMDD.jsonl`, one file a UTC day) or any
-    `RecordSink`; `from_settings` takes the process's sink (files, or the database when one is set)."""
-
-    def __init__(self, target: str | os.PathLike[str] | RecordSink) -> None:
-        self.sink = target if isinstance(target, RecordSink) else JsonlSink(target)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "CallRecordWriter":
-        return cls(record_sink(settings))
+class CallRecordWriter(SinkWriter):
+    """Hands finished records to its sink (bot/record_sinks.py): in a folder, `<dir>/calls-YYYYMMDD.jsonl`, one file
+    a UTC day."""
 
     def write(self, record: CallRecord) -> Path | None:
         """The file the record went to (None: not a file sink). Raises OSError when a file cannot be written.

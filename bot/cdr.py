@@ -20,18 +20,16 @@ parser): they are written as `\\xNN`, so such a call still gets its line.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from settings import Settings
 from bot import door_metrics as metrics
 from bot.call_log import call_logger
 from bot.masking import mask_caller_number
-from bot.record_sinks import KIND_CDR, JsonlSink, RecordSink, printable_text, record_sink
+from bot.record_sinks import KIND_CDR, JsonlSink, SinkWriter, printable_text
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +134,9 @@ def _iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class CdrWriter:
-    """Hands finished records to a sink: a folder (`<dir>/cdr-YYYYMMDD.jsonl`, one file per UTC day) or any
-    `RecordSink`; `from_settings` takes the process's sink (files, or the database when one is set)."""
-
-    def __init__(self, target: str | os.PathLike[str] | RecordSink) -> None:
-        self.sink = target if isinstance(target, RecordSink) else JsonlSink(target)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "CdrWriter":
-        return cls(record_sink(settings))
+class CdrWriter(SinkWriter):
+    """Hands finished records to its sink (bot/record_sinks.py): in a folder, `<dir>/cdr-YYYYMMDD.jsonl`, one file
+    per UTC day."""
 
     def path_for(self, when: float) -> Path:
         """The day file of a folder-backed writer."""

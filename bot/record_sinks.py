@@ -24,7 +24,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from settings import Settings
 
@@ -139,6 +139,18 @@ def record_sink(settings: Settings) -> RecordSink:
                 sink = JsonlSink(gateway.call_records_dir)
             _sinks[key] = sink
         return sink
+
+
+class SinkWriter:
+    """What the call-record and CDR writers share: a sink, from a folder (JSON Lines), a `RecordSink`, or the
+    process's sink for its settings (`from_settings`: files, or the database when one is set)."""
+
+    def __init__(self, target: str | os.PathLike[str] | RecordSink) -> None:
+        self.sink = target if isinstance(target, RecordSink) else JsonlSink(target)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(record_sink(settings))
 
 
 def close_record_sinks(timeout_s: float = 5.0) -> None:

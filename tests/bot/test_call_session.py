@@ -11,24 +11,18 @@ import pytest
 from bot.admission import Admission, AtCapacity
 from bot.call_session import CallSession, safe_caller_number
 from bot.cdr import CdrWriter
+from tests.bot.voice_doubles import QuietCall
 
 
-class ScriptedCall:
+class ScriptedCall(QuietCall):
     """A voice-loop call that records what reaches it; `fail_stop` makes its teardown raise."""
 
     def __init__(self, info, fail_stop: bool = False) -> None:
-        self.info = info
+        super().__init__(info)
         self.keys: list[str] = []
         self.transfer_results: list[tuple[bool, str]] = []
         self.stopped_with: str | None = None
         self.fail_stop = fail_stop
-        self.on_audio = self.on_clear = self.on_handoff = self.on_hangup = None
-
-    async def start(self) -> None:
-        pass
-
-    def feed_audio(self, pcm16: bytes) -> None:
-        pass
 
     def feed_dtmf(self, key: str) -> None:
         self.keys.append(key)

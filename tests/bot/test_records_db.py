@@ -27,7 +27,7 @@ from bot.record_sinks import JsonlSink, RecordSink, close_record_sinks, record_s
 from bot.records_db import TABLES, DatabaseSink, records_engine, spool_backlog
 from bot.service_report import figures_from_database, figures_from_files, main, render
 from settings import Settings, get_settings
-from tests.bot.voice_doubles import CallHarness, ScriptedRasa
+from tests.bot.voice_doubles import CallHarness, QuietCall, ScriptedRasa
 
 CALLER = "13812345678"
 
@@ -186,29 +186,6 @@ def test_the_report_on_an_empty_or_dead_database_says_so(stores, unused_tcp_port
     assert main(["--db", f"postgresql://ivr:secret@127.0.0.1:{unused_tcp_port}/records"]) == 1
     err = capsys.readouterr().err
     assert "cannot read the call records database" in err and "secret" not in err
-
-
-class QuietCall:
-    """A voice-loop call that does nothing: the session around it is what writes the CDR."""
-
-    def __init__(self, info) -> None:
-        self.info = info
-        self.on_audio = self.on_clear = self.on_handoff = self.on_hangup = None
-
-    async def start(self) -> None:
-        pass
-
-    def feed_audio(self, pcm16: bytes) -> None:
-        pass
-
-    def feed_dtmf(self, key: str) -> None:
-        pass
-
-    def transfer_result(self, ok: bool, detail: str = "") -> None:
-        pass
-
-    async def stop(self, cause: str = "remote_hangup") -> None:
-        pass
 
 
 async def test_postgres_restarting_mid_run_loses_no_record_and_reaches_no_call(

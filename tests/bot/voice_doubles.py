@@ -5,6 +5,7 @@
   VAD pause. It stands in for Vosk so the turn logic can be tested with known words.
 - `ScriptedRasa` is an aiohttp server speaking the REST call contract, replying from a dict, optionally slowly.
 - `CallHarness` builds a real VoiceRuntime/CallHandle around them and records what telephony would see.
+- `QuietCall` is a CallHandle that does nothing, for tests of the doors and sessions around a call.
 """
 
 from __future__ import annotations
@@ -222,3 +223,28 @@ class CallHarness:
     async def close(self) -> None:
         await self.call.stop("test_end")
         await self.runtime.close()
+
+
+class QuietCall:
+    """The voice loop's CallHandle as a door sees it, doing nothing: the session around it is what a test watches.
+    Subclass and override what the test needs (a greeting, recorded keys, a failing stop)."""
+
+    def __init__(self, info) -> None:
+        self.info = info
+        self.on_audio = self.on_clear = self.on_handoff = self.on_hangup = None
+        self.stop_cause: str | None = None
+
+    async def start(self) -> None:
+        pass
+
+    def feed_audio(self, pcm16: bytes) -> None:
+        pass
+
+    def feed_dtmf(self, key: str) -> None:
+        pass
+
+    def transfer_result(self, ok: bool, detail: str = "") -> None:
+        pass
+
+    async def stop(self, cause: str = "remote_hangup") -> None:
+        self.stop_cause = cause

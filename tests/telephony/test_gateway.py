@@ -16,6 +16,7 @@ from telephony import gateway
 from telephony.sip_calls import add_sip_service
 from telephony.websocket.audiosocket import KIND_AUDIO, KIND_HANGUP, KIND_UUID, Message
 from telephony.websocket.routes import AUDIOSOCKET_KEY, add_media_service
+from tests.bot.voice_doubles import QuietCall
 
 
 async def test_telephony_setups_start_and_stop_with_the_app(monkeypatch):
@@ -46,30 +47,16 @@ def test_access_log_has_no_query_string(caplog):
     assert "s3cret" not in line
 
 
-class GreetingCall:
+class GreetingCall(QuietCall):
     """The voice loop's CallHandle reduced to a greeting chunk and a record of how it ended (tests only)."""
 
     def __init__(self, info) -> None:
-        self.info = info
+        super().__init__(info)
         self.on_audio = lambda pcm16: None
         self.on_clear = lambda: None
-        self.on_handoff = self.on_hangup = None
-        self.stop_cause: str | None = None
 
     async def start(self) -> None:
         self.on_audio(bytes(320))
-
-    def feed_audio(self, pcm16: bytes) -> None:
-        pass
-
-    def feed_dtmf(self, key: str) -> None:
-        pass
-
-    def transfer_result(self, ok: bool, detail: str = "") -> None:
-        pass
-
-    async def stop(self, cause: str = "remote_hangup") -> None:
-        self.stop_cause = cause
 
 
 class GreetingRuntime:
