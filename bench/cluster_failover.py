@@ -9,14 +9,16 @@ directory and stopped at the end. sipp offers calls through Kamailio: each one 7
              (its dispatcher:dst-down log line); calls offered from 5 s after the kill must all succeed.
 3. rasa:     one Rasa server is SIGKILLed mid-phase. lost_turns counts caller turns no Rasa answered (the gateways'
              ivr_voice_rasa_unavailable_turns_total): conversations in progress go on with the other server.
-4. postgres: PostgreSQL is stopped (fast shutdown) and started again mid-phase. Meanwhile turns fail closed with
-             the spoken apology (lost_turns); recovery_s is the time from the restart until every gateway's
+4. postgres: PostgreSQL is stopped (fast shutdown) and started again mid-phase. Meanwhile turns fail closed:
+             the dialogue answers with its apology and a handoff (failed_closed counts those calls; lost_turns
+             those Rasa did not answer at all); recovery_s is the time from the restart until every gateway's
              /healthz is green again.
 
 In each failure phase, `window` is the calls offered around the failure and `after` the calls offered once it is
 over; "0 failed calls outside the kill windows" means every `after` has failed=0. The last line sums it up:
 
     cluster spread_failed=0 after_failed=0 window_failed=F failover_s=X lost_turns_rasa=R lost_turns_postgres=P
+            failed_closed_postgres=C
 
 Calls are offered slowly (--rate, default 0.25/s: ~2 callers at a time): one 2-core machine runs both gateways,
 both Rasa servers and the rest, and each gateway admits 2 callers by default (VOICE_MAX_CALLS).
@@ -34,12 +36,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from call_contract import REASON_ACTION_UNAVAILABLE  # noqa: E402
 from scripts.cluster.running import RunningCluster, SippResult, running_cluster  # noqa: E402
 from scripts.cluster.topology import gateway_name  # noqa: E402
 from scripts.stack import find_model  # noqa: E402
 from settings import get_settings  # noqa: E402
 
 LOST_TURNS = "ivr_voice_rasa_unavailable_turns_total"
+CALL_OUTCOMES = "ivr_voice_call_outcomes_total"
 FAILOVER_BOUND_S = 5.0  # the issue's bound: new calls reach the survivor within 5 s of a gateway's death
 
 
@@ -62,6 +66,14 @@ class Phase:
 
 def lost_turns(cluster: RunningCluster) -> float:
     return sum(cluster.metric(i, LOST_TURNS) for i, name in enumerate(cluster.gateways) if cluster.is_up(name))
+
+
+def apologies(cluster: RunningCluster) -> float:
+    """Calls the dialogue ended with its apology and a handoff (a store or the action server failing a turn: the
+    call failed closed), counted by the gateways when the call ends."""
+    reason = f'reason="{REASON_ACTION_UNAVAILABLE}"'
+    return sum(cluster.metric(i, CALL_OUTCOMES, reason) for i, name in enumerate(cluster.gateways)
+               if cluster.is_up(name))
 
 
 def spread(cluster: RunningCluster, calls: int, rate: float) -> Phase:
@@ -102,7 +114,7 @@ def rasa_kill(cluster: RunningCluster, calls: int, rate: float, into_s: float) -
 
 
 def postgres_restart(cluster: RunningCluster, calls: int, rate: float, into_s: float, down_s: float) -> Phase:
-    lost_before = lost_turns(cluster)
+    lost_before, apologies_before = lost_turns(cluster), apologies(cluster)
     run = cluster.start_sip_calls(calls, rate)
     time.sleep(into_s)
     cluster.stop("postgres", sig=signal.SIGINT)  # PostgreSQL's fast shutdown, what an operator's restart does
@@ -114,6 +126,7 @@ def postgres_restart(cluster: RunningCluster, calls: int, rate: float, into_s: f
     window = run.wait()
     after = cluster.sip_calls(max(2, calls // 2), rate)
     figures = {"lost_turns": f"{lost_turns(cluster) - lost_before:g}",
+               "failed_closed": f"{apologies(cluster) - apologies_before:g}",
                "recovery_s": f"{recovery_s - restarted_at:.1f}" if recovery_s else "none"}
     return Phase("postgres", window, after, figures)
 
@@ -126,7 +139,8 @@ def summary(phases: list[Phase]) -> str:
         "cluster", f"spread_failed={by_name['spread'].window.failed}", f"after_failed={after_failed}",
         f"window_failed={window_failed}", f"failover_s={by_name['gateway'].figures['failover_s']}",
         f"lost_turns_rasa={by_name['rasa'].figures['lost_turns']}",
-        f"lost_turns_postgres={by_name['postgres'].figures['lost_turns']}"])
+        f"lost_turns_postgres={by_name['postgres'].figures['lost_turns']}",
+        f"failed_closed_postgres={by_name['postgres'].figures['failed_closed']}"])
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
