@@ -18,12 +18,13 @@ deploy/rasa/endpoints.cluster.yml):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import sqlalchemy as sa
 import sqlalchemy.orm
@@ -144,6 +145,16 @@ def note_store_failure(operation: str, error: Exception) -> None:
         failures.append(f"{operation}: {type(error).__name__}")
 
 
+@contextlib.contextmanager
+def noting_failures(operation: str) -> Iterator[None]:
+    """Any exception in the block is noted for the turn's channel (TURN_STORE_FAILURES), then raised on."""
+    try:
+        yield
+    except Exception as error:
+        note_store_failure(operation, error)
+        raise
+
+
 class MaskingSQLTrackerStore(SQLTrackerStore):
     """SQLTrackerStore whose saved user events never contain secure input, and whose failures the turn's channel
     hears of (TURN_STORE_FAILURES)."""
@@ -167,29 +178,20 @@ class MaskingSQLTrackerStore(SQLTrackerStore):
             self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
 
     async def retrieve(self, sender_id: str) -> DialogueStateTracker | None:
-        try:
+        with noting_failures("retrieve"):
             return await super().retrieve(sender_id)
-        except Exception as error:
-            note_store_failure("retrieve", error)
-            raise
 
     async def retrieve_full_tracker(self, conversation_id: str) -> DialogueStateTracker | None:
-        try:
+        with noting_failures("retrieve_full_tracker"):
             return await super().retrieve_full_tracker(conversation_id)
-        except Exception as error:
-            note_store_failure("retrieve_full_tracker", error)
-            raise
 
     async def save(self, tracker: DialogueStateTracker) -> None:
-        try:
+        with noting_failures("save"):
             if any(failure.startswith("retrieve") for failure in TURN_STORE_FAILURES.get() or ()):
                 # Rasa ran the turn on a fresh tracker; saving would append its events (an unverified caller,
                 # another turn) to the stored conversation, now readable again. Refused: the stored one stands.
                 raise StaleConversation(f"{tracker.sender_id}: this turn could not read the conversation")
             await self._save_masked(tracker)
-        except Exception as error:
-            note_store_failure("save", error)
-            raise
 
     async def _save_masked(self, tracker: DialogueStateTracker) -> None:
         """Like SQLTrackerStore.save, with secure user events masked before they are written."""
