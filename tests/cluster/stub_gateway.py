@@ -48,11 +48,14 @@ def parse(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return start, tuple(headers)
 
 
+RING_S = 0.2
+
+
 @dataclass(eq=False)
 class StubGateway(asyncio.DatagramProtocol):
     name: str
     final: int | None = 200  # the answer to every INVITE: 200, an error such as 503, or None: never a final answer
-    ring: bool = False  # 180 Ringing before the final answer
+    ring: bool = False  # 180 Ringing before the final answer, which then comes RING_S later
     host: str = "127.0.0.1"
     port: int = 0
     received: list[Received] = field(default_factory=list)
@@ -99,7 +102,12 @@ class StubGateway(asyncio.DatagramProtocol):
                 return  # stuck: a retransmission gets its 100 (and 180) again
             final = self._invite_answer(request, tag)
             self.answered[branch] = final
-            self._send(final, addr)
+            if self.ring:
+                # A ring lasts: sent in the same instant, the 180 and the final could be taken by two of Kamailio's
+                # UDP workers at once, and which of its reply and failure routes runs first is then undefined.
+                asyncio.get_running_loop().call_later(RING_S, self._send, final, addr)
+            else:
+                self._send(final, addr)
             return
         self._send(self._response(request, 200, "OK"), addr)
 

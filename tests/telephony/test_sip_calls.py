@@ -349,12 +349,14 @@ async def test_a_call_whose_voice_loop_crashes_is_hung_up_and_still_recorded(bri
     sip_bridge, _ = bridge
     sip_bridge.call_factory = CrashingBot
     failed_before = metric("ivr_telephony_calls_total", door="sip", outcome="failed")
+    # The gauge is the process's: other tests' records (begun, never finished through finish_call) stay in it.
+    active_before = metric("ivr_telephony_active_calls", door="sip")
     await run_sipp("bye_from_ivr.xml", sip_bridge.address, tmp_path)  # we BYE: the voice loop did not start
     await wait_until(lambda: not sip_bridge.legs)
     [cdr] = read_cdrs(tmp_path / "calls")
     assert (cdr["cause"], cdr["outcome"]) == ("start_failed", "failed")
     assert metric("ivr_telephony_calls_total", door="sip", outcome="failed") == failed_before + 1
-    assert metric("ivr_telephony_active_calls", door="sip") == 0
+    assert metric("ivr_telephony_active_calls", door="sip") == active_before  # this call is not left counted
     assert sip_bridge.allocator.in_use == frozenset()
 
 
