@@ -169,6 +169,12 @@ class SipSettings:
     tcp_idle_timeout_s: float = env("SIP_TCP_IDLE_TIMEOUT_S", 300.0)  # no byte received this long: closed
     tcp_message_timeout_s: float = env("SIP_TCP_MESSAGE_TIMEOUT_S", 10.0)  # a message begun must be complete by then
     tcp_max_connections: int = env("SIP_TCP_MAX_CONNECTIONS", 512)
+    # Also carry that reference as RFC 7433 User-to-User (ISDN package) embedded in the Refer-To URI, so the INVITE
+    # that reaches the agent has it, for a PBX or agent desktop that reads UUI (telephony/sip/uui.py). Off by
+    # default: the party that acts on our REFER must copy the URI's headers into its INVITE (RFC 3261 §19.1.5),
+    # and simple phones do not; baresip 1.0 puts them in the Request-URI and the agent refuses the call (400).
+    # Turn it on where an SBC or PBX handles the REFER (Asterisk, FreeSWITCH and most carriers' SBCs do).
+    refer_uui: bool = env("SIP_REFER_UUI", False)
     tcp_max_connections_per_source: int = env("SIP_TCP_MAX_CONNECTIONS_PER_SOURCE", 32)
 
 

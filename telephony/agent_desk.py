@@ -12,7 +12,8 @@ gateway in a NOTIFY `SIP/2.0 200`, where the gateway's time to agent ends.
 It reuses the gateway's SIP core (telephony/sip: the same UserAgent, transport and RTP session) and knows nothing
 of banking. It serves loopback only: it refuses to bind anything but a loopback address, and its allow-list is
 loopback whatever SIP_ALLOW_CIDRS says, with no digest login (nobody off this machine can reach an agent through it).
-An INVITE carrying X-IVR-Context-Ref (a PBX that copies the REFER's headers) is logged with the screen-pop's tag (a
+An INVITE carrying the screen-pop's reference, as RFC 7433 User-to-User (the REFER embeds it in the Refer-To URI,
+so the caller's phone sends it) or as X-IVR-Context-Ref (a PBX that copies the REFER's headers), is logged with the screen-pop's tag (a
 SHA-256 prefix, bot/screen_pop.py ref_tag), never the reference: whoever holds a reference can open the agent's page.
 For a person trying the stack, the desk prints the page's address (`http://<gateway>/agent/<ref>`) on its console,
 stdout and not the log, with `--show-screen-pop`: the default when stdout is a terminal, and `make run` passes it when
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from bot.screen_pop import ref_tag
+from bot.screen_pop import REF_RE, ref_tag
 from settings import Settings, get_settings
 from telephony.rtp.ports import NoFreePortError, PortAllocator
 from telephony.rtp.session import RtpSession
@@ -48,6 +49,7 @@ from telephony.sip.refer import RoutingTable
 from telephony.sip.sdp import LocalMedia
 from telephony.sip.transport import SipServer
 from telephony.sip.uas import Call, CallAnswered, CallEnded, CallState, Event, IncomingCall
+from telephony.sip.uui import parse_reference
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,13 @@ def announcement_audio(text: str = ANNOUNCEMENT) -> bytes:
             return beep + beep
 
 
+def screen_pop_reference(headers: dict[str, str]) -> str | None:
+    """The screen-pop reference an INVITE carries: RFC 7433 User-to-User first, else X-IVR-Context-Ref; only a
+    well-formed reference (it is printed on a console: no control characters, no escape sequences)."""
+    reference = parse_reference(headers.get("user-to-user")) or headers.get("x-ivr-context-ref")
+    return reference if reference and REF_RE.match(reference) else None
+
+
 @dataclass
 class DeskCall:
     call: Call
@@ -192,7 +201,7 @@ class AgentDesk:
 
     async def _ring_then_answer(self, desk_call: DeskCall) -> None:
         call = desk_call.call
-        context_ref = call.headers.get("x-ivr-context-ref")
+        context_ref = screen_pop_reference(call.headers)
         log.info("agent desk: call for %s ringing%s", call.callee or "?",
                  f"; screen-pop {ref_tag(context_ref)}" if context_ref else "")
         if context_ref and self.show_screen_pop and is_loopback(self.server.address[0]):

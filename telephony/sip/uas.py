@@ -41,6 +41,7 @@ from telephony.sip.message import (
     parse_uri,
 )
 from telephony.sip.refer import RoutingTable, TransferNotAllowed, context_headers, sipfrag_status
+from telephony.sip import uui as uui_header
 from telephony.sip.sdp import LocalMedia, MediaPlan, NoCommonCodec, SdpError, build_answer, build_offer, negotiate, parse_sdp
 from telephony.sip.security import Gate, is_scanner
 from telephony.sip.transaction import (
@@ -75,6 +76,7 @@ _DTMF_KEY_CLASS = "[" + re.escape("".join(sorted(DTMF_KEYS))) + "]"
 DTMF_SIGNAL_RE = re.compile(r"(?im)^\s*signal\s*=\s*(%s|1[0-6])\s*$" % _DTMF_KEY_CLASS)
 DTMF_DURATION_RE = re.compile(r"(?im)^\s*duration\s*=\s*([0-9]+)\s*$")
 ALLOWED_REFER_HEADER_PREFIXES = ("x-ivr-", "user-to-user")
+CONTEXT_HEADER_PREFIXES = ("x-", "user-to-user")  # an INVITE's context for whoever answers (trunk, transfer)
 HOST_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?")  # RFC 3261 §25.1 hostname, loosely
 
 
@@ -121,7 +123,7 @@ class Call:
     transfer: Transfer | None = None
     ack_tx: InviteServerTransaction | None = None  # the transaction whose 2xx waits for an ACK
     bye_after_ack: bool = False  # we hung up before the ACK: the BYE waits for it (§15)
-    headers: dict[str, str] = field(default_factory=dict)  # X- headers of the INVITE (trunk context)
+    headers: dict[str, str] = field(default_factory=dict)  # X- and User-to-User headers of the INVITE (context)
 
     @property
     def log(self) -> CallLoggerAdapter:
@@ -318,9 +320,12 @@ class UserAgent:
         _, out = self._send_in_dialog(call, "BYE", now)
         return out + self._end(call, cause)
 
-    def refer(self, call: Call, target_uri: str, headers: list[tuple[str, str]], now: float) -> list[Output]:
-        """REFER the caller to `target_uri` (RFC 3515), which must be in the routing table."""
+    def refer(self, call: Call, target_uri: str, headers: list[tuple[str, str]], now: float, *,
+              uui: str | None = None) -> list[Output]:
+        """REFER the caller to `target_uri` (RFC 3515), which must be in the routing table. `uui`: a User-to-User
+        value (telephony/sip/uui.py) for the INVITE the caller's phone sends, embedded in the Refer-To URI."""
         self.routing.check_target(target_uri)
+        refer_to = uui_header.with_embedded_header(target_uri, uui_header.HEADER, uui) if uui else target_uri
         if call.state is not CallState.CONFIRMED:
             raise CallError(f"call {call.id} is not established")
         if call.transfer is not None:
@@ -329,7 +334,7 @@ class UserAgent:
             if not name.lower().startswith(ALLOWED_REFER_HEADER_PREFIXES) or any(c in value for c in "\r\n"):
                 raise TransferNotAllowed(f"header {name!r} may not travel with a REFER")
         refer_headers = [
-            ("refer-to", f"<{target_uri}>"),
+            ("refer-to", f"<{refer_to}>"),
             ("referred-by", f"<{call.dialog.local_uri.strip('<>')}>" if "<" not in call.dialog.local_uri else call.dialog.local_uri),
             *[(name.lower(), value) for name, value in headers],
         ]
@@ -340,7 +345,18 @@ class UserAgent:
 
     def refer_to_queue(self, call: Call, queue: str, context: dict, now: float) -> list[Output]:
         """The handoff event's queue and context, as a REFER (unknown queue: TransferNotAllowed)."""
-        return self.refer(call, self.routing.uri_for(queue), context_headers(context), now)
+        return self.refer(call, self.routing.uri_for(queue), context_headers(context), now,
+                          uui=self._context_uui(context))
+
+    def _context_uui(self, context: dict) -> str | None:
+        """The screen-pop reference as UUI, when there is one and SIP_REFER_UUI allows it."""
+        reference = context.get("context_ref")
+        if not self.settings.refer_uui or not isinstance(reference, str):
+            return None
+        try:
+            return uui_header.encode_reference(reference)
+        except uui_header.UuiError:
+            return None  # not a reference we made: it still travels, sanitised, as X-IVR-Context-Ref
 
     # ------------------------------------------------------------------------------------- receiving
 
@@ -495,7 +511,7 @@ class UserAgent:
             invite_tx=tx,
             media=media,
             created_at=now,
-            headers={name: value for name, value in request.headers if name.startswith("x-")},
+            headers={name: value for name, value in request.headers if name.startswith(CONTEXT_HEADER_PREFIXES)},
         )
         self.calls[(call.sip_call_id, dialog.local_tag)] = call
         self._attach(tx, call)

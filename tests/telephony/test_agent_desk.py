@@ -25,9 +25,10 @@ from rtp_pcap import tone_pcm16
 from bot.cdr import CdrWriter
 from bot.screen_pop import ScreenPopStore, ref_tag
 from settings import REPO_ROOT, Settings
-from telephony.agent_desk import AgentDesk, NotLoopback, desk_address
+from telephony.agent_desk import AgentDesk, NotLoopback, desk_address, screen_pop_reference
 from telephony.rtp.ports import PortAllocator
 from telephony.sip.transport import free_port
+from telephony.sip.uui import encode_reference
 from telephony.sip_calls import MediaEchoCall, SipCallBridge
 from tests.telephony.sip.sip_test_support import Uac
 from tests.telephony.sip_peers import BARESIP, BARESIP_MODULES, run_peer, wait_until, write_baresip_config
@@ -184,9 +185,10 @@ async def test_the_desk_logs_a_screen_pops_tag_never_its_reference_and_shows_the
     logged = []
     try:
         with caplog.at_level(logging.INFO, logger="telephony.agent_desk"):
-            for desk in (shown, quiet):
+            for desk, header in ((shown, f"X-IVR-Context-Ref: {ref}"),
+                                 (quiet, f"User-to-User: {encode_reference(ref)}")):
                 caplog.clear()
-                phone.sendto(Uac().invite(headers=f"X-IVR-Context-Ref: {ref}"), desk.address)
+                phone.sendto(Uac().invite(headers=header), desk.address)
                 await wait_until(lambda: "ringing" in caplog.text, timeout=5.0)
                 logged.append(caplog.text)
     finally:
@@ -198,6 +200,16 @@ async def test_the_desk_logs_a_screen_pops_tag_never_its_reference_and_shows_the
     assert console.getvalue().splitlines() == [
         f"agent desk: screen-pop {ref_tag(ref)} for the call to ivr: http://127.0.0.1:8080/agent/{ref}"]
     assert ref not in capsys.readouterr().out  # the quiet desk printed nothing
+
+
+def test_the_desk_finds_the_reference_in_user_to_user_or_x_ivr_context_ref_and_only_a_well_formed_one():
+    ref = secrets.token_urlsafe(24)
+    assert screen_pop_reference({"user-to-user": encode_reference(ref)}) == ref
+    assert screen_pop_reference({"x-ivr-context-ref": ref}) == ref
+    assert screen_pop_reference({"user-to-user": "04414243;purpose=other", "x-ivr-context-ref": ref}) == ref
+    assert screen_pop_reference({"x-ivr-context-ref": "\x1b]0;owned\x07" + ref}) is None  # a terminal escape
+    assert screen_pop_reference({"user-to-user": "04" + "1b5b324a" * 5}) is None
+    assert screen_pop_reference({}) is None
 
 
 async def test_the_cli_refuses_a_host_off_loopback(tmp_path):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from urllib.parse import unquote
 
 import pytest
 
 from sip_test_support import CALLER, LOCAL, OFFER, Uac, datagrams, events, statuses
+from telephony.sip import uui
+from telephony.sip.message import parse_uri
 from telephony.sip.refer import TransferNotAllowed
 from telephony.sip.sdp import LocalMedia, parse_sdp
 from telephony.sip.transaction import T1, T2
@@ -391,6 +394,28 @@ def test_a_call_is_found_from_its_transactions_by_their_keys_and_only_while_they
     for step in range(1, 200):
         ua.tick(2.0 + step * T2)
     assert ua.server_transactions == {} and ua.client_transactions == {} and ua._tx_calls == {}
+
+
+def test_the_screen_pop_reference_also_travels_as_user_to_user_for_the_agents_invite(ua, sip_settings):
+    """RFC 7433: the UUI rides in the Refer-To URI, so the INVITE the caller's phone sends the agent carries it."""
+    ref = "Ab-_9" * 6
+    with_uui = UserAgent(dataclasses.replace(sip_settings, refer_uui=True), LOCAL)  # SIP_REFER_UUI=true
+    refer = datagrams(with_uui.refer_to_queue(establish(with_uui, Uac()), "general", {"context_ref": ref}, 1.0))[0]
+    target = parse_uri(refer.get("refer-to").strip("<>"))
+    assert (target.user, target.host, target.port, target.params) == ("general", "127.0.0.1", 5070, {})
+    name, _, escaped = target.headers.partition("=")
+    assert name == "User-to-User" and uui.parse_reference(unquote(escaped)) == ref
+    assert refer.get("x-ivr-context-ref") == ref
+
+    # the default: a plain Refer-To, which every phone can act on (baresip 1.0 cannot act on URI headers)
+    refer = datagrams(ua.refer_to_queue(establish(ua, Uac()), "general", {"context_ref": ref}, 1.0))[0]
+    assert refer.get("refer-to") == "<sip:general@127.0.0.1:5070>" and refer.get("x-ivr-context-ref") == ref
+
+
+def test_a_context_ref_that_is_not_ours_gets_no_user_to_user(sip_settings):
+    ua = UserAgent(dataclasses.replace(sip_settings, refer_uui=True), LOCAL)
+    refer = datagrams(ua.refer_to_queue(establish(ua, Uac()), "general", {"context_ref": "x;y=\r\n"}, 1.0))[0]
+    assert refer.get("refer-to") == "<sip:general@127.0.0.1:5070>"
 
 
 def test_the_screen_pop_reference_travels_with_the_refer_and_cannot_inject_headers(ua):
