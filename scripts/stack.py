@@ -89,11 +89,6 @@ def build_specs(settings: Settings, env: Mapping[str, str], *, show_screen_pop: 
     (telephony/agent_desk.py) when SIP_ROUTING sends transfers to this machine, so a transfer completes here.
     `show_screen_pop`: the desk prints each screen-pop's address (our output is a person's terminal)."""
     rasa, actions, gateway = settings.rasa, settings.actions, settings.gateway
-    desk = agent_desk_address(settings)
-    desk_specs = [ChildSpec("agent-desk", (str(VOICE_PYTHON), "-m", "telephony.agent_desk", "--host", desk[0],
-                                           "--port", str(desk[1]),
-                                           *(("--show-screen-pop",) if show_screen_pop else ())),
-                            f"tcp://{desk[0]}:{desk[1]}", env)] if desk else []  # SIP over TCP shares the port
     return [
         ChildSpec("actions", (str(RASA_BIN), "run", "actions", "--actions", "actions", "-p", str(actions.port)),
                   f"http://{LOOPBACK}:{actions.port}/health", env),
@@ -103,8 +98,18 @@ def build_specs(settings: Settings, env: Mapping[str, str], *, show_screen_pop: 
                   f"http://{LOOPBACK}:{rasa.port}/", env),
         ChildSpec("gateway", (str(VOICE_PYTHON), "-m", "telephony.gateway"),
                   f"http://{LOOPBACK}:{gateway.port}/healthz", env),
-        *desk_specs,
+        *agent_desk_specs(settings, env, show_screen_pop=show_screen_pop),
     ]
+
+
+def agent_desk_specs(settings: Settings, env: Mapping[str, str], *, show_screen_pop: bool) -> list[ChildSpec]:
+    """The stand-in agent desk, when SIP_ROUTING sends transfers to this machine; else nothing."""
+    desk = agent_desk_address(settings)
+    if desk is None:
+        return []
+    command = (str(VOICE_PYTHON), "-m", "telephony.agent_desk", "--host", desk[0], "--port", str(desk[1]),
+               *(("--show-screen-pop",) if show_screen_pop else ()))
+    return [ChildSpec("agent-desk", command, f"tcp://{desk[0]}:{desk[1]}", env)]  # SIP over TCP shares the port
 
 
 def ensure_sqlite_dirs(*db_urls: str) -> None:

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as `python -
 
 from scripts.cluster.stores import postgres_bin_dir  # noqa: E402
 from scripts.cluster.topology import Cluster, gateway_name  # noqa: E402
-from scripts.stack import LOOPBACK, Supervisor, busy_ports, find_model, log  # noqa: E402
+from scripts.stack import (  # noqa: E402
+    LOOPBACK, Supervisor, agent_desk_address, busy_ports, find_model, log)
 from settings import Settings, get_settings  # noqa: E402
 
 
@@ -52,6 +53,9 @@ async def status_lines(cluster: Cluster) -> list[str]:
               f"(a role per part: passwords in {cluster.postgres.role_passwords_file}; "
               f"the superuser's, for administration, in {cluster.postgres.password_file})",
               f"  redis          {LOOPBACK}:{layout.redis}  Rasa's lock store"]
+    if desk := agent_desk_address(cluster.settings):
+        lines.append(f"  agent desk     sip:general@{desk[0]}:{desk[1]}  stand-in agent: answers the gateways' "
+                     f"transfers (screen-pops at /agent/<ref> on the gateway that handed over)")
     return lines
 
 
@@ -84,7 +88,8 @@ async def run_cluster(settings: Settings) -> int:
         await _until_either(stores_ready, stop, timeout_s=ready_s)
         if stores_ready.is_set() and not stop.is_set():
             cluster.create_databases()
-            app = Supervisor(cluster.app_specs(base_env), ready_timeout_s=ready_s, stop_grace_s=grace)
+            app = Supervisor(cluster.app_specs(base_env, agent_desk=True), ready_timeout_s=ready_s,
+                             stop_grace_s=grace)
             app_task = asyncio.create_task(app.run(on_ready=lambda: asyncio.ensure_future(_announce(cluster))))
             await stop.wait()
             app.stop_event.set()

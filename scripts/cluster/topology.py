@@ -20,7 +20,7 @@ from scripts.cluster.haproxy import haproxy_spec
 from scripts.cluster.kamailio import kamailio_spec
 from scripts.cluster.rasa_tier import rasa_tier_specs
 from scripts.cluster.stores import Postgres, Redis
-from scripts.stack import LOOPBACK, ChildSpec, build_specs, child_env
+from scripts.stack import LOOPBACK, ChildSpec, agent_desk_specs, build_specs, child_env
 from settings import Settings
 
 GATEWAY_SIP_OFFSET = 20  # gateway SIP ports from SIP_PORT + 20, two apart (5080, 5082, ...): room for TLS later
@@ -171,9 +171,13 @@ class Cluster:
         return {name: self.postgres.url(url.database, url.driver, role=url.role)
                 for name, url in DATABASE_URLS[part].items()}
 
-    def app_specs(self, base_env: Mapping[str, str]) -> list[ChildSpec]:
+    def app_specs(self, base_env: Mapping[str, str], *, agent_desk: bool = False) -> list[ChildSpec]:
+        """The application tier in start order. `agent_desk`: also the stand-in agent desk at SIP_ROUTING's loopback
+        target, as in `make run` (`make cluster`; the tests' clusters leave that port alone). It prints no
+        screen-pop address: the pop lives on the gateway that handed the call off, and the desk cannot tell which."""
         env = self.shared_env(base_env)  # HAProxy and Kamailio: no database at all
         layout = self.layout
+        desk = agent_desk_specs(self.settings, env, show_screen_pop=False) if agent_desk else []
         return [
             *rasa_tier_specs(layout, env, rasa_env=self.database_env("rasa"),
                              actions_env=self.database_env("actions")),
@@ -183,4 +187,5 @@ class Cluster:
             kamailio_spec(self.workdir / "kamailio", layout.sip_front,
                           [(LOOPBACK, port) for port in layout.gateway_sip], env,
                           probe_interval_s=self.settings.cluster.probe_interval_s),
+            *desk,
         ]

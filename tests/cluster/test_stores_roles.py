@@ -44,7 +44,7 @@ def cluster_specs(tmp_path: Path) -> tuple[Cluster, dict]:
     leaky = {"PATH": os.environ.get("PATH", ""),  # a caller's environment with database URLs of its own
              "BANK_DB_URL": cluster.postgres.url("bank"), "TRACKER_DB_URL": cluster.postgres.url("tracker"),
              "CALL_RECORDS_DB_URL": cluster.postgres.url("records", "postgresql+psycopg")}
-    return cluster, {spec.name: spec for spec in cluster.app_specs(leaky)}
+    return cluster, {spec.name: spec for spec in cluster.app_specs(leaky, agent_desk=True)}  # as `make cluster`
 
 
 def cluster_urls(cluster: Cluster, env) -> dict[str, tuple[str, str]]:
@@ -61,7 +61,7 @@ def cluster_urls(cluster: Cluster, env) -> dict[str, tuple[str, str]]:
 def test_each_part_gets_only_its_own_database_urls(tmp_path):
     cluster, specs = cluster_specs(tmp_path)
     kinds = {kind: [name for name in specs if name.startswith(kind)] for kind in ("gateway", "rasa", "actions")}
-    assert all(kinds.values()) and {"haproxy", "kamailio"} <= set(specs)
+    assert all(kinds.values()) and {"haproxy", "kamailio", "agent-desk"} <= set(specs)
     for name, spec in specs.items():
         assert not any(SUPERUSER_PASSWORD in value for value in spec.env.values()), name
         assert not any(f"//{DB_SUPERUSER}:" in value for value in spec.env.values()), name
@@ -74,7 +74,7 @@ def test_each_part_gets_only_its_own_database_urls(tmp_path):
     for kind, names in kinds.items():
         for name in names:
             assert cluster_urls(cluster, specs[name].env) == expected[kind], name
-    for name in ("haproxy", "kamailio"):
+    for name in ("haproxy", "kamailio", "agent-desk"):
         assert cluster_urls(cluster, specs[name].env) == {}
         assert not DATABASE_URL_VARIABLES & set(specs[name].env)
     assert specs["gateway1"].env["CALL_RECORDS_DB_URL"].startswith("postgresql+psycopg://")
