@@ -31,7 +31,6 @@ import ipaddress
 import logging
 import math
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from bot.screen_pop import REF_RE, ref_tag
 from settings import Settings, get_settings
 from telephony.rtp.ports import NoFreePortError, PortAllocator
 from telephony.rtp.session import RtpSession
+from telephony.signals import until_signalled
 from telephony.sip.message import parse_uri
 from telephony.sip.refer import RoutingTable
 from telephony.sip.sdp import LocalMedia
@@ -272,11 +272,7 @@ async def serve(settings: Settings, host: str, port: int, answer_after_s: float,
     desk = await AgentDesk(settings, answer_after_s=answer_after_s, hold_s=hold_s,
                            show_screen_pop=show_screen_pop).start(host, port)
     print(f"agent desk on {desk.address[0]}:{desk.address[1]} (answers after {answer_after_s:g} s)", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     await desk.close()
 
 

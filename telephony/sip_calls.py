@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
@@ -40,6 +39,7 @@ from bot.screen_pop import ScreenPopStore
 from settings import Settings, get_settings
 from telephony.rtp.ports import NoFreePortError, PortAllocator
 from telephony.rtp.session import RtpSession, RtpStats
+from telephony.signals import until_signalled
 from telephony.sip.refer import RoutingTable, TransferNotAllowed
 from telephony.sip.sdp import LocalMedia, MediaPlan
 from telephony.sip.transport import SipServer
@@ -333,11 +333,7 @@ class MediaEchoCall:
 async def _serve_echo(settings: Settings, host: str, port: int) -> None:
     bridge = await start_sip_server(settings, MediaEchoCall, host, port)
     print(f"SIP echo door on {bridge.address[0]}:{bridge.address[1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     await bridge.close()
 
 
