@@ -119,6 +119,9 @@ class VoiceSettings:
     # extra silence after a speech pause before the turn ends when Smart Turn says the caller is not done
     end_of_turn_s: float = env("END_OF_TURN_S", 0.3)  # 0.6 cost ~300 ms per turn (bench/voice_latency.py)
     end_of_turn_elderly_s: float = env("END_OF_TURN_ELDERLY_S", 1.2)
+    # Warm Vosk recognizers kept from ended calls for new ones (bot/services/vosk/pool.py): a new recognizer spends
+    # seconds of CPU on its first speech. -1: two per admitted call; 0: off (every call makes its own).
+    asr_recognizer_pool: int = env("ASR_RECOGNIZER_POOL", -1)
     # the gateway's default thread pool: every call's Vosk decoding hops to it per 100 ms of speech
     worker_threads: int = env("VOICE_WORKER_THREADS", 32)
     # Admission limit across all doors (bot/admission.py): 0 sizes it from the cores as

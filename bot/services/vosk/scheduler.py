@@ -77,8 +77,19 @@ class DecodeScheduler:
             self.load.forget(call_id, self._clock())
             self._publish()
         for job in dropped:
+            if job.context is None:  # an after_call job: nobody waits
+                continue
             loop, future = job.context
             loop.call_soon_threadsafe(future.cancel)
+
+    def after_call(self, call_id: str, work: Callable[[], object]) -> None:
+        """Run `work` on a decode thread once the call's job in progress (if any) has ended; nobody waits for it.
+        For an ended call's clean-up that must not race its last decode step (handing its recognizers back)."""
+        job = DecodeJob(call_id, final=False, audio_s=0.0, work=work, context=None)
+        with self._lock:
+            self._start_threads()
+            self._queue.put(job)
+            self._lock.notify()
 
     def expedite(self, call_id: str) -> None:
         """Run the call's waiting work as a final: its caller stopped speaking and waits for the answer."""
@@ -150,11 +161,15 @@ class DecodeScheduler:
                     self._publish()
                 finally:
                     self._lock.notify_all()  # the call's next job may be runnable now
-            loop, future = job.context
-            try:
-                loop.call_soon_threadsafe(_settle, future, outcome)
-            except RuntimeError:  # the call's event loop is gone: nobody waits for this result
-                pass
+            if job.context is None:  # an after_call job: nobody waits for its result
+                if not outcome[0]:
+                    log.warning("after-call work of %s failed: %r", job.call_id, outcome[1])
+            else:
+                loop, future = job.context
+                try:
+                    loop.call_soon_threadsafe(_settle, future, outcome)
+                except RuntimeError:  # the call's event loop is gone: nobody waits for this result
+                    pass
 
     def _publish(self) -> None:
         BACKLOG_SECONDS.set(self.load.backlog_s)

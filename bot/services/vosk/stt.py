@@ -1,4 +1,5 @@
-"""Streaming speech recognition with Vosk: one model per process, one recognizer per call.
+"""Streaming speech recognition with Vosk: one model per process, one recognizer per call (warm from the process's
+recognizer pool when an ended call left one: pool.py).
 
 Frames in:  InputAudioRawFrame (16-bit mono PCM at the pipeline's input rate, 8 or 16 kHz),
             VADUserStartedSpeakingFrame / VADUserStoppedSpeakingFrame (the stop finalizes the utterance),
@@ -50,6 +51,7 @@ from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.types import NOT_GIVEN, NotGiven
 
 from bot.frames import AsrDecodeNote
+from bot.services.vosk.pool import RecognizerPool, shared_recognizer_pool
 from bot.services.vosk.scheduler import DecodeScheduler, shared_scheduler
 from call_contract import SECURE_MASK
 
@@ -145,9 +147,11 @@ class VoskDecoder:
     """
 
     def __init__(self, model: vosk.Model | Sequence[vosk.Model], *, digit_words: Sequence[str],
-                 grammar_supported: bool):
-        """`model`: the model, or one model per level of search limits (level 0: the model's own limits)."""
+                 grammar_supported: bool, pool: RecognizerPool | None = None):
+        """`model`: the model, or one model per level of search limits (level 0: the model's own limits).
+        `pool`: warm recognizers to take instead of making new ones, and to `hand_back` to when the call is over."""
         self._models = tuple(model) if isinstance(model, Sequence) else (model,)
+        self._pool = pool
         self._digit_grammar = json.dumps(list(digit_words), ensure_ascii=False)
         self._grammar_supported = grammar_supported
         self._recognizer: vosk.KaldiRecognizer | None = None
@@ -213,6 +217,13 @@ class VoskDecoder:
         self._recognizer = None
         self._recognizers = {}
 
+    def hand_back(self) -> None:
+        """(decode thread, after the call's last decode step) The call is over: its recognizers go to the pool,
+        which scrubs them of this caller (pool.py), and the decoder holds none."""
+        recognizers, self._recognizers, self._recognizer = self._recognizers, {}, None
+        for (digits, level), recognizer in recognizers.items():
+            self._give_back(digits, level, recognizer)
+
     def _recognizer_for_next_audio(self, caller_speaking: bool) -> vosk.KaldiRecognizer:
         """The recognizer to feed; switches mode now if the caller is not in the middle of an utterance."""
         if self._recognizer is None:
@@ -244,11 +255,13 @@ class VoskDecoder:
         """The call's recognizer for this mode and level, kept while the level holds: a new recognizer spends up to
         1.7 s of CPU on its first speech (Kaldi caches the expanded lookahead graph per recognizer, ~85 MB warm on
         the Korean proxy), so a PIN prompt and back must not pay that twice. A level change (rare: load.py's hold)
-        lets the other level's recognizers go, so a call holds at most two."""
+        hands the other level's recognizers to the pool, so a call holds at most two. New ones come warm from the
+        pool (pool.py) when an ended call left one for this model view and grammar."""
         if self._recognizer is not None and not self._fresh:
             self._recognizer.Reset()  # switched at a safe point, so it heard only silence: not the next utterance
         if level != self._recognizer_level:
-            self._recognizers = {key: kept for key, kept in self._recognizers.items() if key[1] == level}
+            for key in [key for key in self._recognizers if key[1] != level]:
+                self._give_back(*key, self._recognizers.pop(key))
         digits = digits and self._grammar_supported
         recognizer = self._recognizers.get((digits, level))
         if recognizer is None:
@@ -261,12 +274,25 @@ class VoskDecoder:
     def _make_recognizer(self, digits: bool, level: int) -> vosk.KaldiRecognizer:
         model = self._models[level]
         if digits:
+            if pooled := self._take_pooled(True, level):
+                return pooled
             try:
                 return vosk.KaldiRecognizer(model, VOSK_SAMPLE_RATE, self._digit_grammar)
             except Exception as exc:  # the model refused the grammar: keep recognising, with the full vocabulary
                 log.warning("Vosk digits grammar unavailable (%s); using the full vocabulary", exc)
                 self._grammar_supported = False
-        return vosk.KaldiRecognizer(model, VOSK_SAMPLE_RATE)
+        return self._take_pooled(False, level) or vosk.KaldiRecognizer(model, VOSK_SAMPLE_RATE)
+
+    def _pool_key(self, digits: bool, level: int) -> tuple[vosk.Model, str | None]:
+        """Recognizers are interchangeable only for the same model view (level) and the same grammar."""
+        return self._models[level], (self._digit_grammar if digits else None)
+
+    def _take_pooled(self, digits: bool, level: int) -> vosk.KaldiRecognizer | None:
+        return self._pool.take(self._pool_key(digits, level)) if self._pool is not None else None
+
+    def _give_back(self, digits: bool, level: int, recognizer: vosk.KaldiRecognizer) -> None:
+        if self._pool is not None:
+            self._pool.give_back(self._pool_key(digits, level), recognizer)
 
 
 class VoskSTTService(STTService):
@@ -290,6 +316,7 @@ class VoskSTTService(STTService):
         settings: VoskSTTSettings | None = None,
         scheduler: DecodeScheduler | None = None,
         tighter_model_paths: Sequence[str | Path] = (),
+        recognizer_pool: RecognizerPool | None = None,
         **kwargs,
     ):
         """Args:
@@ -300,6 +327,8 @@ class VoskSTTService(STTService):
         scheduler: the process's decode scheduler (default: a shared one with no tighter levels).
         tighter_model_paths: views of the model with tighter search limits, level 1 onwards (`limits.py`);
             the scheduler's levels beyond these fall back to the tightest given.
+        recognizer_pool: warm recognizers shared by the process's calls (default: the shared one, sized by
+            `ASR_RECOGNIZER_POOL`); this call's go back to it when the call ends without a decoding error.
         **kwargs: passed to pipecat's STTService (`sample_rate` defaults to the pipeline's input rate).
 
         Raises:
@@ -312,7 +341,10 @@ class VoskSTTService(STTService):
         super().__init__(settings=store, **kwargs)
         self._grammar_supported = model_supports_grammar(model_path)
         models = [load_vosk_model(str(path)) for path in (model_path, *tighter_model_paths)]
-        self._decoder = VoskDecoder(models, digit_words=digit_words, grammar_supported=self._grammar_supported)
+        self._pool = recognizer_pool if recognizer_pool is not None else shared_recognizer_pool()
+        self._decoder = VoskDecoder(models, digit_words=digit_words, grammar_supported=self._grammar_supported,
+                                    pool=self._pool if self._pool.enabled else None)
+        self._decode_failed = False  # a recognizer that raised is in an unknown state: never pooled
         self._decoder.want_digits = bool(store.expect_digits)
         self._scheduler = scheduler or shared_scheduler()
         self._load_key = f"stt-{next(_service_numbers)}"  # this call's share of the work (it knows no call id)
@@ -363,7 +395,11 @@ class VoskSTTService(STTService):
             await self.cancel_task(self._drain_task)
             self._drain_task = None
         self._scheduler.call_ended(self._load_key)
-        self._decoder.close()
+        if self._pool.enabled and not self._decode_failed:
+            # Behind the call's decode step in progress, if any: a recognizer is never scrubbed while it decodes.
+            self._scheduler.after_call(self._load_key, self._decoder.hand_back)
+        else:
+            self._decoder.close()
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
         """Take in one chunk of caller audio; the drain task decodes it and pushes what it yields."""
@@ -401,6 +437,7 @@ class VoskSTTService(STTService):
             try:
                 decoded = await self._scheduler.decode(self._load_key, work, audio_s=_seconds(batch), final=False)
             except Exception as exc:  # a decoder error must not end the call: the caller can still use the keypad
+                self._decode_failed = True
                 await self.push_error(f"{self}: decoding failed: {exc}", exception=exc)
                 continue
             if decoded.final is not None:
@@ -443,6 +480,7 @@ class VoskSTTService(STTService):
         try:
             text, level = await self._scheduler.decode(self._load_key, work, audio_s=_seconds(trailing), final=True)
         except Exception as exc:
+            self._decode_failed = True
             await self.push_error(f"{self}: finalizing failed: {exc}", exception=exc)
             return
         if transcription := self._final_frame(text, level):
