@@ -22,7 +22,22 @@ CALL_START = "/call_start"
 HUMAN_AGENT_INTENT = "human_agent"
 HUMAN_AGENT = f"/{HUMAN_AGENT_INTENT}"
 TRANSFER_FAILED = "/transfer_failed"
+# The caller keyed and said nothing while the satisfaction survey was open: the dialogue retries or ends the call.
+SURVEY_NO_ANSWER_INTENT = "survey_no_answer"
+SURVEY_NO_ANSWER = f"/{SURVEY_NO_ANSWER_INTENT}"
 DTMF_INTENT = "dtmf"
+# What Rasa's NLU names a message it is unsure of (FallbackClassifier): the dialogue asks again, 3 in a row hand
+# the call over with this as the handoff's reason (actions/service.py), and the trainers' review lists it.
+NLU_FALLBACK_INTENT = "nlu_fallback"
+REASON_NLU_FALLBACK = NLU_FALLBACK_INTENT
+# What a caller says that is no banking request at all (a spoken intent, trained like any other).
+OUT_OF_SCOPE_INTENT = "out_of_scope"
+# Turns the dialogue did not understand: three in a row hand the call over (actions/service.py), and the trainers'
+# review marks exactly those turns as the 3 strikes (bot/nlu_review.py), so both count the same set.
+NOT_UNDERSTOOD_INTENTS = frozenset({NLU_FALLBACK_INTENT, OUT_OF_SCOPE_INTENT})
+# Intents only the gateway sends (as /intent{...}), never spoken: no training examples, never a trainer's label.
+GATEWAY_ONLY_INTENTS = frozenset({CALL_START.lstrip("/"), DTMF_INTENT, TRANSFER_FAILED.lstrip("/"),
+                                  SURVEY_NO_ANSWER_INTENT})
 
 # -- the keypad ---------------------------------------------------------------------------------------------------
 
@@ -118,6 +133,52 @@ def interruptible(value: bool) -> dict[str, Any]:
     return {"event": "interruptible", "value": value}
 
 
+# -- dialogue facts for the call record and the KPIs ---------------------------------------------------------------
+
+# The business tasks a dialogue can complete (named as the intents that ask for them): `task_completed` names one
+# when the caller's business is really done (money moved, card stopped, figures read out), never on a refusal,
+# a cancellation, a failure or a handoff. The KPI dashboard counts a call as resolved by these.
+TASKS = (
+    "check_balance", "query_transactions", "credit_card_bill", "credit_card_repayment", "report_card_loss",
+    "activate_card", "transfer_money", "branch_locator", "interest_rate", "exchange_rate", "complaint",
+    "reset_password",
+)
+# The satisfaction survey's answers, by key: 1 满意, 2 一般, 3 不满意 (the KPIs' satisfaction is the share of 满意).
+SURVEY_SATISFIED = 1
+SURVEY_SCORES = {SURVEY_SATISFIED: "满意", 2: "一般", 3: "不满意"}
+# The facts' event names: the gateway's Rasa bridge and the web console file them into the call record alike
+# (bot/call_records.py CallRecord.note_dialogue_fact).
+EVENT_TASK_COMPLETED = "task_completed"
+EVENT_ELDERLY = "elderly"
+EVENT_SURVEY_OFFERED = "survey_offered"
+EVENT_SURVEY_ANSWER = "survey_answer"
+DIALOGUE_FACT_EVENTS = frozenset({EVENT_TASK_COMPLETED, EVENT_ELDERLY, EVENT_SURVEY_OFFERED, EVENT_SURVEY_ANSWER})
+
+
+def task_completed(task: str) -> dict[str, Any]:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}: add it to call_contract.TASKS")
+    return {"event": EVENT_TASK_COMPLETED, "task": task}
+
+
+def elderly_caller() -> dict[str, Any]:
+    """The caller is one of the bank's elderly customers (光银岁月): the dialogue knows it from the bank's data."""
+    return {"event": EVENT_ELDERLY, "value": True}
+
+
+def survey_offered() -> dict[str, Any]:
+    """The satisfaction question is being asked: until `survey_answer`, silence is no answer, not a cue for the
+    menu or an agent (the gateway sends SURVEY_NO_ANSWER instead of walking its no-input ladder)."""
+    return {"event": EVENT_SURVEY_OFFERED}
+
+
+def survey_answer(score: int | None) -> dict[str, Any]:
+    """The survey is over: `score` 1-3 (SURVEY_SCORES), or None when the caller gave no usable answer."""
+    if score is not None and score not in SURVEY_SCORES:
+        raise ValueError(f"survey score {score!r} is not one of {sorted(SURVEY_SCORES)}")
+    return {"event": EVENT_SURVEY_ANSWER, "score": score}
+
+
 # -- custom events: parsers (what arrives may be anything) --------------------------------------------------------
 
 
@@ -156,6 +217,22 @@ def parse_speech_rate(event: dict[str, Any]) -> float:
 
 def parse_interruptible(event: dict[str, Any]) -> bool:
     return bool(event.get("value", True))
+
+
+def parse_task_completed(event: dict[str, Any]) -> str | None:
+    """The task named, or None when it is not one of TASKS (a record never holds a name the KPIs do not know)."""
+    task = event.get("task")
+    return task if isinstance(task, str) and task in TASKS else None
+
+
+def parse_elderly(event: dict[str, Any]) -> bool:
+    return event.get("value") is True
+
+
+def parse_survey_score(event: dict[str, Any]) -> int | None:
+    """The score 1-3, or None for no answer and for anything else (a bool, "1", 1.5, 7)."""
+    score = event.get("score")
+    return score if type(score) is int and score in SURVEY_SCORES else None
 
 
 def _whole_number(value: Any) -> int:

@@ -46,6 +46,14 @@ class ActionSettings:
     port: int = env("ACTIONS_PORT", 5055)
     url: str = env("ACTION_SERVER_URL", "http://127.0.0.1:5055/webhook")
     timeout_s: float = env("ACTION_TIMEOUT_S", 3.0)
+    # The post-call satisfaction survey (actions/survey.py): asked at the dialogue's goodbye of a sampled share of
+    # calls (0..1, decided once per call from its id, so a retried turn never changes it).
+    survey_enabled: bool = env("SURVEY_ENABLED", True)
+    survey_sample_rate: float = env("SURVEY_SAMPLE_RATE", 1.0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.survey_sample_rate <= 1.0:  # NaN fails too
+            raise ValueError(f"SURVEY_SAMPLE_RATE={self.survey_sample_rate!r}: a share of calls, from 0 to 1")
 
     @property
     def turn_budget_s(self) -> float:
@@ -88,6 +96,12 @@ class GatewaySettings:
     console_token: str = env("CONSOLE_TOKEN", "")
     # extra origins (comma-separated, e.g. https://ivr.bank.example) whose pages may use the consoles
     console_allowed_origins: str = env("CONSOLE_ALLOWED_ORIGINS", "")
+    # The key of the call records' `caller_key` (HMAC-SHA256 of the caller number: repeat calls match without the
+    # number being stored). Every gateway of a cluster needs the same one; at least 16 characters (shorter: the
+    # gateway does not start). Empty: a random key made once and kept in CALLER_KEY_FILE (one host), which must not
+    # be under CALL_RECORDS_DIR (it would travel with the records it protects). bot/caller_keys.py
+    caller_key_secret: str = env("CALLER_KEY_SECRET", "")
+    caller_key_file: str = env("CALLER_KEY_FILE", str(REPO_ROOT / "var" / "secrets" / "caller-key"))
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,9 @@ class VoiceSettings:
     asr_tighten_above_s: float = env("ASR_TIGHTEN_ABOVE_S", 0.5)
     asr_relax_below_s: float = env("ASR_RELAX_BELOW_S", 0.15)
     asr_decode_threads: int = env("ASR_DECODE_THREADS", 0)  # 0: one per core
+    # Warm Vosk recognizers kept from ended calls for new ones (bot/services/vosk/pool.py): a new recognizer spends
+    # seconds of CPU on its first speech. -1: two per admitted call; 0: off (every call makes its own).
+    asr_recognizer_pool: int = env("ASR_RECOGNIZER_POOL", -1)
     piper_voice_path: str = env("PIPER_VOICE_PATH", "")
     # `make models`: base URL of a local mirror holding the model files (banks run offline)
     models_mirror: str = env("MODELS_MIRROR", "")
@@ -119,9 +136,6 @@ class VoiceSettings:
     # extra silence after a speech pause before the turn ends when Smart Turn says the caller is not done
     end_of_turn_s: float = env("END_OF_TURN_S", 0.3)  # 0.6 cost ~300 ms per turn (bench/voice_latency.py)
     end_of_turn_elderly_s: float = env("END_OF_TURN_ELDERLY_S", 1.2)
-    # Warm Vosk recognizers kept from ended calls for new ones (bot/services/vosk/pool.py): a new recognizer spends
-    # seconds of CPU on its first speech. -1: two per admitted call; 0: off (every call makes its own).
-    asr_recognizer_pool: int = env("ASR_RECOGNIZER_POOL", -1)
     # the gateway's default thread pool: every call's Vosk decoding hops to it per 100 ms of speech
     worker_threads: int = env("VOICE_WORKER_THREADS", 32)
     # Admission limit across all doors (bot/admission.py): 0 sizes it from the cores as
@@ -160,6 +174,12 @@ class SipSettings:
     refer_timeout_s: float = env("SIP_REFER_TIMEOUT_S", 30.0)  # no final NOTIFY by then -> transfer failed
     # How long the agent's screen-pop (GET /agent/{ref}, the REFER's X-IVR-Context-Ref) can be opened after a handoff
     agent_context_ttl_s: float = env("SIP_AGENT_CONTEXT_TTL_S", 1800.0)
+    # Also carry that reference as RFC 7433 User-to-User (ISDN package) embedded in the Refer-To URI, so the INVITE
+    # that reaches the agent has it, for a PBX or agent desktop that reads UUI (telephony/sip/uui.py). Off by
+    # default: the party that acts on our REFER must copy the URI's headers into its INVITE (RFC 3261 §19.1.5),
+    # and simple phones do not; baresip 1.0 puts them in the Request-URI and the agent refuses the call (400).
+    # Turn it on where an SBC or PBX handles the REFER (Asterisk, FreeSWITCH and most carriers' SBCs do).
+    refer_uui: bool = env("SIP_REFER_UUI", False)
     retry_after_s: int = env("SIP_RETRY_AFTER_S", 10)  # Retry-After on every 503 (calls, ports, voice loop full)
     # Digest auth (RFC 8760 MD5) for peers outside allow_cidrs; empty password = CIDR allow-list only.
     digest_realm: str = env("SIP_DIGEST_REALM", "ivr")
@@ -172,12 +192,6 @@ class SipSettings:
     tcp_idle_timeout_s: float = env("SIP_TCP_IDLE_TIMEOUT_S", 300.0)  # no byte received this long: closed
     tcp_message_timeout_s: float = env("SIP_TCP_MESSAGE_TIMEOUT_S", 10.0)  # a message begun must be complete by then
     tcp_max_connections: int = env("SIP_TCP_MAX_CONNECTIONS", 512)
-    # Also carry that reference as RFC 7433 User-to-User (ISDN package) embedded in the Refer-To URI, so the INVITE
-    # that reaches the agent has it, for a PBX or agent desktop that reads UUI (telephony/sip/uui.py). Off by
-    # default: the party that acts on our REFER must copy the URI's headers into its INVITE (RFC 3261 §19.1.5),
-    # and simple phones do not; baresip 1.0 puts them in the Request-URI and the agent refuses the call (400).
-    # Turn it on where an SBC or PBX handles the REFER (Asterisk, FreeSWITCH and most carriers' SBCs do).
-    refer_uui: bool = env("SIP_REFER_UUI", False)
     tcp_max_connections_per_source: int = env("SIP_TCP_MAX_CONNECTIONS_PER_SOURCE", 32)
 
 
@@ -196,6 +210,38 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class TrainerSettings:
+    """The trainers' loop (docs/TRAINERS.md, "Learning from real calls"): review, label, retrain, swap."""
+
+    # The Rasa project the labels go to (its data/nlu/review.yml; its tests/nlu/heldout.yml and domain/ are read).
+    project_dir: str = env("NLU_PROJECT_DIR", str(REPO_ROOT))
+    # The external evaluation set (every *.yml under it): a sentence found there is never labelled into data/.
+    eval_dir: str = env("NLU_EVAL_DIR", str(REPO_ROOT.parent / "shared" / "eval"))
+    # A caller turn understood below this confidence is listed for review (turns below config.yml's
+    # FallbackClassifier threshold are nlu_fallback, listed anyway). Between 0 and 1.
+    low_confidence: float = env("NLU_REVIEW_LOW_CONFIDENCE", 0.6)
+    # The review list covers the calls of this many days (today's included): bounded reads in the gateway.
+    review_days: int = env("NLU_REVIEW_DAYS", 7)
+    # At most this many items (identical sentences merged) on the page / in `make review`: the most said first.
+    max_listed: int = env("NLU_REVIEW_MAX_LISTED", 300)
+    # How long `make swap-model` waits for one Rasa server to load the new model (TensorFlow: tens of seconds).
+    swap_timeout_s: float = env("NLU_SWAP_TIMEOUT_S", 300.0)
+    # A single Rasa answers nothing while it loads a model: the swap waits this long for no call in progress.
+    swap_idle_wait_s: float = env("NLU_SWAP_IDLE_WAIT_S", 600.0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.low_confidence <= 1.0:  # NaN fails too: it would list nothing
+            raise ValueError(f"NLU_REVIEW_LOW_CONFIDENCE={self.low_confidence!r}: a confidence, from 0 to 1")
+        if not 1 <= self.review_days <= 366 or not 1 <= self.max_listed <= 10_000:
+            raise ValueError(f"NLU_REVIEW_DAYS={self.review_days!r} (1..366) / NLU_REVIEW_MAX_LISTED="
+                             f"{self.max_listed!r} (1..10000): bounded reads for the gateway's /trainer")
+        waits = (("NLU_SWAP_TIMEOUT_S", self.swap_timeout_s), ("NLU_SWAP_IDLE_WAIT_S", self.swap_idle_wait_s))
+        for name, value in waits:
+            if not 0.0 < value < 86_400.0:  # NaN fails too
+                raise ValueError(f"{name}={value!r}: seconds, more than 0 and less than a day")
+
+
+@dataclass(frozen=True)
 class Settings:
     rasa: RasaSettings = field(default_factory=RasaSettings)
     actions: ActionSettings = field(default_factory=ActionSettings)
@@ -204,6 +250,7 @@ class Settings:
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     sip: SipSettings = field(default_factory=SipSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
 
     @property
     def rasa_reply_timeout_s(self) -> float:

@@ -13,7 +13,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.bank.service import BankService
 from actions.bank.views import TransactionView
 from actions.cn_numbers import amount_cents_from_speech, speak_amount
-from actions.common import bank_service, entity_values, latest_user_event_with_intent
+from actions.common import bank_service, entity_values, latest_user_event_with_intent, task_done
 from actions.tasks import VerifiedTaskAction
 from actions.wording import LIST_SEPARATOR, piece
 
@@ -31,6 +31,7 @@ class ActionCheckBalance(VerifiedTaskAction):
                 domain: dict) -> list:
         card = tracker.get_slot("card_last4")
         dispatcher.utter_message(response="utter_balance", card=card, amount=speak_amount(bank.balance(customer_ref, card)))
+        task_done(dispatcher, "check_balance")
         dispatcher.utter_message(response="utter_anything_else")
         return []
 
@@ -49,6 +50,7 @@ class ActionBalanceAside(Action):
             return []
         cents = await asyncio.to_thread(bank_service().balance, customer_ref, card)
         dispatcher.utter_message(response="utter_balance", card=card, amount=speak_amount(cents))
+        task_done(dispatcher, "check_balance")
         return []
 
 
@@ -114,5 +116,6 @@ class ActionQueryTransactions(VerifiedTaskAction):
         else:
             items = LIST_SEPARATOR.join(spoken_transaction(domain, t) for t in found)
             dispatcher.utter_message(response="utter_transactions", card=card, count=str(len(found)), items=items)
+        task_done(dispatcher, "query_transactions")  # 「没有交易」 answers the question too
         dispatcher.utter_message(response="utter_anything_else")
         return []

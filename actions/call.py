@@ -14,6 +14,7 @@ from actions.cn_numbers import speak_digits
 from actions.common import bank_service, call_id, clear_task_slots, in_form, keyed_digits
 from actions.handoff import hand_off
 from actions.keypad import HUMAN_KEY, MENU_KEY, intent_for_key, menu_text
+from call_contract import elderly_caller
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class ActionCallStart(Action):
             events.append(SlotSet("caller_ref", customer.ref))
         if customer is not None and customer.is_elderly:
             dispatcher.utter_message(json_message=contract.speech_rate(contract.ELDERLY_SPEECH_RATE))
+            dispatcher.utter_message(json_message=elderly_caller())  # for the call record and the KPIs
             dispatcher.utter_message(response="utter_greet_elderly", surname=customer.surname, title=customer.title,
                                      human_key=HUMAN_KEY)
             events += [SlotSet("elderly", True), SlotSet("speech_rate", contract.ELDERLY_SPEECH_RATE)]

@@ -19,7 +19,7 @@ from actions.bank.views import (
 from actions.call import OFFER_HUMAN_FOR
 from actions.cn_numbers import amount_cents_from_speech, amount_in_context, says_negative_amount, speak_amount, speak_digits
 from actions.handoff import hand_off
-from actions.common import bank_service, keyed_digits, latest_intent, request_id
+from actions.common import bank_service, keyed_digits, latest_intent, request_id, task_done
 from actions.keypad import MENU_KEY
 from actions.tasks import VerifiedTaskAction
 from actions.utterances import human_request
@@ -87,6 +87,8 @@ class ActionCreditCardBill(VerifiedTaskAction):
                 response="utter_bill", card=statement.card_last4, due=speak_amount(statement.remaining_due_cents),
                 minimum=speak_amount(statement.minimum_due_cents), due_date=spoken_date(domain, statement.due_date),
             )
+        if statement is not None:
+            task_done(dispatcher, "credit_card_bill")
         dispatcher.utter_message(response="utter_anything_else")
         return []
 
@@ -173,6 +175,8 @@ class ActionRepayCreditCard(VerifiedTaskAction):
             dispatcher.utter_message(response=repayment_response(result),
                                      debit=source.last4, amount=speak_amount(amount),
                                      remaining=speak_amount(result.remaining_due_cents or 0))
+            if result.status is RepaymentStatus.OK:
+                task_done(dispatcher, "credit_card_repayment")
         dispatcher.utter_message(response="utter_anything_else")
         return []
 
@@ -203,6 +207,7 @@ class ActionReportCardLoss(VerifiedTaskAction):
         card = tracker.get_slot("card_last4")
         if card_is_lost(bank, customer_ref, card):
             dispatcher.utter_message(response="utter_card_already_lost", card=card)
+            task_done(dispatcher, "report_card_loss")  # the card is stopped: what the caller called for
         elif tracker.get_slot("confirmed") is not True:
             dispatcher.utter_message(response="utter_card_loss_cancelled")
         else:
@@ -213,8 +218,10 @@ class ActionReportCardLoss(VerifiedTaskAction):
                 dispatcher.utter_message(response="utter_card_loss_reported", card=card, reference=reference)
                 dispatcher.utter_message(response="utter_card_loss_reference_again", reference=reference)
                 dispatcher.utter_message(json_message=contract.interruptible(True))
+                task_done(dispatcher, "report_card_loss")
             elif result.status is CardLossStatus.ALREADY_LOST:
                 dispatcher.utter_message(response="utter_card_already_lost", card=card)
+                task_done(dispatcher, "report_card_loss")
             else:
                 dispatcher.utter_message(response="utter_card_loss_not_own", card=card)
         dispatcher.utter_message(response="utter_anything_else")
@@ -239,6 +246,8 @@ class ActionActivateCard(VerifiedTaskAction):
         card = bank.accounts.card_to_activate(customer_ref, tracker.get_slot("card_last4"))
         result = bank.activate_card(customer_ref, card)
         dispatcher.utter_message(response=ACTIVATION_RESPONSES[result.status], card=card or "")
+        if result.status in (ActivationStatus.ACTIVATED, ActivationStatus.ALREADY_ACTIVE):
+            task_done(dispatcher, "activate_card")
         dispatcher.utter_message(response="utter_anything_else")
         return []
 
@@ -254,6 +263,7 @@ class ActionResetPassword(Action):
             # 「我不记得密码了帮我转人工」: the caller already chose the agent; no explanation, no PIN prompt
             return hand_off(dispatcher, tracker, reason="password_help")
         dispatcher.utter_message(response="utter_reset_password")
+        task_done(dispatcher, "reset_password")  # the way to a new PIN explained: all the phone can do for it
         return [SlotSet("pending_offer", OFFER_HUMAN_FOR.format(reason="password_help"))]
 
 

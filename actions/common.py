@@ -10,18 +10,15 @@ from typing import Any, Iterable
 
 from rasa_sdk import Tracker
 from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
 
 from actions.bank.service import BankService
 from actions.cn_numbers import digits_from_speech, extract_digits
 from call_contract import KEYPAD_KEYS as DTMF_ALPHABET
+from call_contract import TASKS, task_completed
 
-# Intents a caller uses to ask for a task; the handoff context names the latest of them.
-TASK_INTENTS = (
-    "check_balance", "query_transactions", "credit_card_bill", "credit_card_repayment", "report_card_loss",
-    "activate_card", "reset_password", "transfer_money", "branch_locator", "interest_rate", "exchange_rate",
-    "complaint",
-)
-NOT_UNDERSTOOD_INTENTS = ("out_of_scope", "nlu_fallback")
+# Intents a caller uses to ask for a task (the contract's task names); the handoff context names the latest of them.
+TASK_INTENTS = TASKS
 # Slots of a task in progress; cleared when a task ends so the next form does not start pre-confirmed.
 TASK_SLOTS = (
     "confirmed", "amount_cents", "to_card", "complaint_text", "complaint_where", "complaint_when", "complaint_ticket",
@@ -106,6 +103,12 @@ def request_id(tracker: Tracker, task: str, *details: object) -> str:
     what = ":".join(str(detail) for detail in details)
     key = f"{tracker.sender_id}:{session}:{task}:{what}"
     return key if len(key) <= 128 else f"{task}:{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
+
+
+def task_done(dispatcher: CollectingDispatcher, task: str) -> None:
+    """Tells the gateway the caller's business `task` is done (call_contract.TASKS): the call record, and the KPIs'
+    resolution rate, count it. Called only where the task really completed, never on a refusal or a failure."""
+    dispatcher.utter_message(json_message=task_completed(task))
 
 
 def in_form(tracker: Tracker) -> bool:

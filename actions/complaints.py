@@ -18,7 +18,7 @@ from rasa_sdk.types import DomainDict
 
 from actions import contract
 from actions.cn_numbers import speak_digits
-from actions.common import bank_service, call_id, latest_intent, request_id
+from actions.common import bank_service, call_id, latest_intent, request_id, task_done
 from actions.handoff import HANDOFF_UNAVAILABLE_RESPONSE, hand_off
 from actions.utterances import explicit_answer, human_request, is_filler
 from actions.verification import requested_slot
@@ -30,8 +30,8 @@ OPENING_WITH_DESCRIPTION_CHARS = 12
 DETAIL_SLOTS = ("complaint_text", "complaint_where", "complaint_when")
 # While the caller describes, these still act as commands instead of being written into the complaint.
 COMMAND_INTENTS = ("cancel", "human_agent", "green_channel", "repeat", "speak_slower", "goodbye", "dtmf", "filler")
-# 「没有了」「不用了」「谢谢」 at 「还有要补充的吗」: the complaint is complete.
-DONE_INTENTS = ("deny", "thank", "cancel", "goodbye")
+# 「没有了」「不用了」「谢谢」 at 「还有要补充的吗」: the complaint is complete. Not 「再见」: that ends the call.
+DONE_INTENTS = ("deny", "thank", "cancel")
 NO_MORE = "no"
 # Where: a named branch (「海淀支行」) or a channel. 「你们网点」 names no place, so it is asked for.
 BRANCH_SUFFIX = re.compile(r"支行|分行|营业厅|营业部|网点")
@@ -116,6 +116,10 @@ class ValidateComplaintForm(FormValidationAction):
         if requested_slot(tracker) != "complaint_more":
             return {}
         text = (tracker.latest_message.get("text") or "").strip()
+        if latest_intent(tracker) == "goodbye":
+            # The ticket is filed: the form rejects the turn and the goodbye rules end the call as anywhere (the
+            # survey, then the hang-up), never 「请问还有什么可以帮您？」.
+            return {}
         if latest_intent(tracker) in DONE_INTENTS or explicit_answer(text) is False:
             return {"complaint_more": NO_MORE}
         said = self._said(tracker)
@@ -151,6 +155,7 @@ def file_complaint(dispatcher: CollectingDispatcher, tracker: Tracker, slots: di
     dispatcher.utter_message(response="utter_complaint_filed", when=slots["complaint_when"],
                              where=slots["complaint_where"], what=slots["complaint_text"], ticket=speak_digits(ticket))
     dispatcher.utter_message(json_message=contract.interruptible(True))
+    task_done(dispatcher, "complaint")
     return [SlotSet("complaint_ticket", ticket)]
 
 

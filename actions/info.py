@@ -12,7 +12,9 @@ from rasa_sdk.forms import FormValidationAction
 from rasa_sdk.types import DomainDict
 
 from actions.bank.views import FxRateView, RateView
-from actions.common import bank_service, entity_values, in_form, latest_intent, latest_user_event_with_intent
+from actions.common import (
+    bank_service, entity_values, in_form, latest_intent, latest_user_event_with_intent, task_done,
+)
 from actions.handoff import HANDOFF_UNAVAILABLE_RESPONSE, hand_off
 from actions.verification import requested_slot
 from actions.wording import pieces
@@ -71,6 +73,7 @@ class ActionBranchLocator(Action):
             listed = pieces(domain, "utter_item_branch",
                             [{"name": b.name, "address": b.address, "hours": b.hours} for b in branches])
             dispatcher.utter_message(response="utter_branches", count=str(len(branches)), branches=listed)
+            task_done(dispatcher, "branch_locator")
         else:
             dispatcher.utter_message(response="utter_no_branches", location=location)
         if not in_form(tracker):
@@ -101,6 +104,7 @@ class ActionInterestRate(Action):
         )
         if rates:
             dispatcher.utter_message(response=found, rates=pieces(domain, "utter_item_rate", [rate_item(r) for r in rates[:MAX_RATES]]))
+            task_done(dispatcher, "interest_rate")
         else:
             dispatcher.utter_message(response=none)
         if not in_form(tracker):
@@ -135,6 +139,7 @@ class ActionExchangeRate(Action):
             as_of = rates[0].as_of
             dispatcher.utter_message(response="utter_fx_rates", month=str(as_of.month), day=str(as_of.day),
                                      rates=pieces(domain, "utter_item_fx", [fx_item(r) for r in rates]))
+            task_done(dispatcher, "exchange_rate")
         else:
             dispatcher.utter_message(response="utter_no_fx_rates")
         if not in_form(tracker):

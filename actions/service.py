@@ -10,13 +10,15 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions import contract
 from actions.call import OFFER_HUMAN, answer_offer, decline_offer, offered_handoff_reason
-from actions.common import NOT_UNDERSTOOD_INTENTS, clear_task_slots, event_intent, in_form, user_events
+from actions.common import clear_task_slots, event_intent, in_form, user_events
 from actions.handoff import hand_off
 from actions.keypad import HUMAN_KEY, menu_text
 from actions.utterances import GREEN_CHANNEL, explicit_answer, human_request
+from call_contract import NOT_UNDERSTOOD_INTENTS, REASON_NLU_FALLBACK
 
-# custom payloads that must not be replayed by 「重复」: they act on the call, they are not part of a prompt
-NOT_REPEATABLE_EVENTS = ("handoff", "hangup", "speech_rate")
+# custom payloads 「重复」 replays with the texts: those that shape a prompt. The others act on the call or report a
+# fact once (handoff, hangup, speech_rate, task_completed, survey_*): replayed, a task would count twice.
+REPEATABLE_EVENTS = ("expect", "interruptible")
 
 
 class ActionHumanHandoff(Action):
@@ -69,7 +71,7 @@ def replay(dispatcher: CollectingDispatcher, bot_events: list[dict[str, Any]]) -
         if event.get("text"):
             dispatcher.utter_message(text=event["text"])
             said = True
-        if isinstance(custom, dict) and custom.get("event") not in NOT_REPEATABLE_EVENTS:
+        if isinstance(custom, dict) and custom.get("event") in REPEATABLE_EVENTS:
             dispatcher.utter_message(json_message=custom)
     return said
 
@@ -99,7 +101,7 @@ class ActionSpeakSlower(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[dict[str, Any]]:
         current = float(tracker.get_slot("speech_rate") or 1.0)
-        rate = max(contract.SLOWEST_SPEECH_RATE, round(min(current, 1.0) - contract.SPEECH_RATE_STEP, 2))
+        rate = contract.slower_rate(current)
         dispatcher.utter_message(json_message=contract.speech_rate(rate))
         dispatcher.utter_message(response="utter_speaking_slower")
         if not in_form(tracker):
@@ -155,7 +157,7 @@ class ActionNotUnderstood(Action):
                 return (answer_offer if answer else decline_offer)(dispatcher, tracker)
         count = consecutive_not_understood(tracker)
         if count >= 3:
-            return hand_off(dispatcher, tracker, reason="nlu_fallback", response="utter_not_understood_handoff")
+            return hand_off(dispatcher, tracker, reason=REASON_NLU_FALLBACK, response="utter_not_understood_handoff")
         if count == 2:
             dispatcher.utter_message(response="utter_not_understood_second", menu=menu_text(), human_key=HUMAN_KEY)
             return [SlotSet("pending_offer", OFFER_HUMAN)]

@@ -12,7 +12,7 @@ from actions.bank.service import BankService
 from actions.bank.views import TransferResult, TransferStatus
 from actions.cn_numbers import speak_amount, speak_digits
 from actions.cards import Available, amount_answer, opening_amount, validated_amount
-from actions.common import bank_service, latest_intent, request_id
+from actions.common import bank_service, latest_intent, request_id, task_done
 from actions.tasks import VerifiedTaskAction
 from actions.card_grammar import cards_by_role
 from actions.verification import CARD_DIGITS, VerifiedTaskValidation, answer_for, requested_slot
@@ -120,7 +120,11 @@ class ActionTransferMoney(VerifiedTaskAction):
             result = bank.transfer(customer_ref, source, target, int(amount), key)
             dispatcher.utter_message(
                 response=transfer_response(result), source=source, target=target, amount=speak_amount(int(amount)),
-                reference=speak_digits(result.reference or ""), limit=speak_amount(result.limit_left_cents or 0),
+                # a refused transfer has no reference: speak_digits("") raised, and the refusal became an apology
+                reference=speak_digits(result.reference) if result.reference else "",
+                limit=speak_amount(result.limit_left_cents or 0),
             )
+            if result.status is TransferStatus.OK:
+                task_done(dispatcher, "transfer_money")
         dispatcher.utter_message(response="utter_anything_else")
         return []

@@ -141,9 +141,15 @@ class DialogueTurnFrame(SystemFrame):
 
     Broadcast by the Rasa bridge around every request; `pending=False` comes after the reply's ExpectInputFrame, so
     the keypad gatherer knows what the next prompt expects before it applies keys typed ahead.
+
+    Parameters:
+        pending: the turn is with the dialogue (keys are held) or its reply is in (held keys answer its prompt).
+        drop_typeahead: with `pending=False`: the reply opened the satisfaction survey, so keys held were typed
+            before its question and are dropped, never taken as a rating.
     """
 
     pending: bool = False
+    drop_typeahead: bool = False
 
 
 @dataclass

@@ -107,8 +107,8 @@ class DialogueServers:
 
 
 def texts(reply: list) -> str:
-    """The spoken texts of a reply, joined."""
-    return " ".join(m.get("text") or "" for m in reply)
+    """The spoken texts of a reply, joined (custom events, which say nothing, add no gap)."""
+    return " ".join(m["text"] for m in reply if m.get("text"))
 
 
 def custom(reply: list, event: str) -> dict | None:

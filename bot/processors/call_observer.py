@@ -15,6 +15,7 @@ from typing import Any
 
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     InterimTranscriptionFrame,
     InterruptionFrame,
     TTSAudioRawFrame,
@@ -37,7 +38,9 @@ NS_PER_MS = 1_000_000
 
 class CallObserver(BaseObserver):
     """Frames watched: VADUserStoppedSpeakingFrame, InterimTranscriptionFrame, CallerTurnFrame, TTSSpeakFrame,
-    TTSAudioRawFrame, BotStartedSpeakingFrame, BotReplyTextFrame, InterruptionFrame, ExpectInputFrame."""
+    TTSAudioRawFrame, BotStartedSpeakingFrame, BotStoppedSpeakingFrame, BotReplyTextFrame, InterruptionFrame,
+    ExpectInputFrame. The call record counts barge-ins here (prompts cut short, `_count_barge_in`); its no-input
+    timeouts are counted by the Rasa bridge, which alone knows a silence at the optional survey is none."""
 
     def __init__(self, *, record: CallRecord, on_event: EventSink | None = None, **kwargs) -> None:
         super().__init__(observe_every_push=False, **kwargs)
@@ -51,6 +54,8 @@ class CallObserver(BaseObserver):
         self._turn_sent_ns: int | None = None
         self._turn_speech_end_ns: int | None = None
         self._tts_requested_ns: int | None = None
+        self._bot_speaking = False
+        self._stretch_interrupted = False
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame, ts = data.frame, data.timestamp
@@ -72,8 +77,11 @@ class CallObserver(BaseObserver):
             self._on_bot_audio(ts)
         elif isinstance(frame, BotReplyTextFrame):
             self._emit({"type": "bot", "texts": frame.texts})
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
         elif isinstance(frame, InterruptionFrame) and data.direction == FrameDirection.DOWNSTREAM:
             metrics.BARGE_INS.inc()
+            self._count_barge_in()
             self._emit({"type": "barge_in"})
 
     def _start_turn(self, frame: CallerTurnFrame, ts: int) -> None:
@@ -98,7 +106,15 @@ class CallObserver(BaseObserver):
         if self._turn is not None and self._tts_requested_ns is not None and self._turn.tts_first_audio_ms is None:
             self._turn.tts_first_audio_ms = (ts - self._tts_requested_ns) / NS_PER_MS
 
+    def _count_barge_in(self) -> None:
+        """The record counts prompts the caller cut short: an interruption while the bot speaks, once per stretch of
+        bot speech (keys typed ahead through one prompt are one barge-in, not one per key)."""
+        if self._bot_speaking and not self._stretch_interrupted:
+            self._stretch_interrupted = True
+            self._record.barge_ins += 1
+
     def _on_bot_audio(self, ts: int) -> None:
+        self._bot_speaking, self._stretch_interrupted = True, False
         if self._greeting_pending and self._call_started_ns is not None:
             self._greeting_pending = False
             greeting_ms = (ts - self._call_started_ns) / NS_PER_MS

@@ -9,7 +9,8 @@ Type-ahead, as bank IVRs do it: keys pressed while a turn is with the dialogue a
 recorded, until its reply is in; then they answer the prompt that reply brings. A caller who keys card and PIN
 in one go (`1234135790#`) is verified: 4 digits answer the card prompt, the rest wait for the PIN prompt and are
 sent as secure input. Keys held after a digits entry whose reply expects no digits are dropped, never used as
-menu keys: they may be a PIN. Inside a digits entry every digit, 0 included, is a digit.
+menu keys: they may be a PIN. Keys held when the reply opens the satisfaction survey are dropped too: typed before
+its question, they are no rating. Inside a digits entry every digit, 0 included, is a digit.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class DTMFGatherer(FrameProcessor):
         elif isinstance(frame, ExpectInputFrame):
             self._expect = frame if frame.active else None
         elif isinstance(frame, DialogueTurnFrame):
-            await self._on_dialogue_turn(frame.pending)
+            await self._on_dialogue_turn(frame.pending, drop_typeahead=frame.drop_typeahead)
         elif isinstance(frame, PromptInterruptibleFrame):
             self._interruptible = frame.value
         elif isinstance(frame, BotStartedSpeakingFrame):
@@ -117,7 +118,7 @@ class DTMFGatherer(FrameProcessor):
             log.debug("%s: keys typed ahead are held until the reply is in", self)
         self._typeahead.append(key)
 
-    async def _on_dialogue_turn(self, pending: bool) -> None:
+    async def _on_dialogue_turn(self, pending: bool, *, drop_typeahead: bool = False) -> None:
         if pending:
             self._awaiting_reply = True
             return
@@ -125,6 +126,10 @@ class DTMFGatherer(FrameProcessor):
         held, self._typeahead = self._typeahead, []
         after_entry, self._held_after_entry = self._held_after_entry, False
         if not held:
+            return
+        if drop_typeahead:
+            # The reply asks the satisfaction survey's question: keys typed before it answered something else.
+            log.debug("%s: %d keys typed ahead dropped: they came before the survey question", self, len(held))
             return
         if after_entry and self._expect is None:
             # The prompt wants no digits (or the dialogue moved on): these keys may be a PIN, never menu keys.

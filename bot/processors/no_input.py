@@ -2,7 +2,8 @@
 
 After the bot finishes speaking, the ladder waits the no-input timeout (7 s; 12 s in elderly mode). Each expiry
 pushes a `NoInputFrame` with the rung number; the Rasa bridge acts on it (1st: repeat the last prompt, 2nd: the
-keypad menu, 3rd: handoff or polite hang-up). Any caller activity disarms the timer; a real caller turn resets
+keypad menu, 3rd: handoff or polite hang-up; while the dialogue's satisfaction survey is open, every rung is
+`/survey_no_answer` to the dialogue instead). Any caller activity disarms the timer; a real caller turn resets
 the ladder to its first rung.
 """
 

@@ -10,12 +10,18 @@ timeout (settings.rasa_reply_timeout_s, longer than the dialogue's own turn budg
 never apologised for and then done. When Rasa is down or past that timeout, the caller hears a Mandarin apology
 and an offer of an agent; asking for one while Rasa is still down transfers the call to the general queue.
 Secure input (after `expect secure=true`) goes to Rasa and nowhere else: logs and records see `****`.
+The dialogue's facts (`task_completed`, `elderly`, the satisfaction survey's `survey_offered` / `survey_answer`) go
+to the call record. The survey is open while the latest reply asked its question: a silence then goes to the
+dialogue as `/survey_no_answer` (it retries or says goodbye), never to the menu or an agent, and is no no-input
+timeout for the KPIs; the ladder's last rung ends the call; keys typed before the question are dropped; with Rasa
+gone the caller is let go with a goodbye, or transferred when they press the human key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +35,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from bot.call_log import call_logger
-from bot.call_records import CallRecord
+from bot.call_records import BOT_HANGUP_NO_INPUT, CallRecord
 from bot.frames import (
     BotReplyTextFrame,
     CallerTurnFrame,
@@ -43,11 +49,17 @@ from bot.frames import (
     TransferResultFrame,
 )
 from bot.metrics import RASA_UNAVAILABLE_TURNS
+from bot.processors.no_input import LAST_RUNG
 from bot.rasa_client import BotReply, RasaClient, RasaUnavailable
 from call_contract import (
     CALL_START,
+    DIALOGUE_FACT_EVENTS,
+    EVENT_SURVEY_ANSWER,
+    EVENT_SURVEY_OFFERED,
     HUMAN_AGENT,
     MENU_KEY,
+    NLU_FALLBACK_INTENT,
+    SURVEY_NO_ANSWER,
     TRANSFER_FAILED,
     dtmf_message,
     event_kind,
@@ -67,6 +79,8 @@ CALLER_SOURCES = frozenset({"speech", "keypad"})
 # Rasa cannot be reached and the caller took the offer of an agent: short, the handoff follows it.
 DIRECT_HANDOFF_TEXT = "抱歉，系统暂时繁忙，正在为您转接人工客服，请稍候。"
 NO_INPUT_GOODBYE_TEXT = "您好像一直没有说话。感谢您的来电，再见。"
+# The satisfaction survey was open and Rasa cannot be reached: the caller's business is done, let them go.
+SURVEY_GOODBYE_TEXT = "感谢您的来电，再见。"
 HOLD_TEXT = "正在为您办理，请稍候。"
 
 
@@ -118,6 +132,7 @@ class RasaBridge(FrameProcessor):
         self._ending = False
         self._rasa_down = False
         self._interruptible = True  # the dialogue's flag for the prompts being pushed now
+        self._survey_open = False  # the survey question is out: silence is no answer, never the menu or a person
 
     @property
     def record(self) -> CallRecord:
@@ -168,10 +183,13 @@ class RasaBridge(FrameProcessor):
             await self.broadcast_frame(ExpectInputFrame, input=None)
         # Keys typed from now until the reply is in wait for the prompt it brings (keypad type-ahead).
         await self.broadcast_frame(DialogueTurnFrame, pending=True)
+        survey_was_open = self._survey_open
         try:
             await self._exchange(turn, from_caller)
         finally:
-            await self.broadcast_frame(DialogueTurnFrame, pending=False)
+            # Keys typed before the survey question (during the goodbye) answered something else: never a rating.
+            await self.broadcast_frame(DialogueTurnFrame, pending=False,
+                                       drop_typeahead=self._survey_open and not survey_was_open)
 
     async def _exchange(self, turn: CallerTurnFrame, from_caller: bool) -> None:
         self._log.info("%s: → Rasa: %r", self, turn.loggable_text())
@@ -186,7 +204,7 @@ class RasaBridge(FrameProcessor):
         self._record.bot_replied(to_caller=from_caller)
         await self._play_reply(reply)
         if from_caller:
-            self.create_task(self._record_intent(), name="record_intent")
+            self.create_task(self._record_intent(turn, self._last_caller_turn()), name="record_intent")
 
     async def _reply_holding_the_line(self, request: asyncio.Future[BotReply]) -> BotReply:
         """Rasa's reply; a slow one gets 「请稍候」 first, and is still waited for: the caller hears the real outcome
@@ -203,6 +221,9 @@ class RasaBridge(FrameProcessor):
     async def _play_reply(self, reply: BotReply) -> None:
         texts: list[str] = []
         await self._set_interruptible(True)  # every reply starts interruptible
+        # The survey is open while the latest reply asks its question: a reply that does not ask it again closes
+        # it, even without survey_answer, so the silence ladder is never left with no rung that ends the call.
+        self._survey_open = False
         for item in reply.items:
             if item.get("text"):
                 texts.append(item["text"])
@@ -230,11 +251,20 @@ class RasaBridge(FrameProcessor):
                                        secure=expect.secure)
         elif kind == "interruptible":
             await self._set_interruptible(parse_interruptible(event))
+        elif kind in DIALOGUE_FACT_EVENTS:
+            # for the call record (the KPIs read them); the survey's question also steers the silence ladder
+            if not self._record.note_dialogue_fact(event):
+                self._log.warning("%s: ignoring %s with a value no record holds", self, kind)
+            if kind == EVENT_SURVEY_OFFERED:
+                self._survey_open = True
+            elif kind == EVENT_SURVEY_ANSWER:
+                self._survey_open = False
         else:
             self._log.warning("%s: ignoring unknown custom event %r", self, kind)
 
     async def _hand_off(self, event: dict[str, Any]) -> None:
         self._ending = True
+        self._survey_open = False  # 「人工」 at the survey question: the survey is given up for the person
         self._record.mark_handoff(event)
         await self.push_frame(HandoffFrame(event=dict(event)))
 
@@ -242,10 +272,14 @@ class RasaBridge(FrameProcessor):
 
     async def _on_rasa_unavailable(self, turn: CallerTurnFrame) -> None:
         RASA_UNAVAILABLE_TURNS.inc()
-        if turn.text == HUMAN_AGENT and self._rasa_down:
-            # The caller took the offer while the dialogue is still down: transfer without it.
+        if turn.text == HUMAN_AGENT and (self._rasa_down or self._survey_open):
+            # The caller took the offer while the dialogue is still down, or asked for a person at the survey (the
+            # survey gives way to a person, as in the dialogue): transfer without it.
             await self._speak([DIRECT_HANDOFF_TEXT])
             await self._hand_off(fallback_handoff(self._call_id))
+            return
+        if self._survey_open:  # the caller's business is done: no apology offering the menu, a goodbye
+            await self._end_after_survey()
             return
         self._rasa_down = True
         self._record.bot_replied(to_caller=False)
@@ -256,6 +290,16 @@ class RasaBridge(FrameProcessor):
         if self._ending:
             return
         self._log.info("%s: no input #%d", self, attempt)
+        if self._survey_open and attempt >= LAST_RUNG:
+            # The ladder arms no timer after its last rung: the call ends here, whatever the dialogue would say.
+            await self._end_after_survey()
+            return
+        if self._survey_open:
+            # The survey is optional: the dialogue retries (elderly callers, once) or thanks and hangs up. Not a
+            # failed prompt either: the KPIs' no-input rate does not count it.
+            await self._send_turn(CallerTurnFrame(text=SURVEY_NO_ANSWER, source="no_input"))
+            return
+        self._record.no_inputs += 1  # for the KPIs' no-input rate (bot/kpis.py)
         if attempt == 1 and self._last_prompt:
             await self._speak(self._last_prompt)
         elif attempt <= 2:
@@ -263,10 +307,18 @@ class RasaBridge(FrameProcessor):
         elif self._third_silence_action == "hangup":
             self._ending = True
             await self._speak([NO_INPUT_GOODBYE_TEXT])
-            self._record.mark_bot_hangup()
+            self._record.mark_bot_hangup(BOT_HANGUP_NO_INPUT)  # not served: the 智能服务占比 does not count it
             await self.push_frame(HangupFrame(reason="no_input"))
         else:
             await self._send_turn(CallerTurnFrame(text=HUMAN_AGENT, source="no_input"))
+
+    async def _end_after_survey(self) -> None:
+        self._survey_open = False
+        self._ending = True
+        self._record.bot_replied(to_caller=False)
+        await self._speak([SURVEY_GOODBYE_TEXT])
+        self._record.mark_bot_hangup()
+        await self.push_frame(HangupFrame(reason="bot"))
 
     async def _on_transfer_result(self, result: TransferResultFrame) -> None:
         if result.ok:
@@ -295,13 +347,60 @@ class RasaBridge(FrameProcessor):
         frame.interruptible = self._interruptible
         await self.push_frame(frame)
 
-    async def _record_intent(self) -> None:
-        """Best effort: the intent of the turn just sent, from Rasa's tracker, for the call record."""
+    def _last_caller_turn(self) -> dict[str, Any] | None:
+        """The record's transcript entry of the caller turn just sent (bot texts may follow it)."""
+        return next((t for t in reversed(self._record.transcript) if t.get("who") == "caller"), None)
+
+    async def _record_intent(self, turn: CallerTurnFrame, noted: dict[str, Any] | None) -> None:
+        """Best effort, after the reply: what Rasa's NLU made of `turn`, from its tracker, for the call record.
+
+        The intent name joins `record.intents`; the transcript entry `noted` gets `nlu` (see `nlu_note`) for the
+        trainers' review list (bot/nlu_review.py), except on a secure turn (a PIN: nothing about it is kept)."""
         try:
             tracker = await self._client.tracker(self._call_id)
         except RasaUnavailable:
             return
-        intent = ((tracker or {}).get("latest_message") or {}).get("intent") or {}
-        if intent.get("name"):
-            self._record.intents.append(str(intent["name"]))
+        parse = parse_data_of(tracker, turn.text, secure=turn.secure)
+        name = ((parse or {}).get("intent") or {}).get("name")
+        if not name:
+            return
+        self._record.intents.append(str(name))
+        note = nlu_note(parse)
+        if note is not None and noted is not None and not turn.secure:
+            noted["nlu"] = note
 
+
+def parse_data_of(tracker: dict[str, Any] | None, text: str, *, secure: bool = False) -> dict[str, Any] | None:
+    """Rasa's parse of the message `text` from a tracker dump: the newest user event with that text, else the
+    latest message when it is that text. Another turn may have been sent since (the tracker is read after the
+    reply), so a latest message with other text is not taken; a secure turn's text is masked in the tracker store
+    (dialogue/tracker_store.py), so for it the latest message is taken as it is."""
+    tracker = tracker if isinstance(tracker, dict) else {}
+    for event in reversed(tracker.get("events") or []):
+        if isinstance(event, dict) and event.get("event") == "user" and event.get("text") == text \
+                and isinstance(event.get("parse_data"), dict):
+            return event["parse_data"]
+    latest = tracker.get("latest_message")
+    if isinstance(latest, dict) and (secure or latest.get("text") == text):
+        return latest
+    return None
+
+
+def nlu_note(parse: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`{"intent", "confidence", "fallback"}` of one parse: the intent the classifier predicted and its confidence;
+    `fallback` when the FallbackClassifier replaced it by nlu_fallback (then `intent` is the classifier's best guess
+    from the ranking, the one a trainer confirms or corrects). None when the parse names no intent."""
+    intent = (parse or {}).get("intent") or {}
+    name = intent.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    fallback = name == NLU_FALLBACK_INTENT
+    predicted, confidence = name, intent.get("confidence")
+    if fallback:
+        ranked = [r for r in (parse or {}).get("intent_ranking") or []
+                  if isinstance(r, dict) and isinstance(r.get("name"), str) and r["name"] != NLU_FALLBACK_INTENT]
+        if ranked:
+            predicted, confidence = ranked[0]["name"], ranked[0].get("confidence")
+    confidence = float(confidence) if isinstance(confidence, (int, float)) and math.isfinite(confidence) else None
+    return {"intent": predicted[:100], "confidence": None if confidence is None else round(confidence, 4),
+            "fallback": fallback}

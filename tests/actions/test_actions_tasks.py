@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import date
 
+import pytest
+
 from actions.accounts import ActionQueryTransactions, period_bounds, requested_count
 from actions.cards import (
     ActionActivateCard, ActionAskConfirmed, ActionCreditCardBill, ActionRepayCreditCard, ActionReportCardLoss,
@@ -173,6 +175,17 @@ async def test_complaint_asks_where_and_when_then_files_one_ticket_and_reads_it_
     assert done.slots_set()["complaint_more"] == "no"
     closed = await call.run(ActionCloseComplaint())
     assert "感谢您的反馈" in closed.text and closed.slots_set()["complaint_ticket"] is None
+
+
+@pytest.mark.parametrize("words", ["再见", "没有了，再见"])
+async def test_goodbye_at_anything_to_add_is_left_to_the_goodbye_rules(bank_for_actions, words):
+    # Review nit: 「再见」 here closed the complaint and asked 「请问还有什么可以帮您？」 (no survey, no hang-up). The form
+    # now takes nothing from it, so it rejects the turn and the goodbye rules end the call (tests/dialogue).
+    call = Call(slots={"complaint_text": "柜员态度差", "complaint_where": "海淀支行", "complaint_when": "上周五",
+                       "complaint_ticket": "20260101", "requested_slot": "complaint_more"})
+    call.active_loop = "complaint_form"
+    outcome = await call.fill(ValidateComplaintForm(), "complaint_more", user(words, "goodbye"))
+    assert "complaint_more" not in outcome.slots_set() and not outcome.text
 
 
 async def test_commands_are_not_written_into_a_complaint(bank_for_actions):

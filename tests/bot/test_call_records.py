@@ -9,6 +9,10 @@ import pytest
 from bot.call import CallInfo
 from bot.call_records import CallRecord, CallRecordWriter, mask_caller_number
 from bot.processors.turns import is_backchannel
+from call_contract import (
+    EVENT_ELDERLY, EVENT_SURVEY_ANSWER, EVENT_TASK_COMPLETED, elderly_caller, survey_answer, survey_offered,
+    task_completed,
+)
 
 
 @pytest.mark.parametrize("number, masked", [
@@ -93,3 +97,21 @@ def test_a_turn_decoded_under_tightened_limits_is_noted_in_the_record():
     assert "asr_limits" not in data["transcript"][0]
     assert data["transcript"][1]["asr_limits"] == "max-active 1000, beam 8.0"
     assert data["tightened_turns"] == 1
+
+
+def test_the_dialogue_facts_are_filed_by_one_method_whoever_carries_the_reply():
+    # Review SHOULD-FIX 6: the Rasa bridge and the web console each had their own copy of this, with the events'
+    # names spelled out again; both now call CallRecord.note_dialogue_fact with call_contract's builders' events.
+    record = CallRecord(call_id="c1", caller_number="13800000001")
+    for event in (task_completed("check_balance"), elderly_caller(), task_completed("transfer_money"),
+                  task_completed("check_balance"), survey_offered(), survey_answer(2)):
+        assert record.note_dialogue_fact(event) is True
+    assert record.completed_tasks == ["check_balance", "transfer_money"]  # each once, in order
+    assert (record.elderly, record.survey_offered, record.survey_score) == (True, True, 2)
+
+    # forged or foreign: nothing the KPIs cannot read gets in, and an elderly flag is never taken back
+    assert record.note_dialogue_fact({"event": EVENT_TASK_COMPLETED, "task": "steal_money"}) is False
+    assert record.note_dialogue_fact({"event": "hangup"}) is False and record.note_dialogue_fact("elderly") is False
+    assert record.note_dialogue_fact({"event": EVENT_ELDERLY, "value": False}) is True and record.elderly is True
+    record.note_dialogue_fact({"event": EVENT_SURVEY_ANSWER, "score": True})
+    assert record.completed_tasks == ["check_balance", "transfer_money"] and record.survey_score is None

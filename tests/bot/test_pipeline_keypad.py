@@ -129,6 +129,7 @@ async def test_a_non_interruptible_prompt_plays_through_a_key_press(rasa, make_c
     await asyncio.sleep(0.5)
     assert call.clears == []
     assert call.bot_is_speaking(0.2)  # the long prompt is still playing
+    assert call.call.record.barge_ins == 0
 
 
 async def test_failed_transfer_goes_back_to_the_dialogue(rasa, make_call):

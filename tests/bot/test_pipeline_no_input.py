@@ -35,6 +35,7 @@ async def test_silence_ladder_reprompts_then_menu_then_handoff(rasa, make_call):
     # 1st silence: the last question again, without asking Rasa; 2nd: the keypad menu; 3rd: an agent.
     assert bot_texts(call)[:2] == ["请讲。", "请讲。"]
     assert rasa.messages == ["/call_start", MENU, "/human_agent"]
+    assert call.call.record.no_inputs == 3  # for the dashboard's no-input rate
 
 
 async def test_third_silence_can_hang_up_politely(rasa, make_call):
@@ -45,6 +46,7 @@ async def test_third_silence_can_hang_up_politely(rasa, make_call):
     assert "/human_agent" not in rasa.messages
     await call.wait_for(lambda: not call.call.running, timeout=3)
     assert call.call.record.outcome == "served_by_bot"
+    assert call.call.record.to_json()["bot_hangup"] == "no_input"  # never counted as served (bot/kpis.py)
 
 
 async def test_caller_activity_resets_the_ladder(rasa, make_call):

@@ -4,6 +4,7 @@ greeting, a spoken turn, barge-in, backchannels that do not interrupt, non-inter
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -60,6 +61,9 @@ async def test_greeting_then_spoken_turn_reaches_rasa_with_metadata(rasa, make_c
     assert [t["who"] for t in record["transcript"]] == ["bot", "caller", "bot"]
     assert record["outcome"] == "served_by_bot"
     assert record["turn_metrics"][0]["voice_to_voice_ms"] > 0
+    # the KPIs' fields: the door (a test's call id names none), the caller's keyed hash, no barge-in or silence
+    assert record["channel"] == "unknown" and (record["barge_ins"], record["no_inputs"]) == (0, 0)
+    assert re.fullmatch(r"[0-9a-f]{32}", record["caller_key"]) and CALLER not in json.dumps(record)
 
 
 async def test_caller_speech_during_prompt_barges_in_and_flushes_audio(rasa, make_call, audio_dir):
@@ -80,6 +84,7 @@ async def test_caller_speech_during_prompt_barges_in_and_flushes_audio(rasa, mak
     assert reply_started is None or reply_started - cleared_at > 0.3
     await call.wait_for(lambda: "转人工" in rasa.messages, timeout=3)
     assert any(e["type"] == "barge_in" for e in call.events)
+    assert call.call.record.barge_ins == 1  # one prompt cut short, however many interruption frames it took
 
 
 async def test_backchannel_while_bot_speaks_does_not_interrupt(rasa, make_call, audio_dir):

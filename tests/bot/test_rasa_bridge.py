@@ -85,10 +85,12 @@ async def test_handoff_and_hangup_follow_the_texts_downstream(rasa):
     assert of_type(down, HandoffFrame)[0].event == HANDOFF
     assert (record.outcome, record.handoff_reason, record.handoff_queue) == ("handoff", "human_agent", "elderly_priority")
 
-    down, _ = await run_test(make_bridge(rasa), frames_to_send=[
+    goodbye = CallRecord(call_id="c1", caller_number=CALLER)
+    down, _ = await run_test(make_bridge(rasa, record=goodbye), frames_to_send=[
         SleepFrame(sleep=0.2), CallerTurnFrame(text="再见"), SleepFrame(sleep=0.3)])
     kinds = [type(f) for f in down if isinstance(f, (TTSSpeakFrame, HangupFrame))]
     assert kinds == [TTSSpeakFrame, HangupFrame]
+    assert (goodbye.outcome, goodbye.bot_hangup) == ("served_by_bot", "goodbye")  # the 智能服务占比 counts it
 
 
 async def test_slow_rasa_becomes_an_apology(rasa):
@@ -164,3 +166,46 @@ async def test_secure_turn_is_sent_but_masked_in_the_record(rasa):
         SleepFrame(sleep=0.3)])
     assert rasa.messages[-1] == '/dtmf{"digits":"135790"}'
     assert [t["text"] for t in record.transcript if t["who"] == "caller"] == ["****"]
+
+
+# -- what Rasa understood, noted on each caller turn for the trainers (bot/nlu_review.py) -------------------------
+
+UNSURE = {"intent": {"name": "nlu_fallback", "confidence": 0.4},
+          "intent_ranking": [{"name": "nlu_fallback", "confidence": 0.4},
+                             {"name": "check_balance", "confidence": 0.31}, {"name": "inform", "confidence": 0.2}]}
+SURE = {"intent": {"name": "report_card_loss", "confidence": 0.934567}, "intent_ranking": []}
+
+
+async def test_each_caller_turn_notes_the_nlu_result_and_a_fallback_names_the_classifiers_guess(rasa):
+    rasa.parses.update({"那个钱匣子还剩多少": UNSURE, "我卡丢了": SURE})
+    record = CallRecord(call_id="c1", caller_number=CALLER)
+    await run_test(make_bridge(rasa, record=record), frames_to_send=[
+        SleepFrame(sleep=0.2), CallerTurnFrame(text="那个钱匣子还剩多少", source="speech"), SleepFrame(sleep=0.3),
+        CallerTurnFrame(text="我卡丢了", source="speech"), SleepFrame(sleep=0.3)])
+    notes = [t.get("nlu") for t in record.transcript if t["who"] == "caller"]
+    assert notes == [{"intent": "check_balance", "confidence": 0.31, "fallback": True},
+                     {"intent": "report_card_loss", "confidence": 0.9346, "fallback": False}]
+    assert record.intents == ["nlu_fallback", "report_card_loss"]
+
+
+async def test_a_secure_turn_gets_no_nlu_note(rasa):
+    rasa.parses['/dtmf{"digits":"135790"}'] = {"intent": {"name": "dtmf", "confidence": 1.0}}
+    record = CallRecord(call_id="c1", caller_number=CALLER)
+    await run_test(make_bridge(rasa, record=record), frames_to_send=[
+        SleepFrame(sleep=0.2), CallerTurnFrame(text='/dtmf{"digits":"135790"}', source="keypad", secure=True),
+        SleepFrame(sleep=0.3)])
+    caller = [t for t in record.transcript if t["who"] == "caller"]
+    assert caller == [{k: v for k, v in caller[0].items() if k != "nlu"}] and caller[0]["text"] == "****"
+
+
+def test_the_parse_of_a_turn_is_its_own_even_when_a_later_turn_is_the_latest_message():
+    from bot.processors.rasa_bridge import nlu_note, parse_data_of
+
+    tracker = {"latest_message": {"text": "later", "intent": {"name": "greet", "confidence": 0.9}},
+               "events": [{"event": "user", "text": "mine", "parse_data": SURE},
+                          {"event": "user", "text": "later", "parse_data": {"intent": {"name": "greet"}}}]}
+    assert parse_data_of(tracker, "mine") is SURE
+    assert parse_data_of({"latest_message": {"text": "later"}}, "mine") is None  # not another turn's parse
+    assert nlu_note({"intent": {"name": "x", "confidence": float("nan")}}) == \
+        {"intent": "x", "confidence": None, "fallback": False}
+    assert nlu_note({"intent": {}}) is None and nlu_note(None) is None

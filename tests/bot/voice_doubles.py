@@ -97,6 +97,8 @@ class ScriptedRasa:
     delay_s: float = 0.0
     received: list[dict[str, Any]] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)
+    # message -> Rasa's parse of it (intent, intent_ranking), served as the tracker's user events
+    parses: dict[str, dict[str, Any]] = field(default_factory=dict)
     port: int = 0
     _runner: web.AppRunner | None = None
 
@@ -133,7 +135,9 @@ class ScriptedRasa:
     async def _tracker(self, request: web.Request) -> web.Response:
         last = self.messages[-1] if self.messages else ""
         name = last[1:].split("{")[0] if last.startswith("/") else "inform"
-        return web.json_response({"latest_message": {"text": last, "intent": {"name": name}}})
+        events = [{"event": "user", "text": text, "parse_data": {"text": text, **self.parses[text]}}
+                  for text in self.messages if text in self.parses]
+        return web.json_response({"latest_message": {"text": last, "intent": {"name": name}}, "events": events})
 
 
 @dataclass

@@ -107,7 +107,9 @@ def test_keypad_menu_choice_callback_ticket_and_hangup(dialogue_servers):
     assert "回电" in texts(offer)
     _, ticket = dialogue_servers.send(call, '/dtmf{"digits":"1"}')
     assert "工单号" in texts(ticket)
-    _, bye = dialogue_servers.send(call, "/goodbye")
+    _, survey = dialogue_servers.send(call, "/goodbye")  # the satisfaction survey first (on by default)
+    assert custom(survey, "survey_offered") and custom(survey, "hangup") is None
+    _, bye = dialogue_servers.send(call, '/dtmf{"digits":"1"}')
     assert custom(bye, "hangup") == {"event": "hangup"}
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from call_contract import GATEWAY_ONLY_INTENTS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXTERNAL_EVAL = REPO_ROOT.parent / "shared" / "eval" / "nlu_external.yml"
 JIEBA_DICT = REPO_ROOT / "dialogue" / "jieba_dict" / "banking.txt"
@@ -21,7 +23,7 @@ SPOKEN_INTENTS = {
     "report_card_loss", "activate_card", "reset_password", "transfer_money", "branch_locator", "interest_rate",
     "exchange_rate", "complaint", "inform", "out_of_scope", "filler",
 }
-CONTRACT_INTENTS = {"call_start", "dtmf", "transfer_failed"}  # sent as /intent{...}, never spoken
+CONTRACT_INTENTS = set(GATEWAY_ONLY_INTENTS)  # sent as /intent{...}, never spoken (call_contract.py)
 ENTITIES = {"card_last4", "amount", "currency", "location", "date_period", "account_type"}
 MIN_TRAINING_EXAMPLES = 40
 MIN_HELDOUT_EXAMPLES = 6
