@@ -34,6 +34,7 @@ import settings as settings_module
 from bot import metrics
 from bot.admission import BUSY_TEXT, Admission, AtCapacity, BusyAudio, capacity_for, spoken_once
 from bot.call_ids import door_of
+from bot.caller_keys import CallerKeys
 from bot.call_log import call_context, call_logger
 from bot.call_records import CallRecord, CallRecordWriter
 from bot.call_transport import PIPELINE_SAMPLE_RATE, CallTransport
@@ -94,10 +95,13 @@ class VoiceRuntime:
     busy_audio: BusyAudio | None = None
     admission: Admission | None = None  # None: sized from settings.voice (capacity_for)
     calls: dict[str, "CallHandle"] = field(default_factory=dict)
+    caller_keys: CallerKeys | None = field(default=None, repr=False)  # None: from settings.gateway
 
     def __post_init__(self) -> None:
         if self.admission is None:
             self.admission = Admission(capacity_for(self.settings.voice))
+        if self.caller_keys is None:
+            self.caller_keys = CallerKeys(self.settings.gateway)
 
     @classmethod
     def load(cls, settings: settings_module.Settings | None = None, *, smart_turn: bool = True,
@@ -125,6 +129,11 @@ class VoiceRuntime:
     @property
     def asr_available(self) -> bool:
         return self.stt_factory is not None
+
+    def caller_key(self, number: str) -> str:
+        """The call record's caller key (bot/caller_keys.py); "" when the deployment's secret cannot be had (logged
+        once: the call goes on, only its repeat-call matching is lost)."""
+        return self.caller_keys.key(number)
 
     def create_call(self, info: CallInfo) -> "CallHandle":
         """A new call's voice loop. Raises AtCapacity at the admission limit (a door that admitted the call
@@ -178,7 +187,8 @@ class CallHandle:
         self._log = call_logger(log, info.call_id)
         self._transport = CallTransport(info.sample_rate, name=f"call-{info.call_id}")
         self.record = CallRecord(call_id=info.call_id, caller_number=info.caller_number,
-                                 asr_available=runtime.asr_available)
+                                 asr_available=runtime.asr_available, channel=door_of(info.call_id),
+                                 caller_key=runtime.caller_key(info.caller_number))
         self._worker: PipelineWorker | None = None
         self._run_task: asyncio.Task | None = None
         self._stopped = asyncio.Event()

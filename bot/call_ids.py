@@ -14,7 +14,11 @@ DOOR_SIP = "sip"
 DOOR_MEDIA_STREAM = "media_stream"  # the Twilio-protocol /media WebSocket
 DOOR_AUDIOSOCKET = "audiosocket"
 DOOR_WEB = "web"  # the browser voice page and `make call` (/voice/ws)
-DOORS = (DOOR_SIP, DOOR_MEDIA_STREAM, DOOR_AUDIOSOCKET, DOOR_WEB)
+DOOR_CONSOLE = "console"  # the web text console (/console): its records' channel, its ids `console-<uuid4 hex>`
+DOORS = (DOOR_SIP, DOOR_MEDIA_STREAM, DOOR_AUDIOSOCKET, DOOR_WEB, DOOR_CONSOLE)
+# The doors of the project's developers and trainers, not of the bank's customers: the KPIs leave their calls out
+# by default (bot/kpis.py, docs/KPIS.md).
+DEVELOPER_DOORS = frozenset({DOOR_CONSOLE, DOOR_WEB})
 
 
 def new_call_id(door: str) -> str:

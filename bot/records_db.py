@@ -13,7 +13,7 @@ bot/call_records.py) and `call_detail_records` (the doors' CDRs, bot/cdr.py).
   characters (they read `\\x00`) and NaN/Infinity (null).
 
 `DatabaseSink` writes them (its docstring says how nothing is lost while PostgreSQL is down); `read_documents`
-reads them back for `make report`.
+reads them back for `make report` and the KPI dashboard (a period at a time, by `started_at`).
 """
 
 from __future__ import annotations
@@ -110,10 +110,16 @@ def row_for(kind: str, record_id: str, document: dict[str, Any]) -> dict[str, An
             "document": document}
 
 
-def read_documents(engine: Engine, kind: str) -> Iterator[dict[str, Any]]:
-    """The stored documents of `kind`, in the order the calls ended, streamed (a cluster's year fits no list)."""
+def read_documents(engine: Engine, kind: str, *, started_from: datetime | None = None,
+                   started_before: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """The stored documents of `kind`, in the order the calls ended, streamed (a cluster's year fits no list);
+    with `started_from` / `started_before`, only calls that started in [from, before) (the dashboard's period)."""
     table = TABLES[kind]
     query = sqlalchemy.select(table.c.document).order_by(table.c.ended_at, table.c.id)
+    if started_from is not None:
+        query = query.where(table.c.started_at >= started_from)
+    if started_before is not None:
+        query = query.where(table.c.started_at < started_before)
     with engine.connect() as conn:
         for (document,) in conn.execution_options(stream_results=True, yield_per=1000).execute(query):
             if isinstance(document, dict):

@@ -37,7 +37,7 @@ from call_contract import PRIORITY_ELDERLY, QUEUE_ELDERLY
 __all__ = ["LONG_DIGITS_RE", "REF_RE", "ScreenPopStore", "mask_long_digits", "ref_tag", "screen_pop_for"]
 
 REF_BYTES = 24  # 192 bits; token_urlsafe gives 32 characters of [A-Za-z0-9_-]
-REF_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+REF_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # always fullmatch: `$` would let a trailing "\n" in
 LAST_TURNS = 8
 MAX_TURN_CHARS = 300
 MAX_POPS = 10_000
@@ -109,7 +109,7 @@ class ScreenPopStore:
         """The pop, or None for a reference that is malformed, unknown or expired (callers cannot tell which)."""
         now = self._clock()
         self._expire(now)
-        entry = self._pops.get(_digest(ref)) if isinstance(ref, str) and REF_RE.match(ref) else None
+        entry = self._pops.get(_digest(ref)) if isinstance(ref, str) and REF_RE.fullmatch(ref) else None
         if entry is None or entry[0] <= now:
             return None
         return dict(entry[1])

@@ -303,6 +303,7 @@ def banner(settings: Settings) -> str:
         "",
         "The IVR stack is up:",
         f"  text console   {web}/console",
+        f"  KPI dashboard  {web}/dashboard",
         f"  health         {web}/healthz",
         f"  metrics        {web}/metrics",
         f"  SIP            sip:ivr@{settings.sip.host}:{settings.sip.port} (UDP and TCP)",

@@ -135,7 +135,7 @@ def screen_pop_reference(headers: dict[str, str]) -> str | None:
     """The screen-pop reference an INVITE carries: RFC 7433 User-to-User first, else X-IVR-Context-Ref; only a
     well-formed reference (it is printed on a console: no control characters, no escape sequences)."""
     reference = parse_reference(headers.get("user-to-user")) or headers.get("x-ivr-context-ref")
-    return reference if reference and REF_RE.match(reference) else None
+    return reference if reference and REF_RE.fullmatch(reference) else None
 
 
 @dataclass

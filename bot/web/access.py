@@ -12,6 +12,11 @@ The consoles (`/console` and its API, `/voice` and `/voice/ws`) drive conversati
   own origin on a host that cannot be DNS-rebound (an IP literal or `localhost`) or from `CONSOLE_ALLOWED_ORIGINS`.
   A request without `Origin` is accepted: browsers always send it on POST and on WebSocket handshakes, so such a
   request comes from a non-browser client (curl, tests, `make call`), which CSRF cannot drive.
+- DNS rebinding: without a token, a page on evil.example whose name is re-pointed at 127.0.0.1 is same-origin with
+  the gateway as far as the browser knows, and a same-origin GET carries no `Origin`. So when no token is required
+  every door (`check_peer`: the consoles' pages, API and socket, the agent page, the dashboard and its API, the
+  trainer) serves only a `Host` that cannot be rebound (an IP literal or `localhost`) or one named in
+  `CONSOLE_ALLOWED_ORIGINS`. With a token the rebound page has neither the token nor the session cookie.
 """
 
 from __future__ import annotations
@@ -95,8 +100,14 @@ def token_problem(name: str, token: str) -> str | None:
 
 
 def require_safe_binding(settings: Settings) -> None:
-    """Raises UnsafeBinding when the gateway binds anything but loopback without real tokens on its doors."""
+    """Raises UnsafeBinding when the gateway binds anything but loopback without real tokens on its doors, or when
+    CALLER_KEY_SECRET is set but short (whoever holds the records could guess it and read the callers' numbers
+    back from the caller keys; bot/caller_keys.py) wherever it binds."""
     gateway = settings.gateway
+    if gateway.caller_key_secret and len(gateway.caller_key_secret) < MIN_TOKEN_CHARS:
+        raise UnsafeBinding(f"CALLER_KEY_SECRET is shorter than {MIN_TOKEN_CHARS} characters: set a long random "
+                            "one (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), the same on "
+                            "every gateway, or leave it unset on a single host (docs/KPIS.md)")
     if is_loopback_host(gateway.host):
         return
     problems = [p for p in (token_problem("CONSOLE_TOKEN", gateway.console_token),
@@ -151,6 +162,25 @@ def _cannot_be_rebound(hostname: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a `Host` header names the gateway in a way a hostile page cannot borrow (DNS rebinding): an IP literal
+    or localhost, with or without a port, or the host of one of `allowed` (CONSOLE_ALLOWED_ORIGINS). No header at
+    all (None) is not a browser, which always sends one, so it cannot be a rebound page."""
+    if host is None:
+        return True
+    if not host or len(host) > 300 or any(c in host for c in "@/\\ ?#"):
+        return False
+    try:
+        url = URL(f"http://{host}")
+    except ValueError:
+        return False
+    if not url.host or url.user or url.path not in ("", "/"):
+        return False
+    if _cannot_be_rebound(url.host.lower()):
+        return True
+    return any(normalize_origin(f"{scheme}://{host}") in allowed for scheme in ("http", "https"))
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str]) -> bool:
@@ -267,9 +297,16 @@ class ConsoleAccess:
         return secret
 
     def check_peer(self, request: web.BaseRequest) -> None:
-        """Without a token the consoles serve loopback peers only."""
-        if not self.token_required and not is_loopback_address(request.remote):
+        """Without a token the web doors serve loopback peers only, and only under a Host that cannot be DNS-rebound
+        (every page, API and socket of the consoles, agent page, dashboard and trainer calls this first)."""
+        if self.token_required:
+            return
+        if not is_loopback_address(request.remote):
             raise Refused(403, "the consoles answer only loopback peers unless CONSOLE_TOKEN is set")
+        if not host_allowed(request.headers.get("Host"), self.allowed_origins):
+            raise Refused(403, "this Host is not served without CONSOLE_TOKEN (DNS rebinding): open the page as "
+                               "http://127.0.0.1:<port>/ or http://localhost:<port>/, or add the name to "
+                               "CONSOLE_ALLOWED_ORIGINS")
 
     def check_origin(self, request: web.BaseRequest) -> None:
         if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"), self.allowed_origins):

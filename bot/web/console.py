@@ -10,21 +10,25 @@ Access (bot/web/access.py): the API takes `Content-Type: application/json` only 
 `Origin` (403) and, when CONSOLE_TOKEN is set, a browser without the session cookie the page issued (401). A call
 id is `console-<uuid4>`, registered under the browser's session: any other id (a telephony call's, another
 browser's, a made-up one) is answered 404, exactly like an id that never existed.
+
+Every console call gets a call record with channel "console" (bot/web/console_records.py says when it is written).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import Counter
 
+from bot.call_ids import DOOR_CONSOLE, new_call_id
+from bot.call_records import CallRecordWriter
 from bot.rasa_client import BotReply, RasaClient, RasaUnavailable
 from bot.web.access import ACCESS_KEY, ConsoleAccess, Refused, console_access
+from bot.web.console_records import ConsoleRecords
 from call_contract import CALL_START, HUMAN_AGENT, SECURE_MASK, dtmf_message, valid_keyed_digits
 from settings import Settings
 
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 RASA_CLIENT_KEY: web.AppKey[RasaClient] = web.AppKey("console_rasa_client", RasaClient)
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("console_settings", Settings)
+RECORDS_KEY: web.AppKey[ConsoleRecords] = web.AppKey("console_records", ConsoleRecords)
 
 CALL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CALLER_RE = re.compile(r"^\+?[0-9]{0,20}$")
@@ -62,7 +67,9 @@ async def _rasa_client_ctx(app: web.Application):
     settings = app[SETTINGS_KEY]
     client = RasaClient(settings.rasa.url, settings.rasa.token, settings.rasa_reply_timeout_s)
     app[RASA_CLIENT_KEY] = client
+    app[RECORDS_KEY] = records = ConsoleRecords(settings, CallRecordWriter.from_settings(settings))
     yield
+    records.close()  # the calls still open are on the books too
     await client.close()
 
 
@@ -88,7 +95,7 @@ async def start_call(request: web.Request) -> web.Response:
 
 def new_console_call_id() -> str:
     """Globally unique and unguessable; it addresses nothing until registered under a console session."""
-    return f"console-{uuid.uuid4().hex}"
+    return new_call_id(DOOR_CONSOLE)
 
 
 async def send_text(request: web.Request) -> web.Response:
@@ -132,7 +139,12 @@ async def _turn(request: web.Request, kind: str, call_id: str, caller: str, mess
             {"error": "The dialogue server (Rasa) is not reachable right now. Is `make run` up? Try again shortly."},
             status=502)
     CONSOLE_TURNS.labels(kind, "ok").inc()
+    records = request.app[RECORDS_KEY]
+    secure = secure or records.expects_secure(call_id)  # the page's flag is the client's: the server's counts too
     debug = await _debug_info(rasa, call_id, secure=secure)
+    if kind == "call_start":
+        records.start(call_id, caller)
+    records.turn(call_id, kind=kind, text=message, secure=secure, reply=reply, intent=debug.get("intent"))
     return web.json_response(turn_payload(call_id, reply, debug))
 
 

@@ -75,7 +75,7 @@ class Postgres:
         passwords = json.loads(self.role_passwords_file.read_text()) if self.role_passwords_file.exists() else {}
         if role not in passwords:
             passwords[role] = secrets.token_urlsafe(24)
-            _write_private(self.role_passwords_file, json.dumps(passwords, indent=1, sort_keys=True) + "\n")
+            write_private(self.role_passwords_file, json.dumps(passwords, indent=1, sort_keys=True) + "\n")
         return passwords[role]
 
     def url(self, database: str, driver: str = "postgresql", role: str = DB_SUPERUSER) -> str:
@@ -88,7 +88,7 @@ class Postgres:
             return
         self.datadir.mkdir(parents=True, exist_ok=True)
         if not self.password_file.exists():
-            _write_private(self.password_file, secrets.token_urlsafe(24) + "\n")
+            write_private(self.password_file, secrets.token_urlsafe(24) + "\n")
         pwfile = self.datadir.parent / ".initdb-password"  # initdb reads it as the postgres user; removed after
         shutil.copyfile(self.password_file, pwfile)
         self._hand_to_postgres_user(self.datadir, pwfile)
@@ -210,7 +210,7 @@ END $$;
 """
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` readable by its owner only, from the first byte (no window at the umask's mode)."""
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ administration only.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, NamedTuple
@@ -19,7 +20,7 @@ from typing import Mapping, NamedTuple
 from scripts.cluster.haproxy import haproxy_spec
 from scripts.cluster.kamailio import kamailio_spec
 from scripts.cluster.rasa_tier import rasa_tier_specs
-from scripts.cluster.stores import Postgres, Redis
+from scripts.cluster.stores import Postgres, Redis, write_private
 from scripts.stack import LOOPBACK, ChildSpec, agent_desk_specs, build_specs, child_env
 from settings import Settings
 
@@ -146,6 +147,17 @@ class Cluster:
     def redis(self) -> Redis:
         return Redis(self.workdir / "redis", self.layout.redis)
 
+    def caller_key_secret(self, base_env: Mapping[str, str]) -> str:
+        """The gateways' shared CALLER_KEY_SECRET (bot/caller_keys.py): the operator's, else one made once and kept
+        in the cluster's directory, so a repeat call that lands on another gateway still matches."""
+        if base_env.get("CALLER_KEY_SECRET"):
+            return base_env["CALLER_KEY_SECRET"]
+        path = self.workdir / "caller-key.secret"
+        if not path.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            write_private(path, secrets.token_urlsafe(32) + "\n")
+        return path.read_text().strip()
+
     def store_specs(self, base_env: Mapping[str, str]) -> list[ChildSpec]:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.postgres.initialise()
@@ -159,7 +171,8 @@ class Cluster:
         """What every application process shares: the fronts, Redis and the token. No database URL: each part
         gets its own (`database_env`), and none from the caller's environment leaks through."""
         layout = self.layout
-        inherited = {name: value for name, value in base_env.items() if name not in DATABASE_URL_VARIABLES}
+        inherited = {name: value for name, value in base_env.items()
+                     if name not in DATABASE_URL_VARIABLES and name != "CALLER_KEY_SECRET"}  # the gateways' only
         return {**inherited,
                 "SIP_PORT": str(layout.sip_front), "RASA_PORT": str(layout.rasa_front),
                 "ACTIONS_PORT": str(layout.actions_front), "RASA_TOKEN": self.settings.rasa.token,
@@ -183,7 +196,8 @@ class Cluster:
                              actions_env=self.database_env("actions")),
             haproxy_spec(self.workdir / "haproxy", layout.rasa_front, layout.rasa, layout.actions_front,
                          layout.actions, env),
-            *gateway_specs(layout, {**env, **self.database_env("gateway")}, self.workdir),
+            *gateway_specs(layout, {**env, **self.database_env("gateway"),
+                                    "CALLER_KEY_SECRET": self.caller_key_secret(base_env)}, self.workdir),
             kamailio_spec(self.workdir / "kamailio", layout.sip_front,
                           [(LOOPBACK, port) for port in layout.gateway_sip], env,
                           probe_interval_s=self.settings.cluster.probe_interval_s),

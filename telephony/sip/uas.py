@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Iterable, Union
 
 from settings import SipSettings
 from bot.masking import mask_caller_number
@@ -75,8 +75,9 @@ CSEQ_OUT_OF_ORDER = "CSeq out of order"
 _DTMF_KEY_CLASS = "[" + re.escape("".join(sorted(DTMF_KEYS))) + "]"
 DTMF_SIGNAL_RE = re.compile(r"(?im)^\s*signal\s*=\s*(%s|1[0-6])\s*$" % _DTMF_KEY_CLASS)
 DTMF_DURATION_RE = re.compile(r"(?im)^\s*duration\s*=\s*([0-9]+)\s*$")
-ALLOWED_REFER_HEADER_PREFIXES = ("x-ivr-", "user-to-user")
-CONTEXT_HEADER_PREFIXES = ("x-", "user-to-user")  # an INVITE's context for whoever answers (trunk, transfer)
+UUI_HEADER_NAME = "user-to-user"  # RFC 7433; by its full name only ("user-to-user-x" is another header)
+ALLOWED_REFER_HEADER_PREFIX = "x-ivr-"
+CONTEXT_HEADER_PREFIX = "x-"  # with User-to-User, an INVITE's context for whoever answers (trunk, transfer)
 HOST_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?")  # RFC 3261 §25.1 hostname, loosely
 
 
@@ -331,7 +332,7 @@ class UserAgent:
         if call.transfer is not None:
             raise CallError(f"call {call.id} already has a transfer in progress")
         for name, value in headers:
-            if not name.lower().startswith(ALLOWED_REFER_HEADER_PREFIXES) or any(c in value for c in "\r\n"):
+            if not _may_travel_with_refer(name) or any(c in value for c in "\r\n"):
                 raise TransferNotAllowed(f"header {name!r} may not travel with a REFER")
         refer_headers = [
             ("refer-to", f"<{refer_to}>"),
@@ -511,7 +512,7 @@ class UserAgent:
             invite_tx=tx,
             media=media,
             created_at=now,
-            headers={name: value for name, value in request.headers if name.startswith(CONTEXT_HEADER_PREFIXES)},
+            headers=invite_context_headers(request.headers),
         )
         self.calls[(call.sip_call_id, dialog.local_tag)] = call
         self._attach(tx, call)
@@ -894,3 +895,19 @@ def _log_identity(call_log: CallLoggerAdapter, identity: CallerIdentity, source:
     else:
         call_log.warning("P-Asserted-Identity from trusted proxy %s ignored (%s); caller from From: %s",
                          source[0], identity.ignored, fallback)
+
+
+def _may_travel_with_refer(name: str) -> bool:
+    name = name.lower()
+    return name == UUI_HEADER_NAME or name.startswith(ALLOWED_REFER_HEADER_PREFIX)
+
+
+def invite_context_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """An INVITE's context headers (X-… and User-to-User, names lower-case) for whoever answers. Of a header sent
+    more than once, the first counts (RFC 7433 §4.1: the first User-to-User); a later copy cannot replace it."""
+    found: dict[str, str] = {}
+    for name, value in headers:
+        name = name.lower()
+        if name == UUI_HEADER_NAME or name.startswith(CONTEXT_HEADER_PREFIX):
+            found.setdefault(name, value)
+    return found

@@ -26,7 +26,7 @@ IA5_DISCRIMINATOR = 0x04  # Q.931 protocol discriminator: IA5 characters
 MAX_UUI_OCTETS = 128  # the ISDN user-user element's limit (RFC 7434 interworks with it)
 HEX_RE = re.compile(r"^(?:[0-9A-Fa-f]{2})+$")
 PARAM_RE = re.compile(r"^([A-Za-z0-9_.!%*+`'~-]+)(?:=(.*))?$")
-REFERENCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,127}$")  # what we put in: a URL-safe token
+REFERENCE_RE = re.compile(r"[A-Za-z0-9_-]{1,127}")  # a URL-safe token; fullmatch only (`$` lets "\n" in)
 # RFC 3261 §25.1 hnv-unreserved / unreserved: what may stay literal in an embedded header's value.
 _URI_HEADER_SAFE = "[]/?:+$-_.!~*'()"
 
@@ -44,7 +44,7 @@ class Uui:
 
 def encode_reference(reference: str) -> str:
     """The header value carrying `reference` (a URL-safe token) as IA5 characters, hex-encoded."""
-    if not REFERENCE_RE.match(reference):
+    if not REFERENCE_RE.fullmatch(reference):
         raise UuiError("a UUI reference must be 1-127 characters of [A-Za-z0-9_-]")
     data = bytes([IA5_DISCRIMINATOR]) + reference.encode("ascii")
     return f"{data.hex().upper()};encoding=hex;purpose={PURPOSE_ISDN};content={PURPOSE_ISDN}"
@@ -75,7 +75,7 @@ def parse_reference(value: str | None) -> str | None:
     if uui is None or uui.purpose != PURPOSE_ISDN or not uui.data or uui.data[0] != IA5_DISCRIMINATOR:
         return None
     text = uui.data[1:].decode("ascii", "replace")
-    return text if REFERENCE_RE.match(text) else None
+    return text if REFERENCE_RE.fullmatch(text) else None
 
 
 def with_embedded_header(uri: str, name: str, value: str) -> str:

@@ -17,11 +17,12 @@ SCREENSHOT_DIR = Path(os.environ.get("CONSOLE_SCREENSHOT_DIR", "/tmp"))
 
 
 @pytest.fixture
-async def console_url():
+async def console_url(tmp_path):
     fake = FakeRasa()
     rasa = TestServer(fake.app())
     await rasa.start_server()
-    settings = Settings.from_env({"RASA_URL": str(rasa.make_url("")).rstrip("/"), "RASA_TOKEN": TOKEN})
+    settings = Settings.from_env({"RASA_URL": str(rasa.make_url("")).rstrip("/"), "RASA_TOKEN": TOKEN,
+                                  "CALL_RECORDS_DIR": str(tmp_path / "calls")})
     gateway = TestServer(create_app(settings))
     await gateway.start_server()
     yield str(gateway.make_url("/console")), fake
@@ -68,8 +69,9 @@ async def test_console_call_chat_keypad_and_debug_panel(console_url):
         assert await page.is_hidden("#error")
 
 
-async def test_console_shows_a_clear_error_when_rasa_is_down(unused_tcp_port):
-    settings = Settings.from_env({"RASA_URL": f"http://127.0.0.1:{unused_tcp_port}", "RASA_TIMEOUT_S": "1"})
+async def test_console_shows_a_clear_error_when_rasa_is_down(unused_tcp_port, tmp_path):
+    settings = Settings.from_env({"RASA_URL": f"http://127.0.0.1:{unused_tcp_port}", "RASA_TIMEOUT_S": "1",
+                                  "CALL_RECORDS_DIR": str(tmp_path / "calls")})
     gateway = TestServer(create_app(settings))
     await gateway.start_server()
     try:
@@ -85,7 +87,7 @@ async def test_console_shows_a_clear_error_when_rasa_is_down(unused_tcp_port):
     assert "Rasa" in error and "Traceback" not in error
 
 
-async def test_console_behind_a_token_works_once_opened_with_it(unused_tcp_port):
+async def test_console_behind_a_token_works_once_opened_with_it(unused_tcp_port, tmp_path):
     """CONSOLE_TOKEN set: the page opened with ?token= drops it from the address bar, and its fetches carry the
     session cookie (the API refuses them otherwise); a page opened without it says how to get in."""
     fake = FakeRasa()
@@ -93,7 +95,7 @@ async def test_console_behind_a_token_works_once_opened_with_it(unused_tcp_port)
     await rasa.start_server()
     token = "browser-test-console-token-0123456789"
     settings = Settings.from_env({"RASA_URL": str(rasa.make_url("")).rstrip("/"), "RASA_TOKEN": TOKEN,
-                                  "CONSOLE_TOKEN": token})
+                                  "CONSOLE_TOKEN": token, "CALL_RECORDS_DIR": str(tmp_path / "calls")})
     gateway = TestServer(create_app(settings))
     await gateway.start_server()
     try:

@@ -80,6 +80,20 @@ def test_each_part_gets_only_its_own_database_urls(tmp_path):
     assert specs["gateway1"].env["CALL_RECORDS_DB_URL"].startswith("postgresql+psycopg://")
 
 
+def test_the_gateways_share_one_caller_key_secret_and_nothing_else_gets_it(tmp_path):
+    """Repeat calls (the resolution rate's 24-hour rule) match across gateways only under one key."""
+    cluster, specs = cluster_specs(tmp_path)
+    secrets_seen = {name: spec.env.get("CALLER_KEY_SECRET") for name, spec in specs.items()}
+    gateway_secrets = {secret for name, secret in secrets_seen.items() if name.startswith("gateway")}
+    assert len(gateway_secrets) == 1 and len(next(iter(gateway_secrets))) >= 32
+    assert all(secret is None for name, secret in secrets_seen.items() if not name.startswith("gateway"))
+    assert stat.S_IMODE((tmp_path / "caller-key.secret").stat().st_mode) == 0o600
+    assert cluster.caller_key_secret({}) in gateway_secrets  # stable: made once
+    operator = {spec.name: spec for spec in cluster.app_specs({"CALLER_KEY_SECRET": "the-operators-own-secret"})}
+    assert operator["gateway1"].env["CALLER_KEY_SECRET"] == "the-operators-own-secret"
+    assert "CALLER_KEY_SECRET" not in operator["kamailio"].env and "CALLER_KEY_SECRET" not in operator["rasa1"].env
+
+
 def test_a_gateway_holds_no_role_that_owns_the_bank_or_the_tracker():
     gateway_roles = {url.role for url in DATABASE_URLS["gateway"].values()}
     assert DATABASE_OWNERS["bank"] not in gateway_roles and DATABASE_OWNERS["tracker"] not in gateway_roles

@@ -35,11 +35,12 @@ async def fake_rasa():
 
 
 @pytest.fixture
-async def gateway(fake_rasa):
+async def gateway(fake_rasa, tmp_path):
     clients: list[TestClient] = []
 
     async def open_client(**env: str) -> TestClient:
-        settings = Settings.from_env({"RASA_URL": fake_rasa.url, "RASA_TOKEN": TOKEN, "RASA_TIMEOUT_S": "2", **env})
+        settings = Settings.from_env({"RASA_URL": fake_rasa.url, "RASA_TOKEN": TOKEN, "RASA_TIMEOUT_S": "2",
+                                      "CALL_RECORDS_DIR": str(tmp_path / "calls"), **env})  # console records
         client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
         await client.start_server()
         clients.append(client)

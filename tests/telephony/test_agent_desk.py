@@ -210,6 +210,12 @@ def test_the_desk_finds_the_reference_in_user_to_user_or_x_ivr_context_ref_and_o
     assert screen_pop_reference({"x-ivr-context-ref": "\x1b]0;owned\x07" + ref}) is None  # a terminal escape
     assert screen_pop_reference({"user-to-user": "04" + "1b5b324a" * 5}) is None
     assert screen_pop_reference({}) is None
+    assert screen_pop_reference({"x-ivr-context-ref": ref + "\n"}) is None  # `$` would let a trailing newline in
+    assert screen_pop_reference({"user-to-user": "04" + "41" * 20 + "0A"}) is None
+    pops = ScreenPopStore(60)
+    stored = pops.create({"intent": "check_balance"})
+    assert pops.get(stored) is not None and pops.get(stored + "\n") is None
+    assert screen_pop_reference({"x-ivr-context-ref": stored + "\n"}) is None
 
 
 async def test_the_cli_refuses_a_host_off_loopback(tmp_path):

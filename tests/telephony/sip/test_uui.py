@@ -53,3 +53,18 @@ def test_the_embedded_header_keeps_the_refer_to_uri_one_uri():
     assert parsed.params == {"transport": "udp"}  # the UUI's ';' did not become URI parameters
     assert parsed.headers == f"User-to-User={value.replace(';', '%3B').replace('=', '%3D')}"
     assert uui.with_embedded_header(uri, "X-A", "1").endswith("&X-A=1")
+
+
+@pytest.mark.parametrize("value", ["04" + "41" * 20 + "0A", "04" + "41" * 20 + "0A;encoding=hex;purpose=isdn-uui"])
+def test_a_reference_with_a_trailing_newline_is_not_a_reference(value):
+    """Well-formed UUI, but "AAAA…\n" is not a token we put in (`$` matched before the newline)."""
+    assert uui.parse(value) is not None and uui.parse_reference(value) is None
+
+
+def test_an_invites_context_headers_take_user_to_user_by_its_name_and_the_first_of_several():
+    from telephony.sip.uas import invite_context_headers as context_headers
+
+    headers = [("User-to-User", "04414243;encoding=hex"), ("user-to-user", "04585858;encoding=hex"),
+               ("user-to-user-evil", "x"), ("X-IVR-Context-Ref", "ref-1"), ("x-ivr-context-ref", "ref-2"),
+               ("via", "SIP/2.0/UDP h")]
+    assert context_headers(headers) == {"user-to-user": "04414243;encoding=hex", "x-ivr-context-ref": "ref-1"}
