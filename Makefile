@@ -19,13 +19,14 @@ RASA := $(RASA_VENV)/bin/rasa
 RASA_MODEL_DIR ?= models/rasa
 RASA_SOURCES := config.yml $(shell find domain data -name '*.yml' 2>/dev/null) $(wildcard dialogue/jieba_dict/*.txt)
 
-.PHONY: help deps apt run cluster test train nlu-report chat call models report bench-voice bench-asr bench-sip bench-cluster gate clean
+.PHONY: help deps apt run cluster test train nlu-report chat call models report bench-voice bench-asr bench-sip bench-cluster bench-kpis gate clean review label swap-model
 
 help:
 	@echo "make run    - install what is missing, train if needed, start Rasa + actions + gateway (Ctrl-C stops)"
 	@echo "make test   - install what is missing and run the whole test suite"
-	@echo "make train | nlu-report | chat | call WAV=file.wav | models | report | bench-voice | bench-asr | bench-sip | bench-cluster"
+	@echo "make train | nlu-report | chat | call WAV=file.wav | models | report | bench-voice | bench-asr | bench-sip | bench-cluster | bench-kpis"
 	@echo "make gate   - the recorded-call regression gate: a corpus through the real loop against its baseline"
+	@echo "make review | label KEY=… INTENT=… (or OOS=1) | swap-model - the trainers' loop (docs/TRAINERS.md)"
 	@echo "make cluster - Kamailio + 2 gateways + HAProxy + 2 Rasa + 2 action servers + Redis + PostgreSQL (docs/SCALING.md)"
 
 apt:
@@ -74,7 +75,18 @@ call: deps
 	$(VOICE_VENV)/bin/python -m bot.call_cli $(WAV)
 
 report: deps
-	$(VOICE_VENV)/bin/python -m bot.service_report
+	$(VOICE_VENV)/bin/python -m bot.service_report $(REPORT_ARGS)
+
+# The trainers' loop (docs/TRAINERS.md, "Learning from real calls"): review, label, `make train`, swap, nlu-report.
+review: deps
+	$(VOICE_VENV)/bin/python -m bot.nlu_review $(REVIEW_ARGS)
+
+label: deps
+	@test -n "$(KEY)" || { echo "usage: make label KEY=<key from make review> INTENT=<intent> | OOS=1 [BY=name]"; exit 2; }
+	$(VOICE_VENV)/bin/python -m bot.nlu_review label "$(KEY)" $(if $(OOS),--out-of-scope,"$(INTENT)") $(if $(BY),--by "$(BY)")
+
+swap-model: deps
+	$(VOICE_VENV)/bin/python scripts/swap_model.py $(SWAP_ARGS)
 
 models: deps
 	$(VOICE_VENV)/bin/python -m bot.models download
@@ -93,6 +105,9 @@ bench-cluster: train
 
 bench-sip: deps
 	@bash bench/sip_load.sh
+
+bench-kpis: deps
+	$(VOICE_VENV)/bin/python bench/kpis_load.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(RASA_MODEL_DIR) var results reports

@@ -24,7 +24,9 @@ GREETING_FIRST_AUDIO_SECONDS = Histogram(
     "ivr_voice_greeting_first_audio_seconds", "Call start to first greeting audio out", buckets=_LATENCY_BUCKETS)
 CALL_OUTCOMES = Counter(
     "ivr_voice_call_outcomes_total", "Finished calls by outcome and handoff reason", ["outcome", "reason"])
-ACTIVE_CALLS = Gauge("ivr_voice_active_calls", "Calls with a running voice pipeline")
+# Read by `make swap-model` (scripts/swap_model.py) to wait for a moment with no call in progress.
+ACTIVE_CALLS_METRIC = "ivr_voice_active_calls"
+ACTIVE_CALLS = Gauge(ACTIVE_CALLS_METRIC, "Calls with a running voice pipeline")
 BARGE_INS = Counter("ivr_voice_barge_ins_total", "Bot prompts interrupted by the caller")
 # A turn Rasa did not answer is a lost turn: the caller heard the apology instead (bench/cluster_failover.py).
 RASA_UNAVAILABLE_TURNS = Counter("ivr_voice_rasa_unavailable_turns_total", "Caller turns Rasa did not answer")

@@ -2,6 +2,8 @@
 # NLU evaluation for trainers (`make nlu-report`), written to reports/nlu/:
 #   intent_report.json (per-intent precision/recall/F1), intent_confusion_matrix.png, intent_errors.json,
 #   intent_histogram.png, DIETClassifier_report.json (entities), and a readable table printed here.
+# The report it replaces moves to reports/nlu-previous/, and the before/after per intent and overall is printed
+# (scripts/nlu_delta.py): the trainers' loop's check that a retrain helped.
 #
 # Default: the trained model (models/rasa, built from data/nlu/) evaluated on the held-out split tests/nlu/heldout.yml,
 # i.e. the 20% of our own examples that scripts/split_nlu.py keeps out of training.
@@ -13,6 +15,7 @@ RASA=.venv-rasa/bin/rasa
 PY=.venv-rasa/bin/python
 MODEL=${NLU_EVAL_MODEL:-models/rasa}
 OUT=reports/nlu
+PREVIOUS=reports/nlu-previous
 MODE=${NLU_REPORT_MODE:-heldout}
 
 if [ "$MODE" = heldout ] && [ ! -f "$MODEL" ] && ! ls "$MODEL"/*.tar.gz >/dev/null 2>&1; then
@@ -21,7 +24,14 @@ if [ "$MODE" = heldout ] && [ ! -f "$MODEL" ] && ! ls "$MODEL"/*.tar.gz >/dev/nu
 fi
 
 $PY scripts/split_nlu.py --check
+# The last complete report becomes the "before" of this one (a run that failed half-way is not kept as one).
+if [ -f "$OUT/intent_report.json" ]; then
+  rm -rf "$PREVIOUS" && mv "$OUT" "$PREVIOUS"
+fi
 rm -rf "$OUT" && mkdir -p "$OUT"
+# What this report measures (the model's fingerprint, the held-out file's hash): the before/after warns when the
+# held-out set changed in between (labels go there too), as the two figures then use different test sets.
+$PY scripts/nlu_delta.py describe "$MODE" "$MODEL" tests/nlu/heldout.yml >"$OUT/run.json"
 
 case "$MODE" in
   heldout)
@@ -54,6 +64,12 @@ if [ -f "$OUT/DIETClassifier_report.json" ]; then
   # In transfers the cards and their roles come from dialogue/card_roles.py, which rasa reports on its own.
   $PY scripts/nlu_metrics.py "$OUT/CardRoleExtractor_report.json" --by-role card_last4.source,card_last4.destination \
     --min-f1 "${NLU_MIN_ENTITY_F1:-0.95}" || entity_status=$?
+fi
+if [ -f "$PREVIOUS/intent_report.json" ]; then
+  echo
+  echo "== before/after: $PREVIOUS -> $OUT"
+  $PY scripts/nlu_delta.py "$PREVIOUS/intent_report.json" "$OUT/intent_report.json" \
+    --runs "$PREVIOUS/run.json" "$OUT/run.json"
 fi
 echo
 echo "written to $OUT/: intent_report.json intent_confusion_matrix.png intent_errors.json DIETClassifier_report.json"

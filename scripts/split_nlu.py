@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,12 +102,26 @@ def write_heldout(by_intent: dict[str, list[str]], heldout_file: Path = HELDOUT_
         lines = "".join(f"    - {text}\n" for text in by_intent[intent])
         blocks.append(f"- intent: {intent}\n  examples: |\n{lines}")
     heldout_file.parent.mkdir(parents=True, exist_ok=True)
-    heldout_file.write_text(HELDOUT_HEADER + "\n".join(blocks), encoding="utf-8")
+    write_atomically(heldout_file, HELDOUT_HEADER + "\n".join(blocks))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replaces `path` with `text` whole or not at all: a crash mid-write leaves the old file, never half of it."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 def _remove_lines(path: Path, line_numbers: set[int]) -> None:
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    path.write_text("".join(line for i, line in enumerate(lines) if i not in line_numbers), encoding="utf-8")
+    write_atomically(path, "".join(line for i, line in enumerate(lines) if i not in line_numbers))
 
 
 def split(nlu_dir: Path = NLU_DIR, heldout_file: Path = HELDOUT_FILE) -> SplitResult:

@@ -6,6 +6,8 @@
     GET /console    the text console and its JSON API (bot/web/console.py)
     GET /voice      the voice page and its socket /voice/ws (bot/web/voice.py)
     GET /agent/{ref} the agent's screen-pop of a call handed over (bot/web/agent.py; the REFER's X-IVR-Context-Ref)
+    GET /trainer    the trainers' review list and labels of turns the bot did not understand (bot/web/trainer.py)
+    GET /dashboard  the KPI dashboard, and its figures as JSON at /api/kpis (bot/web/dashboard.py; docs/KPIS.md)
 The gateway's one voice loop (bot/web/voice_loop.py) is made here and loaded in the first cleanup context; it is
 handed to the voice page and to every door telephony adds through `extra_setup(app, voice)` (SIP, /media,
 AudioSocket; see telephony/gateway.py). Without a voice pipeline installed (pipecat missing) the gateway serves the
@@ -23,6 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_l
 from bot.health import HealthChecker
 from bot.web.access import Refused, require_safe_binding
 from bot.web.console import BadRequest, add_console_routes
+from bot.web.trainer import add_trainer_routes
+from bot.web.dashboard import add_dashboard_routes
 from settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ def create_app(settings: Settings | None = None, *, extra_setup: Iterable[AppSet
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     add_console_routes(app, settings)
+    add_trainer_routes(app, settings)  # beside the agent's screen-pop: the same access rule and headers
+    add_dashboard_routes(app, settings)  # not the voice loop's: a text-only gateway has records to show too
     voice = _voice_loop(app, settings, voice_runtime)
     for setup in extra_setup:
         setup(app, voice)
