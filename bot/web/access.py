@@ -352,13 +352,18 @@ class ConsoleAccess:
 
     def check_socket(self, request: web.BaseRequest) -> None:
         """Refuses a /voice/ws handshake from a wrong peer or origin, or without session or token."""
+        self.check_session_or_bearer(request, "the voice console needs its token: open the page as /voice?token=… "
+                                              "(CONSOLE_TOKEN), or send Authorization: Bearer")
+
+    def check_session_or_bearer(self, request: web.BaseRequest, refusal: str) -> None:
+        """Peer and origin as everywhere; then, when a token is needed, the page's session cookie or the token as
+        `Authorization: Bearer` (never in the address). Refused(401, `refusal`) without either."""
         self.check_peer(request)
         self.check_origin(request)
         if not self.token_required or self.session_of(request) is not None:
             return
         if not self.offered_token_valid(request, bearer_token(request)):
-            raise Refused(401, "the voice console needs its token: open the page as /voice?token=… "
-                               "(CONSOLE_TOKEN), or send Authorization: Bearer")
+            raise Refused(401, refusal)
 
 
 ACCESS_KEY: web.AppKey[ConsoleAccess] = web.AppKey("console_access", ConsoleAccess)

@@ -39,7 +39,7 @@ from prometheus_client import Counter
 from bot.kpi_period import BadPeriod, parse_period
 from bot.kpi_sources import RecordSource
 from bot.kpis import BUCKET_DAY_S, BUCKET_HOUR_S, BUCKET_WEEK_S, Period
-from bot.web.access import ACCESS_KEY, Refused, bearer_token, console_access
+from bot.web.access import ACCESS_KEY, Refused, console_access
 from bot.web.console import BadRequest
 from settings import REPO_ROOT, GatewaySettings, Settings
 
@@ -207,15 +207,10 @@ async def kpis_api(request: web.Request) -> web.Response:
 
 
 def _check_access(request: web.Request) -> None:
-    access = request.app[ACCESS_KEY]
     try:
-        access.check_peer(request)
-        access.check_origin(request)
-        if not access.token_required or access.session_of(request) is not None:
-            return
-        if not access.offered_token_valid(request, bearer_token(request)):
-            raise Refused(401, "the KPI API needs the console token (CONSOLE_TOKEN): open /dashboard?token=… "
-                               "or send Authorization: Bearer")
+        request.app[ACCESS_KEY].check_session_or_bearer(
+            request, "the KPI API needs the console token (CONSOLE_TOKEN): open /dashboard?token=… "
+                     "or send Authorization: Bearer")
     except Refused:
         DASHBOARD_REQUESTS.labels("refused").inc()
         raise

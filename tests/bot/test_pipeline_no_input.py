@@ -23,17 +23,13 @@ async def rasa():
     await server.stop()
 
 
-def bot_texts(call: CallHarness) -> list[str]:
-    return [text for e in call.events if e["type"] == "bot" for text in e["texts"]]
-
-
 async def test_silence_ladder_reprompts_then_menu_then_handoff(rasa, make_call):
     call = make_call(rasa, script=[], no_input_s=0.4)
     await call.call.start()
     await call.wait_for(lambda: "/human_agent" in rasa.messages, timeout=20)
 
     # 1st silence: the last question again, without asking Rasa; 2nd: the keypad menu; 3rd: an agent.
-    assert bot_texts(call)[:2] == ["请讲。", "请讲。"]
+    assert call.bot_texts()[:2] == ["请讲。", "请讲。"]
     assert rasa.messages == ["/call_start", MENU, "/human_agent"]
     assert call.call.record.no_inputs == 3  # for the dashboard's no-input rate
 
@@ -42,7 +38,7 @@ async def test_third_silence_can_hang_up_politely(rasa, make_call):
     call = make_call(rasa, script=[], no_input_s=0.3, third_silence_action="hangup")
     await call.call.start()
     await call.wait_for(lambda: call.hangups, timeout=15)
-    assert bot_texts(call)[-1] == NO_INPUT_GOODBYE_TEXT
+    assert call.bot_texts()[-1] == NO_INPUT_GOODBYE_TEXT
     assert "/human_agent" not in rasa.messages
     await call.wait_for(lambda: not call.call.running, timeout=3)
     assert call.call.record.outcome == "served_by_bot"
@@ -56,8 +52,8 @@ async def test_caller_activity_resets_the_ladder(rasa, make_call):
     for _ in range(4):  # a key every 0.4 s keeps the 0.8 s timer from expiring
         call.call.feed_dtmf("#")
         await call.feed_silence(0.4)
-    assert bot_texts(call) == ["请讲。"]
-    await call.wait_for(lambda: len(bot_texts(call)) == 2, timeout=3)  # ...and silence after it still counts
+    assert call.bot_texts() == ["请讲。"]
+    await call.wait_for(lambda: len(call.bot_texts()) == 2, timeout=3)  # ...and silence after it still counts
 
 
 async def test_elderly_mode_waits_longer_for_input(rasa, make_call):
@@ -66,7 +62,7 @@ async def test_elderly_mode_waits_longer_for_input(rasa, make_call):
     await call.call.start()
     await call.wait_until_quiet()
     greeting_ended = call.audio_times[-1]
-    await call.wait_for(lambda: len(bot_texts(call)) == 2, timeout=5)
+    await call.wait_for(lambda: len(call.bot_texts()) == 2, timeout=5)
     assert time.monotonic() - greeting_ended >= 1.4
 
 
@@ -95,14 +91,14 @@ async def test_slow_rasa_becomes_a_spoken_apology_and_agent_offer(rasa, make_cal
     await call.call.start()
     await call.wait_for(lambda: call.audio_times, timeout=3)
     assert call.audio_times[0] - started < 1.0
-    assert bot_texts(call) == [APOLOGY_TEXT]
+    assert call.bot_texts() == [APOLOGY_TEXT]
 
     call.call.feed_dtmf("0")  # take the offer while Rasa is still too slow: transferred without it
     # after the apology and the handoff text are played out in real time (≈15 s on a busy machine): a bound only
     await call.wait_for(lambda: call.handoffs, timeout=30)
     assert call.handoffs[0]["queue"] == "general"
     assert call.handoffs[0]["reason"] == "dialogue_unavailable"
-    assert bot_texts(call)[-1] == DIRECT_HANDOFF_TEXT
+    assert call.bot_texts()[-1] == DIRECT_HANDOFF_TEXT
 
 
 async def test_keypad_only_call_tells_rasa_there_is_no_asr(rasa, make_call):

@@ -41,10 +41,6 @@ async def rasa():
     await server.stop()
 
 
-def bot_texts(call: CallHarness) -> list[str]:
-    return [text for e in call.events if e["type"] == "bot" for text in e["texts"]]
-
-
 async def ended_record(call: CallHarness, tmp_path: Path) -> dict:
     """The call's record as written to its file once the bot has hung up."""
     await call.wait_for(lambda: call.hangups, timeout=15)
@@ -94,7 +90,7 @@ async def test_after_the_survey_the_ladder_is_the_usual_one_again(rasa, make_cal
     await call.wait_for(lambda: call.handoffs, timeout=5)
     assert call.call.record.survey_offered is True and call.call.record.survey_score is None
     call.call.transfer_result(False, "486 Busy Here")
-    await call.wait_for(lambda: bot_texts(call).count("坐席繁忙。") == 2, timeout=10)  # 1st rung: the prompt again
+    await call.wait_for(lambda: call.bot_texts().count("坐席繁忙。") == 2, timeout=10)  # 1st rung: the prompt again
     assert SURVEY_NO_ANSWER not in rasa.messages
 
 
@@ -107,7 +103,7 @@ async def test_a_dialogue_gone_during_the_survey_lets_the_caller_go(rasa, make_c
     call.call.feed_dtmf("2")
 
     record = await ended_record(call, tmp_path)
-    assert bot_texts(call)[-1] == SURVEY_GOODBYE_TEXT
+    assert call.bot_texts()[-1] == SURVEY_GOODBYE_TEXT
     assert record["survey_offered"] is True and record["survey_score"] is None
     assert record["outcome"] == "served_by_bot"
 
@@ -123,7 +119,7 @@ async def test_the_human_key_at_the_survey_while_the_dialogue_is_gone_reaches_a_
 
     await call.wait_for(lambda: call.handoffs, timeout=10)
     assert call.handoffs == [fallback_handoff(call.call.info.call_id)] and call.hangups == 0
-    assert bot_texts(call)[-1] == DIRECT_HANDOFF_TEXT
+    assert call.bot_texts()[-1] == DIRECT_HANDOFF_TEXT
     record = call.call.record
     assert record.outcome == "handoff" and record.survey_offered is True and record.survey_score is None
 
@@ -138,7 +134,7 @@ async def test_a_survey_the_dialogue_keeps_asking_ends_on_the_last_rung(rasa, ma
 
     record = await ended_record(call, tmp_path)
     assert rasa.messages == ["/call_start", SURVEY_NO_ANSWER, SURVEY_NO_ANSWER]
-    assert bot_texts(call)[-1] == SURVEY_GOODBYE_TEXT
+    assert call.bot_texts()[-1] == SURVEY_GOODBYE_TEXT
     assert record["outcome"] == "served_by_bot" and record["survey_score"] is None
 
 

@@ -187,6 +187,10 @@ class CallHarness:
         call.on_event = harness.events.append
         return harness
 
+    def bot_texts(self) -> list[str]:
+        """Every text the bot said on this call, in order (its `bot` events)."""
+        return [text for event in self.events if event["type"] == "bot" for text in event["texts"]]
+
     def _on_audio(self, pcm16: bytes) -> None:
         self.audio_times.append(time.monotonic())
         self.audio_bytes += len(pcm16)

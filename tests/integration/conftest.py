@@ -100,6 +100,35 @@ def stack(tmp_path_factory) -> Stack:
         running.stop_all()
 
 
+@pytest.fixture
+async def stack_voice_calls(stack):
+    """Calls through the real voice loop (espeak TTS) on the shared stack's Rasa and action server, closed after the
+    test: `make(settings, call_id, caller, *, stt_factory=None, record_writer=None, rasa_timeout_s=15.0)`."""
+    from bot.call import CallInfo, VoiceRuntime
+    from bot.rasa_client import RasaClient
+    from bot.services.espeak.tts import EspeakTTSService
+    from tests.bot.voice_doubles import CallHarness
+
+    harnesses: list[CallHarness] = []
+
+    def make(settings: Settings, call_id: str, caller: str, *, stt_factory=None, record_writer=None,
+             rasa_timeout_s: float = 15.0) -> CallHarness:
+        runtime = VoiceRuntime(
+            settings=settings,
+            rasa=RasaClient(stack.rasa_url, settings.rasa.token, timeout_s=rasa_timeout_s),
+            tts_factory=lambda rate: EspeakTTSService(sample_rate=rate),
+            stt_factory=stt_factory,
+            record_writer=record_writer,
+        )
+        harness = CallHarness.attach(runtime, runtime.create_call(CallInfo(call_id, caller, sample_rate=8000)))
+        harnesses.append(harness)
+        return harness
+
+    yield make
+    for harness in harnesses:
+        await harness.close()
+
+
 def pytest_collection_modifyitems(config, items):
     """The PIN-leak check reads what every other test left behind, so it runs last."""
     last = [item for item in items if item.get_closest_marker("after_conversations")]

@@ -20,10 +20,7 @@ import pytest
 
 from actions.bank.seed import CUSTOMERS
 from actions.keypad import KEYPAD_MENU
-from bot.call import CallInfo, VoiceRuntime
 from bot.call_records import CallRecordWriter
-from bot.rasa_client import RasaClient
-from bot.services.espeak.tts import EspeakTTSService
 from tests.bot.test_pipeline_turns import caller_audio
 from tests.bot.voice_doubles import CallHarness, ScriptedSTT
 
@@ -37,33 +34,17 @@ RETRY = "没有收到您的评价"
 
 
 @pytest.fixture
-async def survey_call(stack, tmp_path):
-    harnesses: list[CallHarness] = []
-
+def survey_call(stack, stack_voice_calls, tmp_path):
     def _make(caller: str) -> CallHarness:
         settings = dataclasses.replace(
             stack.settings,
             voice=dataclasses.replace(stack.settings.voice, no_input_s=1.0, no_input_elderly_s=1.5),
         )
-        runtime = VoiceRuntime(
-            settings=settings,
-            rasa=RasaClient(stack.rasa_url, settings.rasa.token, timeout_s=15.0),
-            tts_factory=lambda rate: EspeakTTSService(sample_rate=rate),
-            stt_factory=lambda: ScriptedSTT(["再见"]),
-            record_writer=CallRecordWriter(tmp_path / "calls"),
-        )
-        call_id = f"survey-it-{len(harnesses)}-{os.getpid()}"
-        harness = CallHarness.attach(runtime, runtime.create_call(CallInfo(call_id, caller, sample_rate=8000)))
-        harnesses.append(harness)
-        return harness
+        return stack_voice_calls(settings, f"survey-it-{caller}-{os.getpid()}", caller,
+                                 stt_factory=lambda: ScriptedSTT(["再见"]),
+                                 record_writer=CallRecordWriter(tmp_path / "calls"))
 
-    yield _make
-    for harness in harnesses:
-        await harness.close()
-
-
-def bot_texts(call: CallHarness) -> list[str]:
-    return [text for e in call.events if e["type"] == "bot" for text in e["texts"]]
+    return _make
 
 
 async def say_goodbye(call: CallHarness, tmp_path: Path) -> None:
@@ -71,7 +52,7 @@ async def say_goodbye(call: CallHarness, tmp_path: Path) -> None:
     question comes back."""
     await call.feed_realtime(caller_audio(tmp_path / "caller_audio", "再见"))
     await call.feed_silence(1.5)
-    await call.wait_for(lambda: any(SURVEY_QUESTION in text for text in bot_texts(call)), timeout=30)
+    await call.wait_for(lambda: any(SURVEY_QUESTION in text for text in call.bot_texts()), timeout=30)
 
 
 async def ended_record(call: CallHarness, tmp_path: Path) -> dict:
@@ -85,9 +66,9 @@ async def ended_record(call: CallHarness, tmp_path: Path) -> dict:
 async def test_a_served_caller_rates_the_call_by_keypad(survey_call, tmp_path):
     call = survey_call(STANDARD)
     await call.call.start()
-    await call.wait_for(lambda: bot_texts(call), timeout=30)
+    await call.wait_for(lambda: call.bot_texts(), timeout=30)
     call.call.feed_dtmf(RATES_KEY)  # the keypad menu's rates: a task the bot completes without verification
-    await call.wait_for(lambda: any("利率" in text for text in bot_texts(call)[1:]), timeout=30)
+    await call.wait_for(lambda: any("利率" in text for text in call.bot_texts()[1:]), timeout=30)
     await say_goodbye(call, tmp_path)
     call.call.feed_dtmf("2")  # 一般, keyed while the question plays
 
@@ -95,21 +76,21 @@ async def test_a_served_caller_rates_the_call_by_keypad(survey_call, tmp_path):
     assert record["survey_offered"] is True and record["survey_score"] == 2
     assert record["completed_tasks"] == ["interest_rate"] and record["elderly"] is False
     assert record["outcome"] == "served_by_bot" and not call.handoffs
-    assert "感谢您的评价" in bot_texts(call)[-1]
+    assert "感谢您的评价" in call.bot_texts()[-1]
 
 
 async def test_an_elderly_caller_silent_at_the_question_is_asked_once_more_then_rates(survey_call, tmp_path):
     call = survey_call(ELDERLY)
     await call.call.start()
-    await call.wait_for(lambda: bot_texts(call), timeout=30)
+    await call.wait_for(lambda: call.bot_texts(), timeout=30)
     await say_goodbye(call, tmp_path)
-    await call.wait_for(lambda: any(RETRY in text for text in bot_texts(call)), timeout=90)  # silence: the retry
+    await call.wait_for(lambda: any(RETRY in text for text in call.bot_texts()), timeout=90)  # silence: the retry
     call.call.feed_dtmf("3")
 
     record = await ended_record(call, tmp_path)
     assert record["elderly"] is True and record["survey_offered"] is True and record["survey_score"] == 3
     assert record["outcome"] == "served_by_bot" and not call.handoffs
-    survey_texts = bot_texts(call)[next(i for i, t in enumerate(bot_texts(call)) if SURVEY_QUESTION in t):]
+    survey_texts = call.bot_texts()[next(i for i, t in enumerate(call.bot_texts()) if SURVEY_QUESTION in t):]
     assert sum(RETRY in text for text in survey_texts) == 1
     assert not any("人工服务请按" in text or "转接" in text for text in survey_texts)  # no menu, no agent
 

@@ -10,49 +10,34 @@ import signal
 
 import pytest
 
-from bot.call import CallInfo, VoiceRuntime
 from bot.processors.rasa_bridge import APOLOGY_TEXT
-from bot.rasa_client import RasaClient
-from bot.services.espeak.tts import EspeakTTSService
 from tests.bot.voice_doubles import CallHarness
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def voice_call(stack, tmp_path):
-    harnesses: list[CallHarness] = []
+def voice_call(stack, stack_voice_calls):
+    calls = 0
 
     def _make(*, rasa_timeout_s: float = 15.0, caller: str = "13800000001") -> CallHarness:
+        nonlocal calls
+        calls += 1
         settings = dataclasses.replace(
             stack.settings,
             rasa=dataclasses.replace(stack.settings.rasa, timeout_s=rasa_timeout_s),
             voice=dataclasses.replace(stack.settings.voice, no_input_s=60.0, no_input_elderly_s=60.0),
         )
-        runtime = VoiceRuntime(
-            settings=settings,
-            rasa=RasaClient(stack.rasa_url, settings.rasa.token, timeout_s=rasa_timeout_s),
-            tts_factory=lambda rate: EspeakTTSService(sample_rate=rate),
-            stt_factory=None,  # keypad-only: the dialogue's answers do not depend on recognition here
-        )
-        call_id = f"voice-it-{len(harnesses)}-{os.getpid()}"
-        harness = CallHarness.attach(runtime, runtime.create_call(CallInfo(call_id, caller, sample_rate=8000)))
-        harnesses.append(harness)
-        return harness
+        # keypad-only (no recogniser): the dialogue's answers do not depend on recognition here
+        return stack_voice_calls(settings, f"voice-it-{calls}-{os.getpid()}", caller, rasa_timeout_s=rasa_timeout_s)
 
-    yield _make
-    for harness in harnesses:
-        await harness.close()
-
-
-def bot_texts(call: CallHarness) -> list[str]:
-    return [text for e in call.events if e["type"] == "bot" for text in e["texts"]]
+    return _make
 
 
 async def test_greeting_and_handoff_event_from_the_real_dialogue(voice_call, stack):
     call = voice_call()
     await call.call.start()
-    await call.wait_for(lambda: bot_texts(call), timeout=20)
+    await call.wait_for(lambda: call.bot_texts(), timeout=20)
     await call.wait_for(lambda: call.audio_times, timeout=5)  # the greeting is spoken
     tracker = stack.tracker(call.call.info.call_id)
     assert tracker["latest_message"]["intent"]["name"] == "call_start"
@@ -72,11 +57,11 @@ async def test_greeting_and_handoff_event_from_the_real_dialogue(voice_call, sta
 async def test_rasa_that_stops_answering_becomes_an_apology(voice_call, stack):
     call = voice_call(rasa_timeout_s=1.0, caller="13900009999")
     await call.call.start()
-    await call.wait_for(lambda: bot_texts(call), timeout=20)
+    await call.wait_for(lambda: call.bot_texts(), timeout=20)
     rasa = stack.procs["rasa"]
     os.killpg(rasa.pid, signal.SIGSTOP)
     try:
         call.call.feed_dtmf("*")  # interrupts the greeting and asks the (now frozen) dialogue for the menu
-        await call.wait_for(lambda: APOLOGY_TEXT in bot_texts(call), timeout=5)
+        await call.wait_for(lambda: APOLOGY_TEXT in call.bot_texts(), timeout=5)
     finally:
         os.killpg(rasa.pid, signal.SIGCONT)
