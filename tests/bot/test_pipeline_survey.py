@@ -8,8 +8,6 @@ its sampling) and tests/integration/test_stack_survey.py (the real stack, keypad
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 
@@ -41,22 +39,13 @@ async def rasa():
     await server.stop()
 
 
-async def ended_record(call: CallHarness, tmp_path: Path) -> dict:
-    """The call's record as written to its file once the bot has hung up."""
-    await call.wait_for(lambda: call.hangups, timeout=15)
-    await call.wait_for(lambda: not call.call.running, timeout=5)
-    lines = [json.loads(line) for path in (tmp_path / "calls").glob("calls-*.jsonl")
-             for line in path.read_text().splitlines()]
-    return next(record for record in lines if record["call_id"] == call.call.info.call_id)
-
-
 async def test_a_rating_keyed_during_the_survey_prompt_reaches_the_call_record(rasa, make_call, tmp_path):
     call = make_call(rasa, script=[], no_input_s=30.0)
     await call.call.start()
     await call.wait_for(lambda: call.audio_bytes > 8000 * 2 * 2, timeout=5)  # 2 s into the ≈10 s of prompts
     call.call.feed_dtmf("1")
 
-    record = await ended_record(call, tmp_path)
+    record = await call.ended_record(tmp_path / "calls")
     assert rasa.messages == ["/call_start", dtmf_message("1")]
     assert call.clears  # the key cut the survey prompt short
     assert record["survey_offered"] is True and record["survey_score"] == 1
@@ -69,7 +58,7 @@ async def test_silence_at_the_survey_asks_the_dialogue_never_the_menu_or_an_agen
     call = make_call(rasa, script=[], no_input_s=0.3)
     await call.call.start()
 
-    record = await ended_record(call, tmp_path)
+    record = await call.ended_record(tmp_path / "calls")
     assert rasa.messages == ["/call_start", SURVEY_NO_ANSWER]
     assert MENU not in rasa.messages and HUMAN_AGENT not in rasa.messages
     assert record["survey_offered"] is True and record["survey_score"] is None
@@ -102,7 +91,7 @@ async def test_a_dialogue_gone_during_the_survey_lets_the_caller_go(rasa, make_c
     await rasa.stop()  # Rasa cannot be reached: no apology offering an agent, a goodbye
     call.call.feed_dtmf("2")
 
-    record = await ended_record(call, tmp_path)
+    record = await call.ended_record(tmp_path / "calls")
     assert call.bot_texts()[-1] == SURVEY_GOODBYE_TEXT
     assert record["survey_offered"] is True and record["survey_score"] is None
     assert record["outcome"] == "served_by_bot"
@@ -132,7 +121,7 @@ async def test_a_survey_the_dialogue_keeps_asking_ends_on_the_last_rung(rasa, ma
     call = make_call(rasa, script=[], no_input_s=0.3)
     await call.call.start()
 
-    record = await ended_record(call, tmp_path)
+    record = await call.ended_record(tmp_path / "calls")
     assert rasa.messages == ["/call_start", SURVEY_NO_ANSWER, SURVEY_NO_ANSWER]
     assert call.bot_texts()[-1] == SURVEY_GOODBYE_TEXT
     assert record["outcome"] == "served_by_bot" and record["survey_score"] is None
@@ -194,7 +183,7 @@ async def test_a_forged_survey_answer_or_elderly_flag_is_not_recorded(rasa, make
     await call.wait_until_quiet()
     call.call.feed_dtmf("1")
 
-    record = await ended_record(call, tmp_path)
+    record = await call.ended_record(tmp_path / "calls")
     assert record["elderly"] is False and record["survey_score"] is None and record["survey_offered"] is True
 
 

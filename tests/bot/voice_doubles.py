@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
 import subprocess
 import time
@@ -186,6 +187,14 @@ class CallHarness:
         call.on_hangup = harness._on_hangup
         call.on_event = harness.events.append
         return harness
+
+    async def ended_record(self, records_dir: Path, timeout_s: float = 15.0) -> dict[str, Any]:
+        """This call's record as written to `records_dir` once the bot has hung up."""
+        await self.wait_for(lambda: self.hangups, timeout=timeout_s)
+        await self.wait_for(lambda: not self.call.running, timeout=timeout_s)
+        records = [json.loads(line) for path in records_dir.glob("calls-*.jsonl")
+                   for line in path.read_text().splitlines()]
+        return next(record for record in records if record["call_id"] == self.call.info.call_id)
 
     def bot_texts(self) -> list[str]:
         """Every text the bot said on this call, in order (its `bot` events)."""

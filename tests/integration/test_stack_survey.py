@@ -12,7 +12,6 @@ tests/bot/test_pipeline_survey.py: each call here costs real-time speech.)
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -55,14 +54,6 @@ async def say_goodbye(call: CallHarness, tmp_path: Path) -> None:
     await call.wait_for(lambda: any(SURVEY_QUESTION in text for text in call.bot_texts()), timeout=30)
 
 
-async def ended_record(call: CallHarness, tmp_path: Path) -> dict:
-    await call.wait_for(lambda: call.hangups, timeout=60)
-    await call.wait_for(lambda: not call.call.running, timeout=10)
-    records = [json.loads(line) for path in (tmp_path / "calls").glob("calls-*.jsonl")
-               for line in path.read_text().splitlines()]
-    return next(record for record in records if record["call_id"] == call.call.info.call_id)
-
-
 async def test_a_served_caller_rates_the_call_by_keypad(survey_call, tmp_path):
     call = survey_call(STANDARD)
     await call.call.start()
@@ -72,7 +63,7 @@ async def test_a_served_caller_rates_the_call_by_keypad(survey_call, tmp_path):
     await say_goodbye(call, tmp_path)
     call.call.feed_dtmf("2")  # 一般, keyed while the question plays
 
-    record = await ended_record(call, tmp_path)
+    record = await call.ended_record(tmp_path / "calls", timeout_s=60)
     assert record["survey_offered"] is True and record["survey_score"] == 2
     assert record["completed_tasks"] == ["interest_rate"] and record["elderly"] is False
     assert record["outcome"] == "served_by_bot" and not call.handoffs
@@ -87,7 +78,7 @@ async def test_an_elderly_caller_silent_at_the_question_is_asked_once_more_then_
     await call.wait_for(lambda: any(RETRY in text for text in call.bot_texts()), timeout=90)  # silence: the retry
     call.call.feed_dtmf("3")
 
-    record = await ended_record(call, tmp_path)
+    record = await call.ended_record(tmp_path / "calls", timeout_s=60)
     assert record["elderly"] is True and record["survey_offered"] is True and record["survey_score"] == 3
     assert record["outcome"] == "served_by_bot" and not call.handoffs
     survey_texts = call.bot_texts()[next(i for i, t in enumerate(call.bot_texts()) if SURVEY_QUESTION in t):]
