@@ -1,8 +1,13 @@
-"""The trainers' loop end to end against a REAL Rasa server: a caller sentence the running model does not understand
-is noted in a call record (with the bridge's own `nlu_note` from the real tracker), listed by `make review`'s code
-(from a calls-*.jsonl file), labelled by `make label`'s code, learnt by a retrain, swapped in by `make swap-model`'s
-code (PUT /model, after its idle wait, which finds no gateway here) while a conversation keeps talking, and then
-understood.
+"""The trainers' loop end to end against a REAL Rasa server: a Cantonese caller asks for the balance three times, the
+running model takes each sentence for out of scope, and the dialogue hands the call over after three strikes. The
+call record notes each turn's NLU result (with the bridge's own `nlu_note` from the real tracker); `make review`'s
+code lists the three turns (from a calls-*.jsonl file), `make label`'s code labels them check_balance, a retrain
+learns them, `make swap-model`'s code swaps the model in (PUT /model, after its idle wait, which finds no gateway
+here) while a conversation keeps talking, and then the sentences are understood.
+
+Three labelled turns, not one: a single example among ~2.8k does not reliably move DIET, and the three strikes of
+one escalated call are what a trainer meets in the review. Each sentence must fall in the training 80%
+(scripts/split_nlu.py): a held-out one goes to tests/nlu/heldout.yml and teaches nothing, by design.
 
 On a single host the swap blocks Rasa for the whole load (rasa/server.py loads on its event loop): turns sent during
 it wait, longer than the gateway's reply timeout on a busy machine. That is why `make swap-model` waits for no call in
@@ -34,19 +39,22 @@ import pytest
 
 import bot.nlu_review as nlu_review
 from bot.processors.rasa_bridge import nlu_note, parse_data_of
-from scripts import swap_model
+from call_contract import NOT_UNDERSTOOD_INTENTS, REASON_NLU_FALLBACK
+from scripts import split_nlu, swap_model
 from settings import REPO_ROOT, get_settings
 from tests.rasa_servers import RASA_BIN, free_port, kill_group, start, trained_model, wait_for
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "trainers-loop-token"
-# (what a caller says, the intent a trainer gives it): the first one the running model does not understand is used.
-# None of them is in data/, the held-out split or the external evaluation set (the labeller refuses those).
-# Each round of NLU data can teach the model some of them: keep several, of more than one kind.
-CANDIDATES = [("钱匣子还剩几个子儿", "check_balance"), ("存折上还剩几个大子儿", "check_balance"),
-              ("帮我瞅瞅钱匣子", "check_balance"), ("蓝莓蛋糕咋收费", "out_of_scope"),
-              ("查查我的家当", "check_balance"), ("咱那个存的款子还在不在", "check_balance")]
+# What a Cantonese caller says for "how much is left in my account": the first three the running model does not
+# understand (fallback, low confidence, or out of scope) and that fall in the training 80% are used. None of them is
+# in data/, the held-out split or the external evaluation set (the labeller refuses those). If a round of NLU data
+# teaches the model Cantonese, write candidates of another kind the model does not yet know.
+CANDIDATES = ["我户头仲有几多银纸", "我张卡入面仲有几多银纸", "睇下我仲有几多钱", "帮我睇睇仲剩几多钱",
+              "我个户口仲剩几多", "我嘅户口而家有几多钱", "唔该睇下我张卡仲有几多"]
+LABEL = "check_balance"
+STRIKES = 3
 
 
 def _json(url: str, *, method: str = "GET", body: dict | None = None, timeout: float = 30.0) -> tuple[int, object]:
@@ -121,30 +129,35 @@ def test_review_label_retrain_swap_round_trip(rasa: str, tmp_path: Path, monkeyp
         pytest.skip(f"no external evaluation set at {eval_dir} (labels are refused without it)")
     parse = lambda text: _json(f"{rasa}/model/parse?token={TOKEN}", method="POST", body={"text": text})[1]  # noqa: E731
 
-    # 1. A call: the caller says something the running model does not understand; the record notes the NLU result
-    #    as the gateway's bridge does (from the real tracker).
+    # 1. A call: three times the caller says something the running model does not understand, and the dialogue hands
+    #    the call over (three strikes); the record notes each turn's NLU result as the gateway's bridge does (from
+    #    the real tracker).
     low = settings.trainer.low_confidence
 
     def not_understood(text: str) -> bool:
         guess = parse(text)["intent"]
-        return guess["name"] == "nlu_fallback" or guess["confidence"] < low
+        return guess["name"] in NOT_UNDERSTOOD_INTENTS or guess["confidence"] < low
 
-    said, intent = next(((text, want) for text, want in CANDIDATES if not_understood(text)), (None, None))
-    assert said, "the running model understands every candidate well: add one it does not"
+    said = [text for text in CANDIDATES if not split_nlu.is_heldout(text) and not_understood(text)][:STRIKES]
+    assert len(said) == STRIKES, "the running model understands the candidates: write ones it does not"
     call_id = "sip-trainers-loop-1"
-    assert _json(f"{rasa}/webhooks/rest/webhook", method="POST", body={"sender": call_id, "message": said})[0] == 200
-    tracker = _json(f"{rasa}/conversations/{call_id}/tracker?token={TOKEN}")[1]
-    note = nlu_note(parse_data_of(tracker, said))
-    record = {"call_id": call_id, "started_at": time.time(), "outcome": "served_by_bot", "transcript": [
-        {"t": 1.0, "who": "caller", "source": "speech", "text": said, "nlu": note}]}
-    before = {"intent": note["intent"], "fallback": note["fallback"], "confidence": note["confidence"]}
+    turns, before = [], {}
+    for index, text in enumerate(said):
+        assert _json(f"{rasa}/webhooks/rest/webhook", method="POST",
+                     body={"sender": call_id, "message": text})[0] == 200
+        tracker = _json(f"{rasa}/conversations/{call_id}/tracker?token={TOKEN}")[1]
+        note = nlu_note(parse_data_of(tracker, text))
+        turns.append({"t": 1.0 + 5 * index, "who": "caller", "source": "speech", "text": text, "nlu": note})
+        before[text] = f"{note['intent']} {note['confidence']:.3f}"
+    record = {"call_id": call_id, "started_at": time.time(), "outcome": "handed_off",
+              "handoff_reason": REASON_NLU_FALLBACK, "transcript": turns}
 
     calls = tmp_path / "calls"
     calls.mkdir()
     (calls / f"calls-{datetime.now(timezone.utc):%Y%m%d}.jsonl").write_text(
         json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    # 2. Review (`make review`'s code on the records' folder): it is listed (nlu_fallback or low confidence).
+    # 2. Review (`make review`'s code on the records' folder): the three strikes are listed.
     (tmp_path / "project").mkdir()
     project = project_copy(tmp_path / "project")
     monkeypatch.setattr(nlu_review, "get_settings", lambda: dataclasses.replace(
@@ -152,14 +165,18 @@ def test_review_label_retrain_swap_round_trip(rasa: str, tmp_path: Path, monkeyp
     capsys.readouterr()
     assert nlu_review.main(["--dir", str(calls), "--json"]) == 0
     items = [item for members in json.loads(capsys.readouterr().out).values() for item in members]
-    assert [item["text"] for item in items] == [said]
+    assert sorted(item["text"] for item in items) == sorted(said)
+    assert all(nlu_review.REASON_THREE_STRIKES in item["reasons"] for item in items)
 
-    # 3. Label (`make label`'s code), on the copy of the project.
-    assert nlu_review.main(["--dir", str(calls), "label", items[0]["key"], intent, "--by", "test"]) == 0
-    assert f"labelled {intent}" in capsys.readouterr().out
-    assert said in (project / "data" / "nlu" / "review.yml").read_text(encoding="utf-8")
+    # 3. Label (`make label`'s code), on the copy of the project: each one goes to the training data.
+    for item in items:
+        assert nlu_review.main(["--dir", str(calls), "label", item["key"], LABEL, "--by", "test"]) == 0
+        out = capsys.readouterr().out
+        assert f"labelled {LABEL}" in out and "held-out" not in out, out
+    review = (project / "data" / "nlu" / "review.yml").read_text(encoding="utf-8")
+    assert all(f"- {text}" in review for text in said), review
     assert not (REPO_ROOT / "data" / "nlu" / "review.yml").exists() or \
-        said not in (REPO_ROOT / "data" / "nlu" / "review.yml").read_text(encoding="utf-8")
+        not set(said) & set((REPO_ROOT / "data" / "nlu" / "review.yml").read_text(encoding="utf-8").split())
 
     # 4. Retrain.
     (tmp_path / "models").mkdir()
@@ -209,11 +226,12 @@ def test_review_label_retrain_swap_round_trip(rasa: str, tmp_path: Path, monkeyp
     said_in_progress = [event["text"] for event in events_after if event.get("event") == "user"]
     assert len(events_after) > events_before and said_in_progress[0] == "你好"  # it went on where it was
 
-    # 6. The relabelled sentence is now understood.
-    after = parse(said)["intent"]
+    # 6. The relabelled sentences are now understood.
+    after = {text: parse(text)["intent"] for text in said}
     late = sum(1 for status in statuses if status == -1)
-    print(f"trainers' loop: {said!r} {before} -> {after['name']} {after['confidence']:.3f}; "
+    learnt = {text: f"{guess['name']} {guess['confidence']:.3f}" for text, guess in after.items()}
+    print(f"trainers' loop: {before} -> {learnt}; "
           f"retrain {trained_s:.0f} s; {swap_out.strip().splitlines()[-1]}; {len(waits)} turns during the swap, "
           f"{late} later than the gateway's {reply_timeout_s:g} s, longest wait {max(waits):.1f} s; "
           f"first turn after the swap {after_swap_s:.1f} s")
-    assert after["name"] == intent
+    assert all(guess["name"] == LABEL for guess in after.values()), learnt
