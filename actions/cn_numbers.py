@@ -140,7 +140,8 @@ def amount_cents_from_speech(text: str) -> int | None:
 
 
 # Words or signs that make the amount after them negative: 「负五百」「-500」「减五百」.
-_NEGATIVE_AMOUNT = re.compile(r"(?:负|减|[-−－﹣])\s*[0-9零〇一二两三四五六七八九十百千万壹贰叁肆伍陆柒捌玖拾佰仟]")
+NEGATIVE_SIGNS = "负减−－﹣-"  # the ASCII hyphen last: inside a [...] class it is then no range
+_NEGATIVE_AMOUNT = re.compile(rf"[{NEGATIVE_SIGNS}]\s*[0-9零〇一二两三四五六七八九十百千万壹贰叁肆伍陆柒捌玖拾佰仟]")
 
 
 def says_negative_amount(text: str) -> bool:
@@ -165,7 +166,8 @@ def find_amount_cents(text: str) -> int | None:
 _N = "[0-9零〇一二两三四五六七八九十百千万点.]"
 _NOT_AMOUNTS = re.compile(
     rf"(?:尾号|后四位|卡号|尾数|第|周|星期|百分之|年利率)[是为]?{_N}+"
-    r"|一(?:下|些|会|直|起|样|般|定|共|切|边|点儿|块儿)"  # 等一下, 一直: words, not the number one
+    r"|一(?:下|些|会|直|起|样|般|定|共|切|边|点儿|块儿|部分|笔)"  # 等一下, 一直: words, not the number one
+    r"|那一块|这一块"  # 在海淀那一块: a place, not one yuan
     rf"|{_N}+\s*(?:个月|个小时|年|月|周|天|日|号|小时|分钟|点钟|点半|岁|期|笔|条|次|张|位|倍|分之|[%％]|的卡|那张|这张|张卡)"
 )
 
@@ -329,3 +331,63 @@ def _parse_sub_yuan(text: str) -> Decimal | None:
             fen = _DIGIT_VALUES[match["fen"]] if match["fen"] else 0
             return Decimal(jiao * 10 + fen)
     return None
+
+
+# ---------------------------------------------------------------- amount expressions inside a sentence
+
+# An amount expression is a number marked as money by the words around it (the issue's rule: amounts come only from
+# amount expressions): a money unit after it (两百块, 3280元, 五毛), or a verb or noun of paying before it (转五百,
+# 还三千, 金额一万), or a sign (负五百, -200), which belongs to the expression: the dialogue refuses it.
+_NUMBER_CHARS = "0-9零〇一二两三四五六七八九十百千万亿点.壹贰叁肆伍陆柒捌玖拾佰仟萬億"
+_SIGNED_NUMBER = re.compile(rf"[{NEGATIVE_SIGNS}]?[{_NUMBER_CHARS}]+")
+# Only yuan: 「一百美元是多少人民币」 asks for a rate, it moves no money.
+_MONEY_UNIT_AFTER = re.compile(r"\s*(?:块(?!儿)|元|圆|毛|角)")
+_MONEY_WORD_BEFORE = re.compile(
+    r"(?:转账?|汇款?|划|还款?|存|取|付款?|支付|充值?|交|金额(?:是|为)?|转账金额(?:是|为)?)(?:了|个|上|给我|给他|给她)?\s*$")
+
+
+def amount_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each amount expression in `text`, in its own character offsets.
+
+    「从尾号4321的卡转两百块钱到尾号9999的卡上」 -> the span of 两百; 「一年定期利率是多少」 -> none (a number of time);
+    「我六十八了」 -> none (nothing marks it as money); 「负五百块」 -> 负五百. A message that is only a number (the answer
+    to 「请说金额」 or to 「请说卡号后四位」) has no marks either: what it is depends on the question, which the dialogue
+    knows and the sentence does not.
+    """
+    if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS * 4:
+        return []
+    normal = unicodedata.normalize("NFKC", text)
+    if len(normal) != len(text):  # offsets must stay the caller's own
+        normal = text
+    masked = _NOT_AMOUNTS.sub(lambda match: "，" * len(match.group()), normal)
+    spans = []
+    for match in _SIGNED_NUMBER.finditer(masked):
+        number = match.group().lstrip(NEGATIVE_SIGNS)
+        signed = len(number) < len(match.group())  # a card, a PIN or a date is never negative
+        marked = (signed or _MONEY_UNIT_AFTER.match(masked, match.end())
+                  or _MONEY_WORD_BEFORE.search(masked, 0, match.start()))
+        if marked and not digit_string(number) and amount_cents_from_speech(number) is not None:
+            spans.append((match.start(), match.end()))
+    return spans
+
+
+_PLACE_UNITS = re.compile(r"[十拾百佰千仟万萬亿億点.]")
+
+
+def digit_string(number: str) -> bool:
+    """A number said digit by digit in Chinese (八八八八, 五八五八二零): a card, a PIN or a phone, never an amount."""
+    chinese_digits = sum(1 for char in number if char in DIGIT_CHARS and not char.isdigit())
+    return chinese_digits >= 3 and not _PLACE_UNITS.search(number)
+
+
+def never_amount_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the numbers in `text` that are not money: time, dates, rates, counts, card numbers
+    (`_NOT_AMOUNTS`) and digit strings. An NLU guess of an amount there is dropped."""
+    if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS * 4:
+        return []
+    normal = unicodedata.normalize("NFKC", text)
+    if len(normal) != len(text):
+        normal = text
+    spans = [match.span() for match in _NOT_AMOUNTS.finditer(normal)]
+    spans += [match.span() for match in _SIGNED_NUMBER.finditer(normal) if digit_string(match.group())]
+    return spans

@@ -59,7 +59,8 @@ if [ -f "$OUT/DIETClassifier_report.json" ]; then
   $PY scripts/nlu_metrics.py "$OUT/DIETClassifier_report.json" --table --label "entities ($MODE)"
   echo
   echo "== amount and card entities by role (source / destination), F1 >= ${NLU_MIN_ENTITY_F1:-0.95} wanted"
-  $PY scripts/nlu_metrics.py "$OUT/DIETClassifier_report.json" --by-role amount \
+  # Amounts come from dialogue/amounts.py (DIET checked against the amount grammar), which rasa reports on its own.
+  $PY scripts/nlu_metrics.py "$OUT/AmountExtractor_report.json" --by-role amount \
     --min-f1 "${NLU_MIN_ENTITY_F1:-0.95}" || entity_status=$?
   # In transfers the cards and their roles come from dialogue/card_roles.py, which rasa reports on its own.
   $PY scripts/nlu_metrics.py "$OUT/CardRoleExtractor_report.json" --by-role card_last4.source,card_last4.destination \

@@ -6,9 +6,11 @@ import pytest
 
 from actions.cn_numbers import (
     amount_cents_from_speech,
+    amount_spans,
     digits_from_speech,
     extract_digits,
     find_amount_cents,
+    never_amount_spans,
     speak_amount,
     speak_digits,
 )
@@ -225,3 +227,41 @@ def test_spoken_digits_read_back() -> None:
 def test_speak_digits_rejects_non_digits(bad) -> None:
     with pytest.raises(ValueError):
         speak_digits(bad)
+
+
+# ---------------------------------------------------------------- amount expressions inside a sentence
+
+@pytest.mark.parametrize("text, amounts", [
+    ("从尾号4321的卡转两百块钱到尾号9999的卡上", ["两百"]),
+    ("帮我还三千二百八十块", ["三千二百八十"]),
+    ("转个五百给他", ["五百"]),
+    ("负五百", ["负五百"]),
+    ("-200", ["-200"]),
+    ("五毛", ["五"]),
+    ("一年定期利率是多少", []),
+    ("等一下 你们三个月定期利率多少", []),
+    ("我六十八了 能不能优先", []),
+    ("还八八八八的账单", []),
+    ("一百美元是多少人民币", []),
+    ("在海淀那一块", []),
+    ("5000", []),  # only a number: the question asked says what it is
+    ("x" * 1000, []),
+])
+def test_amount_spans(text: str, amounts: list[str]) -> None:
+    assert [text[start:end] for start, end in amount_spans(text)] == amounts
+
+
+@pytest.mark.parametrize("text, numbers", [
+    ("一年定期利率是多少", ["一年"]),
+    ("五八五八二零", ["五八五八二零"]),
+    ("尾号四三二一", ["尾号四三二一", "四三二一"]),  # a card number, and a digit string
+    ("三千二百八十", []),
+    ("4321", []),  # Arabic digits: a card or an amount, the question decides
+])
+def test_never_amount_spans(text: str, numbers: list[str]) -> None:
+    assert [text[start:end] for start, end in never_amount_spans(text)] == numbers
+
+
+def test_offsets_stay_the_callers_own_when_normalising_would_move_them() -> None:
+    text = "㍿转五百块"  # NFKC makes one character four
+    assert [text[start:end] for start, end in amount_spans(text)] == ["五百"]
