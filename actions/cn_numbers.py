@@ -356,10 +356,7 @@ def amount_spans(text: str) -> list[tuple[int, int]]:
     """
     if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS * 4:
         return []
-    normal = unicodedata.normalize("NFKC", text)
-    if len(normal) != len(text):  # offsets must stay the caller's own
-        normal = text
-    masked = _NOT_AMOUNTS.sub(lambda match: "，" * len(match.group()), normal)
+    masked = _NOT_AMOUNTS.sub(lambda match: "，" * len(match.group()), _normal_in_place(text))
     spans = []
     for match in _SIGNED_NUMBER.finditer(masked):
         number = match.group().lstrip(NEGATIVE_SIGNS)
@@ -385,9 +382,14 @@ def never_amount_spans(text: str) -> list[tuple[int, int]]:
     (`_NOT_AMOUNTS`) and digit strings. An NLU guess of an amount there is dropped."""
     if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS * 4:
         return []
-    normal = unicodedata.normalize("NFKC", text)
-    if len(normal) != len(text):
-        normal = text
+    normal = _normal_in_place(text)
     spans = [match.span() for match in _NOT_AMOUNTS.finditer(normal)]
     spans += [match.span() for match in _SIGNED_NUMBER.finditer(normal) if digit_string(match.group())]
     return spans
+
+
+def _normal_in_place(text: str) -> str:
+    """NFKC (full-width digits become ASCII) when it keeps every character where it was, else the text as it is:
+    spans found in it must be the caller's own offsets."""
+    normal = unicodedata.normalize("NFKC", text)
+    return normal if len(normal) == len(text) else text
