@@ -140,8 +140,7 @@ def amount_cents_from_speech(text: str) -> int | None:
 
 
 # Words or signs that make the amount after them negative: 「负五百」「-500」「减五百」.
-NEGATIVE_SIGNS = "负减−－﹣-"  # the ASCII hyphen last: inside a [...] class it is then no range
-_NEGATIVE_AMOUNT = re.compile(rf"[{NEGATIVE_SIGNS}]\s*[0-9零〇一二两三四五六七八九十百千万壹贰叁肆伍陆柒捌玖拾佰仟]")
+_NEGATIVE_AMOUNT = re.compile(r"(?:负|减|[-−－﹣])\s*[0-9零〇一二两三四五六七八九十百千万壹贰叁肆伍陆柒捌玖拾佰仟]")
 
 
 def says_negative_amount(text: str) -> bool:
@@ -166,8 +165,9 @@ def find_amount_cents(text: str) -> int | None:
 _N = "[0-9零〇一二两三四五六七八九十百千万点.]"
 _NOT_AMOUNTS = re.compile(
     rf"(?:尾号|后四位|卡号|尾数|第|周|星期|百分之|年利率)[是为]?{_N}+"
-    r"|一(?:下|些|会|直|起|样|般|定|共|切|边|点儿|块儿|部分|笔)"  # 等一下, 一直: words, not the number one
-    r"|那一块|这一块"  # 在海淀那一块: a place, not one yuan
+    r"|一(?:下|些|会|直|起|样|般|定|共|切|边|点儿|块儿)"  # 等一下, 一直: words, not the number one
+    rf"|(?<!{_N})一部分"  # 还一部分: a part, not one; but 还十一 部分 keeps its 十一
+    r"|[这那]一块(?![0-9零〇一二两三四五六七八九十百千万点.毛角分钱元])"  # 在海淀那一块: a place; 这一块五 is 1.5 yuan
     rf"|{_N}+\s*(?:个月|个小时|年|月|周|天|日|号|小时|分钟|点钟|点半|岁|期|笔|条|次|张|位|倍|分之|[%％]|的卡|那张|这张|张卡)"
 )
 
@@ -339,7 +339,11 @@ def _parse_sub_yuan(text: str) -> Decimal | None:
 # amount expressions): a money unit after it (两百块, 3280元, 五毛), or a verb or noun of paying before it (转五百,
 # 还三千, 金额一万), or a sign (负五百, -200), which belongs to the expression: the dialogue refuses it.
 _NUMBER_CHARS = "0-9零〇一二两三四五六七八九十百千万亿点.壹贰叁肆伍陆柒捌玖拾佰仟萬億"
-_SIGNED_NUMBER = re.compile(rf"[{NEGATIVE_SIGNS}]?[{_NUMBER_CHARS}]+")
+# A sign is 负 or 减, or a minus that no digit comes right before: 138-1234-5678, 2024-05-01 and 500-1000 hold no
+# negative number. A number may carry thousands separators (1,000).
+_SIGN = r"(?:[负减]|(?<![0-9])[−－﹣-])\s*"
+_SIGNED_NUMBER = re.compile(rf"(?P<sign>{_SIGN})?(?P<number>[{_NUMBER_CHARS}]+(?:[,，][0-9]{{3}}(?![0-9]))*)")
+_SIGN_BEFORE = re.compile(rf"{_SIGN}$")
 # Only yuan: 「一百美元是多少人民币」 asks for a rate, it moves no money.
 _MONEY_UNIT_AFTER = re.compile(r"\s*(?:块(?!儿)|元|圆|毛|角)")
 _MONEY_WORD_BEFORE = re.compile(
@@ -356,15 +360,16 @@ def amount_spans(text: str) -> list[tuple[int, int]]:
     """
     if not isinstance(text, str) or len(text) > MAX_INPUT_CHARS * 4:
         return []
-    masked = _NOT_AMOUNTS.sub(lambda match: "，" * len(match.group()), _normal_in_place(text))
+    normal = _normal_in_place(text)
+    masked = _NOT_AMOUNTS.sub(lambda match: "，" * len(match.group()), normal)
     spans = []
     for match in _SIGNED_NUMBER.finditer(masked):
-        number = match.group().lstrip(NEGATIVE_SIGNS)
-        signed = len(number) < len(match.group())  # a card, a PIN or a date is never negative
-        marked = (signed or _MONEY_UNIT_AFTER.match(masked, match.end())
-                  or _MONEY_WORD_BEFORE.search(masked, 0, match.start()))
+        number, start = match["number"], match.start("number")
+        start = start_with_sign(normal, start)  # the sign as the caller said it: 卡号6222-0212 has none
+        marked = (start < match.start("number")  # a card or a PIN is never negative
+                  or _MONEY_UNIT_AFTER.match(masked, match.end()) or _MONEY_WORD_BEFORE.search(masked, 0, start))
         if marked and not digit_string(number) and amount_cents_from_speech(number) is not None:
-            spans.append((match.start(), match.end()))
+            spans.append((start, match.end()))
     return spans
 
 
@@ -384,7 +389,7 @@ def never_amount_spans(text: str) -> list[tuple[int, int]]:
         return []
     normal = _normal_in_place(text)
     spans = [match.span() for match in _NOT_AMOUNTS.finditer(normal)]
-    spans += [match.span() for match in _SIGNED_NUMBER.finditer(normal) if digit_string(match.group())]
+    spans += [match.span("number") for match in _SIGNED_NUMBER.finditer(normal) if digit_string(match["number"])]
     return spans
 
 
@@ -393,3 +398,9 @@ def _normal_in_place(text: str) -> str:
     spans found in it must be the caller's own offsets."""
     normal = unicodedata.normalize("NFKC", text)
     return normal if len(normal) == len(text) else text
+
+
+def start_with_sign(text: str, start: int) -> int:
+    """Where a number starting at `start` starts once the sign before it is counted (负五百 -> the 负), if any."""
+    sign = _SIGN_BEFORE.search(_normal_in_place(text)[:start]) if 0 < start <= len(text) else None
+    return sign.start() if sign else start

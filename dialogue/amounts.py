@@ -26,7 +26,7 @@ from rasa.nlu.extractors.extractor import EntityExtractorMixin
 from rasa.shared.nlu.constants import ENTITIES, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
-from actions.cn_numbers import NEGATIVE_SIGNS, amount_spans, never_amount_spans
+from actions.cn_numbers import amount_spans, never_amount_spans, start_with_sign
 
 AMOUNT_ENTITY = "amount"
 Span = tuple[int, int]
@@ -69,4 +69,4 @@ def _overlap(a: Span, b: Span) -> bool:
 
 def _with_sign(text: str, span: Span) -> Span:
     start, end = span
-    return (start - 1, end) if start > 0 and text[start - 1] in NEGATIVE_SIGNS else span
+    return start_with_sign(text, start), end

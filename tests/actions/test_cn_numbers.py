@@ -6,6 +6,7 @@ import pytest
 
 from actions.cn_numbers import (
     amount_cents_from_speech,
+    amount_in_context,
     amount_spans,
     digits_from_speech,
     extract_digits,
@@ -265,3 +266,22 @@ def test_never_amount_spans(text: str, numbers: list[str]) -> None:
 def test_offsets_stay_the_callers_own_when_normalising_would_move_them() -> None:
     text = "㍿转五百块"  # NFKC makes one character four
     assert [text[start:end] for start, end in amount_spans(text)] == ["五百"]
+
+
+@pytest.mark.parametrize("text, cents", [
+    ("这一块五", 150), ("把这一块五毛还了", 150), ("那一块一", 110), ("这一块钱", 100),  # 1.x yuan, not a place
+    ("还十一部分", 1100), ("转一百零一部分", 10100),  # the number before 一部分 keeps its last digit
+    ("先还一部分一千块", 100000), ("在海淀那一块", None), ("还一部分", None),  # a part, a place: no money
+])
+def test_amount_in_context_reads_parts_and_places_right(text: str, cents: int | None) -> None:
+    assert amount_in_context(text) == cents
+
+
+@pytest.mark.parametrize("text, amounts", [
+    ("138-1234-5678", []), ("2024-05-01", []), ("卡号6222-0212-3456", []),  # hyphens inside numbers are no signs
+    ("转账500-1000块", ["500", "1000"]),
+    ("负 五百块", ["负 五百"]),
+    ("转1,000块", ["1,000"]),
+])
+def test_amount_spans_signs_and_separators(text: str, amounts: list[str]) -> None:
+    assert [text[start:end] for start, end in amount_spans(text)] == amounts

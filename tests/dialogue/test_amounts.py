@@ -47,3 +47,9 @@ def test_a_bare_number_is_diets_call():
     assert checked_amounts("5000", [(0, 4)]) == [(0, 4)]
     assert checked_amounts("5000", []) == []
     assert checked_amounts("", []) == []
+
+
+def test_a_minus_inside_a_number_is_no_sign():
+    text = "电话138-1234-5678"
+    assert checked_amounts(text, [(text.index("1234"), text.index("1234") + 4)]) == [(text.index("1234"), text.index("1234") + 4)]
+    assert checked_amounts("退款-200", [(3, 6)]) == [(2, 6)]
