@@ -134,7 +134,6 @@ def test_review_label_retrain_swap_round_trip(rasa: str, tmp_path: Path, monkeyp
     # 1. A call: three times the caller says something the running model does not understand, and the dialogue hands
     #    the call over (three strikes); the record notes each turn's NLU result as the gateway's bridge does (from
     #    the real tracker).
-
     def a_strike(text: str) -> bool:
         return parse(text)["intent"]["name"] in NOT_UNDERSTOOD_INTENTS
 
