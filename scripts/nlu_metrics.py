@@ -44,9 +44,12 @@ def summary_line(report: dict, label: str) -> str:
     )
 
 
-def table(report: dict) -> str:
-    """Per-intent precision/recall/F1, worst F1 first, with the intents each one was confused with."""
-    rows = sorted(per_intent(report).items(), key=lambda item: item[1]["f1-score"])
+def table(report: dict, omit: tuple[str, ...] = ()) -> str:
+    """Per-intent precision/recall/F1, worst F1 first, with the intents each one was confused with.
+    Rows named in `omit` (as in by_role) are left out."""
+    omitted = by_role(report, list(omit))
+    rows = sorted(((name, row) for name, row in per_intent(report).items() if name not in omitted),
+                  key=lambda item: item[1]["f1-score"])
     lines = [f"{'label':<24}{'prec':>6}{'recall':>8}{'f1':>6}{'n':>5}  confused with"]
     for name, row in rows:
         confused = ", ".join(f"{other}×{n}" for other, n in row.get("confused_with", {}).items())
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="eval", help="name printed in the summary line")
     parser.add_argument("--min-accuracy", type=float, default=None, help="fail below this accuracy")
     parser.add_argument("--table", action="store_true", help="also print the per-intent table")
+    parser.add_argument("--omit", default="", help="with --table: leave out these rows (comma-separated, as --by-role)")
     parser.add_argument("--by-role", default=None, help="entity report: print F1 of these entities (comma-separated) by role")
     parser.add_argument("--min-f1", type=float, default=None, help="with --by-role: fail when any of them is below")
     args = parser.parse_args(argv)
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if args.table:
-        print(table(report))
+        print(table(report, tuple(filter(None, args.omit.split(",")))))
     print(summary_line(report, args.label))
     if args.min_accuracy is not None and report["accuracy"] < args.min_accuracy:
         print(f"FAIL: {args.label} accuracy {report['accuracy']:.3f} is below {args.min_accuracy:.2f}", file=sys.stderr)

@@ -67,3 +67,10 @@ def test_roles_named_alone_pick_their_rows_and_gate_on_f1(nlu_metrics, tmp_path,
     assert "entity card_last4 role=source: f1=1.000" in out and "role=destination: f1=0.970" in out
     assert "entity card_last4:" not in out  # the unlabelled row is another extractor's business
     assert nlu_metrics.main([str(path), "--by-role", "card_last4", "--min-f1", "0.95"]) == 1
+
+
+def test_table_omits_rows_another_extractor_reports(nlu_metrics, tmp_path, capsys):
+    path = _write(tmp_path, _entity_report())
+    assert nlu_metrics.main([str(path), "--table", "--omit", "amount,card_last4.source,card_last4.destination"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:-1]]
+    assert rows == ["card_last4"]  # the unlabelled card row is DIET's own and stays
