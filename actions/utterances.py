@@ -38,11 +38,14 @@ def is_filler(text: str | None) -> bool:
     if not isinstance(text, str):
         return False
     rest = _PUNCTUATION.sub("", text)
-    if not rest:
-        return False
+    return bool(rest) and _without_fillers(rest).strip() == ""
+
+
+def _without_fillers(words: str) -> str:
+    """The words with every backchannel replaced by a space, so no yes word is read across or inside one (是 in 就是)."""
     for word in FILLER_WORDS:
-        rest = rest.replace(word, "")
-    return rest == ""
+        words = words.replace(word, " ")
+    return words
 
 
 def explicit_answer(text: str | None) -> bool | None:
@@ -54,4 +57,5 @@ def explicit_answer(text: str | None) -> bool | None:
         return None
     if _NEGATED.search(words.replace("没问题", "").replace("没错", "")) or words.startswith(("不", "别")):
         return False
-    return True if any(word in words for word in YES_WORDS) else None
+    meant = _without_fillers(words)
+    return True if any(word in meant for word in YES_WORDS) else None

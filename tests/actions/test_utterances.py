@@ -13,9 +13,16 @@ def test_backchannels_are_fillers_and_never_a_yes(text):
     assert is_filler(text) and explicit_answer(text) is None
 
 
-@pytest.mark.parametrize("text", ["是", "是的", "对", "确认", "可以", "没问题", "好的", "嗯 对", "没错"])
+@pytest.mark.parametrize("text", ["是", "是的", "对", "确认", "可以", "没问题", "好的", "嗯 对", "没错", "是啊", "那个 是的",
+                                  "对 就是这样", "就是 是的"])
 def test_explicit_yes_words(text):
     assert explicit_answer(text) is True and not is_filler(text)
+
+
+@pytest.mark.parametrize("text", ["就是 就是那个啥", "就是那个啥", "那啥", "那个啥 就是", "就是这个"])
+def test_the_yes_inside_a_filler_is_no_yes(text):
+    # 是 in 就是 is a hesitation, not an answer: at a read-back it must re-ask, never move the money (review r3).
+    assert explicit_answer(text) is None
 
 
 @pytest.mark.parametrize("text", ["不", "不是", "不对", "算了", "取消", "不用了", "没有", "不可以"])

@@ -51,7 +51,7 @@ def test_a_filler_never_confirms_a_transfer(dialogue_servers):
     call = at_amount_prompt(dialogue_servers)
     read_back = say(dialogue_servers, call, "一百元")
     assert "4321" in texts(read_back) and "9999" in texts(read_back) and "100元" in texts(read_back)
-    for filler in ("嗯", "哦", "那个"):
+    for filler in ("嗯", "哦", "那个", "就是 就是那个啥"):  # 是 inside 就是 is no yes
         reply = say(dialogue_servers, call, filler)
         assert "转账成功" not in texts(reply), f"{filler!r} moved the money: {texts(reply)}"
         assert asks_to_confirm(reply), f"{filler!r} was not asked again: {texts(reply)}"
