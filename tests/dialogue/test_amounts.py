@@ -51,5 +51,6 @@ def test_a_bare_number_is_diets_call():
 
 def test_a_minus_inside_a_number_is_no_sign():
     text = "电话138-1234-5678"
-    assert checked_amounts(text, [(text.index("1234"), text.index("1234") + 4)]) == [(text.index("1234"), text.index("1234") + 4)]
+    guess = (text.index("1234"), text.index("1234") + 4)
+    assert checked_amounts(text, [guess]) == [guess]
     assert checked_amounts("退款-200", [(3, 6)]) == [(2, 6)]
