@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 MASK = "[secure input]"  # dialogue/tracker_store.py (a .venv-rasa module)
 PINS = ("135790", "246802", "112233")
 RASA_SERVERS = ("rasa1", "rasa2")
+FRONT_REQUEST = r"rasa_front rasa/\S+ \S+ \d+ "  # one HAProxy httplog line per request through the Rasa front
 PUBLIC_QUESTIONS = ("存款利率是多少", "贷款利率是多少", "美元汇率是多少", "日元汇率多少")  # one turn each, no form
 
 
@@ -96,6 +97,17 @@ class RasaTier(Processes):
             assert time.monotonic() < deadline, f"no {pattern!r} in {name}'s log:\n{self.log_tail(name)}"
             time.sleep(0.02)
         return time.monotonic()
+
+    def wait_for_log_lines(self, name: str, pattern: str, count: int, since: int = 0, timeout_s: float = 10.0) -> int:
+        """Until NAME's log past byte `since` holds `count` lines matching `pattern`; the log's size then. HAProxy
+        writes a request's line when the transaction ends, which can be after the client has read the reply."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            log = self.log_path(name).read_bytes()
+            if len(re.findall(pattern, log[since:].decode(errors="replace"))) >= count:
+                return len(log)
+            assert time.monotonic() < deadline, f"fewer than {count} {pattern!r} in {name}'s log:\n{self.log_tail(name)}"
+            time.sleep(0.02)
 
     def wait_until_haproxy_sees_up(self, servers: list[str], timeout_s: float = 30.0) -> None:
         """Until HAProxy's health checks count every one of `servers` ("backend/server") up: its last state line
@@ -220,14 +232,18 @@ def test_a_killed_rasa_server_loses_no_turn(tier):
     by the other at once (a refused connection is retried on another server), the caller stays verified, and the
     tracker holds every turn. Prints how long the first turn after the kill took and when HAProxy saw it down."""
     alive(tier)
-    li = Caller(EachTurnOn(tier, ("front",)), "13800000002", card="5678", pin="246802")
+    started = tier.log_size("haproxy")
+    front = EachTurnOn(tier, ("front",))
+    li = Caller(front, "13800000002", card="5678", pin="246802")
     li.start()
     reply = li.answer_prompts(li.say("查余额"), done=lambda items: "8000" in digits_in(joined(items)))
     assert "8000" in digits_in(joined(reply)), li.all_texts()
     sent_before = len(li.replies)
 
     detected: list[float] = []  # when HAProxy's checks count rasa1 down, watched from the kill on
-    since = tier.log_size("haproxy")
+    # From the byte where every turn before the kill is logged: HAProxy may write the last one's line after its
+    # reply has reached us, and that line (rasa1, 200) once read as a turn sent to the dead server.
+    since = tier.wait_for_log_lines("haproxy", FRONT_REQUEST, len(front.turns), since=started)
     watcher = threading.Thread(target=lambda: detected.append(
         tier.wait_for_log("haproxy", "Server rasa/rasa1 is DOWN", since=since)))
     killed_at = time.monotonic()
@@ -244,6 +260,7 @@ def test_a_killed_rasa_server_loses_no_turn(tier):
     said = [event["text"] for event in tier.tracker_events(li.sender) if event["event"] == "user"]
     assert len(said) == len(li.replies) and said[sent_before:] == ["再查一下余额", *PUBLIC_QUESTIONS], said
     # httplog: ... rasa_front rasa/rasa2 Tq/Tw/Tc/Tr/Ta status bytes - - flags conns/retries, "+" = redispatched
+    tier.wait_for_log_lines("haproxy", FRONT_REQUEST, 1 + len(PUBLIC_QUESTIONS), since=since)
     after_kill = tier.log_path("haproxy").read_bytes()[since:].decode(errors="replace")
     redispatched = len(re.findall(r"rasa_front rasa/rasa2 \S+ \d+ \d+ \S+ \S+ \S+ \d+/\d+/\d+/\d+/\+\d+", after_kill))
     assert not re.findall(r"rasa_front rasa/rasa1 \S+ \d+ ", after_kill), "a turn was sent to the dead server"
