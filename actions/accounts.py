@@ -74,6 +74,15 @@ def period_bounds(period: str, today: date) -> tuple[date, date] | None:
         return monday - timedelta(days=7), monday - timedelta(days=1)
     if "本周" in period or "这周" in period or "这个星期" in period:
         return today - timedelta(days=today.weekday()), today
+    # A period still to come is that period, not a recent one: it holds no transactions, and the caller hears so.
+    if "明天" in period:
+        return today + timedelta(days=1), today + timedelta(days=1)
+    if "下周" in period or "下个星期" in period or "下星期" in period:
+        next_monday = today + timedelta(days=7 - today.weekday())
+        return next_monday, next_monday + timedelta(days=6)
+    if "下个月" in period or "下月" in period:
+        next_month = (today.replace(day=28) + timedelta(days=4)).replace(day=1)
+        return next_month, (next_month.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
     if "上个月" in period or "上月" in period:
         last_month_end = today.replace(day=1) - timedelta(days=1)
         return last_month_end.replace(day=1), last_month_end

@@ -166,9 +166,10 @@ _N = "[0-9零〇一二两三四五六七八九十百千万点.]"
 _NOT_AMOUNTS = re.compile(
     rf"(?:尾号|后四位|卡号|尾数|第|周|星期|百分之|年利率)[是为]?{_N}+"
     r"|一(?:下|些|会|直|起|样|般|定|共|切|边|点儿|块儿)"  # 等一下, 一直: words, not the number one
+    r"|一块(?=[丢掉被办挂冻注补])"  # 连着钱包一块丢了: together; 转一块给他 is one yuan
     rf"|(?<!{_N})一部分"  # 还一部分: a part, not one; but 还十一 部分 keeps its 十一
     rf"|[这那]一块(?!{_N}|[毛角分钱元])"  # 在海淀那一块: a place; 这一块五 is 1.5 yuan
-    rf"|{_N}+\s*(?:个月|个小时|年|月|周|天|日|号|小时|分钟|点钟|点半|岁|期|笔|条|次|张|位|倍|分之|[%％]|的卡|那张|这张|张卡)"
+    rf"|{_N}+\s*(?:个月|个小时|年|月|周|天|日|号|小时|分钟|点钟|点半|岁|期|笔|条|次|张|位|倍|分之|折|[%％]|的卡|那张|这张|张卡)"
 )
 
 
@@ -347,7 +348,11 @@ _SIGN_BEFORE = re.compile(rf"{_SIGN}$")
 # Only yuan: 「一百美元是多少人民币」 asks for a rate, it moves no money.
 _MONEY_UNIT_AFTER = re.compile(r"\s*(?:块(?!儿)|元|圆|毛|角)")
 _MONEY_WORD_BEFORE = re.compile(
-    r"(?:转账?|汇款?|划|还款?|存|取|付款?|支付|充值?|交|金额(?:是|为)?|转账金额(?:是|为)?)(?:了|个|上|给我|给他|给她)?\s*$")
+    r"(?:转账?|汇款?|划|还款?|存|取|付款?|支付|充值?|交|打款|打钱|金额(?:是|为)?|转账金额(?:是|为)?)(?:了|个|上|给我|给他|给她)?\s*$")
+# 打 alone (打一千五过去) marks money only before a number with a place unit, and no count after it: 打110 and
+# 打95595 are calls, 打了十几次 and 打了二十多个 are counts.
+_DA_BEFORE = re.compile(r"打(?:了|个|上|给我|给他|给她)?\s*$")
+_COUNT_AFTER = re.compile(r"\s*[几多来余个次遍通回趟]")
 
 
 def amount_spans(text: str) -> list[tuple[int, int]]:
@@ -367,7 +372,9 @@ def amount_spans(text: str) -> list[tuple[int, int]]:
         number, start = match["number"], match.start("number")
         start = start_with_sign(normal, start)  # the sign as the caller said it: 卡号6222-0212 has none
         marked = (start < match.start("number")  # a card or a PIN is never negative
-                  or _MONEY_UNIT_AFTER.match(masked, match.end()) or _MONEY_WORD_BEFORE.search(masked, 0, start))
+                  or _MONEY_UNIT_AFTER.match(masked, match.end()) or _MONEY_WORD_BEFORE.search(masked, 0, start)
+                  or (_DA_BEFORE.search(masked, 0, start) and _PLACE_UNITS.search(number)
+                      and not _COUNT_AFTER.match(masked, match.end())))
         if marked and not digit_string(number) and amount_cents_from_speech(number) is not None:
             spans.append((start, match.end()))
     return spans

@@ -122,6 +122,17 @@ async def test_transfer_ok_reads_reference_and_limit(bank_for_actions):
     assert "转账成功" in outcome.text and "参考号" in outcome.text and "今天还可以转账" in outcome.text
 
 
+@pytest.mark.parametrize("period, bounds", [
+    ("下个月", (date(2026, 12, 1), date(2026, 12, 31))), ("下月", (date(2026, 12, 1), date(2026, 12, 31))),
+    ("下周", (date(2026, 11, 30), date(2026, 12, 6))), ("下个星期", (date(2026, 11, 30), date(2026, 12, 6))),
+    ("明天", (date(2026, 11, 27), date(2026, 11, 27))),
+])
+def test_a_period_still_to_come_is_that_period_not_the_last_thirty_days(period, bounds):
+    """A Thursday in November: 下个月 once read as the last 30 days, and the caller heard transactions of a period
+    they had not asked for. The period itself holds none, and the bot says so (utter_no_transactions)."""
+    assert period_bounds(period, date(2026, 11, 26)) == bounds
+
+
 async def test_transactions_recent_count_and_period_parsing(bank_for_actions):
     assert requested_count("最近三笔交易") == 3 and requested_count("查交易明细") == 5
     assert period_bounds("上个月", date(2026, 11, 26)) == (date(2026, 10, 1), date(2026, 10, 31))

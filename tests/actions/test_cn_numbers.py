@@ -285,3 +285,22 @@ def test_amount_in_context_reads_parts_and_places_right(text: str, cents: int | 
 ])
 def test_amount_spans_signs_and_separators(text: str, amounts: list[str]) -> None:
     assert [text[start:end] for start, end in amount_spans(text)] == amounts
+
+
+@pytest.mark.parametrize("text, amounts", [
+    ("给我老婆打一千五", ["一千五"]), ("往尾号二零六三的卡上打七百", ["七百"]), ("打了两万过去", ["两万"]),
+    ("打款三千", ["三千"]), ("打钱五百给他", ["五百"]), ("打500块", ["500"]),  # a unit marks it anyway
+    # 打 alone marks a number only with a place unit in it: a phone number is no amount, nor a discount
+    ("打110报警", []), ("我打95595打不通", []), ("打一一零", []), ("打九折", []), ("打八五折吗", []),
+    ("打了三次电话", []), ("打两个电话", []), ("打了十几次电话没人管", []), ("打了二十多个电话", []),
+])
+def test_da_before_a_number_marks_money_but_not_a_phone_number_or_a_discount(text: str, amounts: list[str]) -> None:
+    assert [text[start:end] for start, end in amount_spans(text)] == amounts
+
+
+@pytest.mark.parametrize("text, amounts", [
+    ("银行卡连着钱包一块丢了", []), ("身份证和卡一块被偷了", []), ("两张卡一块挂失", []), ("一块办了吧", []),
+    ("转一块给他", ["一"]), ("还一块钱", ["一"]), ("转一块", ["一"]),  # one yuan
+])
+def test_yikuai_before_a_verb_means_together_not_one_yuan(text: str, amounts: list[str]) -> None:
+    assert [text[start:end] for start, end in amount_spans(text)] == amounts
