@@ -63,6 +63,10 @@ def requested_count(text: str) -> int:
     return max(1, min(count, MAX_TRANSACTIONS)) if count else DEFAULT_TRANSACTIONS
 
 
+def _first_of_next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)  # the 28th plus 4 days is always next month
+
+
 def period_bounds(period: str, today: date) -> tuple[date, date] | None:
     """The date range of a spoken period (今天, 上周, 这个月, 最近三十天...), or None for 'the most recent ones'."""
     if "今天" in period:
@@ -81,8 +85,8 @@ def period_bounds(period: str, today: date) -> tuple[date, date] | None:
         next_monday = today + timedelta(days=7 - today.weekday())
         return next_monday, next_monday + timedelta(days=6)
     if "下个月" in period or "下月" in period:
-        next_month = (today.replace(day=28) + timedelta(days=4)).replace(day=1)
-        return next_month, (next_month.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        next_month = _first_of_next_month(today)
+        return next_month, _first_of_next_month(next_month) - timedelta(days=1)
     if "上个月" in period or "上月" in period:
         last_month_end = today.replace(day=1) - timedelta(days=1)
         return last_month_end.replace(day=1), last_month_end

@@ -347,11 +347,12 @@ _SIGNED_NUMBER = re.compile(rf"(?P<sign>{_SIGN})?(?P<number>[{_NUMBER_CHARS}]+(?
 _SIGN_BEFORE = re.compile(rf"{_SIGN}$")
 # Only yuan: 「一百美元是多少人民币」 asks for a rate, it moves no money.
 _MONEY_UNIT_AFTER = re.compile(r"\s*(?:块(?!儿)|元|圆|毛|角)")
+_BEFORE_THE_NUMBER = r"(?:了|个|上|给我|给他|给她)?\s*$"  # 转了五百, 转个五百, 转给我五百
 _MONEY_WORD_BEFORE = re.compile(
-    r"(?:转账?|汇款?|划|还款?|存|取|付款?|支付|充值?|交|打款|打钱|金额(?:是|为)?|转账金额(?:是|为)?)(?:了|个|上|给我|给他|给她)?\s*$")
+    r"(?:转账?|汇款?|划|还款?|存|取|付款?|支付|充值?|交|打款|打钱|金额(?:是|为)?|转账金额(?:是|为)?)" + _BEFORE_THE_NUMBER)
 # 打 alone (打一千五过去) marks money only before a number with a place unit, and no count after it: 打110 and
 # 打95595 are calls, 打了十几次 and 打了二十多个 are counts.
-_DA_BEFORE = re.compile(r"打(?:了|个|上|给我|给他|给她)?\s*$")
+_DA_BEFORE = re.compile("打" + _BEFORE_THE_NUMBER)
 _COUNT_AFTER = re.compile(r"\s*[几多来余个次遍通回趟]")
 
 
