@@ -17,7 +17,7 @@ from actions.common import (
 )
 from actions.handoff import HANDOFF_UNAVAILABLE_RESPONSE, hand_off
 from actions.verification import requested_slot
-from actions.wording import pieces
+from actions.wording import pieces, spoken_date
 
 MAX_LOCATION_CHARS = 20
 MAX_RATES = 4  # a phone menu of rates: more than four is not remembered
@@ -136,8 +136,7 @@ class ActionExchangeRate(Action):
         except Exception:  # noqa: BLE001
             return hand_off(dispatcher, tracker, reason="action_unavailable", response=HANDOFF_UNAVAILABLE_RESPONSE)
         if rates:
-            as_of = rates[0].as_of
-            dispatcher.utter_message(response="utter_fx_rates", month=str(as_of.month), day=str(as_of.day),
+            dispatcher.utter_message(response="utter_fx_rates", date=spoken_date(domain, rates[0].as_of),
                                      rates=pieces(domain, "utter_item_fx", [fx_item(r) for r in rates]))
             task_done(dispatcher, "exchange_rate")
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import date
 
@@ -16,6 +17,7 @@ from actions.complaints import ActionCloseComplaint, ValidateComplaintForm
 from actions.info import ActionBranchLocator, ActionExchangeRate, ActionInterestRate, ValidateBranchForm
 from actions.transfers import ActionTransferMoney, ValidateTransferForm
 from actions.verification import ValidateCardLossForm
+from tests.actions import dialogue_harness
 from tests.actions.dialogue_harness import Call, dtmf, user
 
 WANG = ("13800000001", "1234", "135790")
@@ -168,6 +170,18 @@ async def test_rates(bank_for_actions):
     call.say(user("美元汇率", "exchange_rate", {"currency": "USD"}))
     fx = await call.run(ActionExchangeRate())
     assert "美元" in fx.text and "买入价" in fx.text
+
+
+async def test_the_rates_date_is_worded_by_the_one_date_response(bank_for_actions, monkeypatch):
+    """utter_item_date words every date the bot says: a trainer's 「3月5号」 reaches the exchange rates too (they once
+    built their own 「{month}月{day}日」)."""
+    domain = copy.deepcopy(dialogue_harness.project_domain())
+    domain["responses"]["utter_item_date"] = [{"text": "{month}月{day}号"}]
+    monkeypatch.setattr(dialogue_harness, "project_domain", lambda: domain)
+    call = Call()
+    call.say(user("美元汇率", "exchange_rate", {"currency": "USD"}))
+    fx = await call.run(ActionExchangeRate())
+    assert re.search(r"\d+月\d+号的外汇牌价", fx.text), fx.text
 
 
 async def test_complaint_asks_where_and_when_then_files_one_ticket_and_reads_it_back(bank_for_actions):
